@@ -1,0 +1,93 @@
+//! The pause journal: a paused process is always resumed, also after an injector crash.
+//!
+//! Before SIGSTOP the injector writes `OWNER.OWNERSTART-PID.STARTTIME` into the journal
+//! directory and removes it after SIGCONT. At start-up [`resume_leftovers`] sends SIGCONT to
+//! every process still named there whose start time matches (so a reused pid is never
+//! touched), but only for entries whose owner is dead: another injector running beside this
+//! one keeps its pauses.
+
+use std::path::{Path, PathBuf};
+
+use crate::process;
+use crate::signal::Signal;
+
+/// Where the journal lives: `$ATROPOS_STATE_DIR/paused`, else `$XDG_STATE_HOME/atropos/paused`,
+/// else `~/.local/state/atropos/paused`.
+pub fn dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ATROPOS_STATE_DIR") {
+        return PathBuf::from(dir).join("paused");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home =
+                std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+            home.join(".local/state")
+        });
+    base.join("atropos/paused")
+}
+
+fn owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| {
+        let me = std::process::id() as i32;
+        let start = crate::procfs::ProcStat::read(me).map_or(0, |s| s.starttime);
+        format!("{me}.{start}")
+    })
+}
+
+fn entry(dir: &Path, pid: i32, starttime: u64) -> PathBuf {
+    dir.join(format!("{}-{pid}.{starttime}", owner()))
+}
+
+fn parse_pair(text: &str) -> Option<(i32, u64)> {
+    let (pid, start) = text.split_once('.')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
+fn alive(pid: i32, starttime: u64) -> bool {
+    crate::procfs::ProcStat::read(pid).is_some_and(|s| s.starttime == starttime && !s.is_zombie())
+}
+
+/// Records that `pid` is about to be stopped.
+pub fn record(pid: i32, starttime: u64) -> std::io::Result<()> {
+    let dir = dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(entry(&dir, pid, starttime), b"")
+}
+
+/// Records that `pid` was resumed.
+pub fn clear(pid: i32, starttime: u64) {
+    let _ = std::fs::remove_file(entry(&dir(), pid, starttime));
+}
+
+/// Resumes every process the journal still holds as paused; returns how many were resumed.
+pub fn resume_leftovers() -> usize {
+    let dir = dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut resumed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((owner, paused)) = name.to_str().and_then(|n| n.split_once('-')) else {
+            continue;
+        };
+        let (Some((owner_pid, owner_start)), Some((pid, start))) =
+            (parse_pair(owner), parse_pair(paused))
+        else {
+            continue;
+        };
+        if alive(owner_pid, owner_start) {
+            continue;
+        }
+        if crate::safety::may_signal(pid)
+            && let Some(pin) = process::pin(pid, start)
+            && process::send_pidfd(&pin.pidfd, Signal::CONT) == crate::DeliveryOutcome::Delivered
+        {
+            resumed += 1;
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    resumed
+}

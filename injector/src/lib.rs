@@ -1,0 +1,51 @@
+//! The injector of atropos: the fault vocabulary and its execution on one Linux node.
+//!
+//! # Theory of operation
+//! A [`TrialPlan`] says what to spawn, which phases to watch for, which fault steps to fire
+//! and when, and how the trial ends. [`run_trial`] executes it:
+//!
+//! 1. The target is spawned in its own process group, with `ATROPOS_TRIAL=<trial id>` in its
+//!    environment and a pidfd opened at once (the child is unreaped, so its pid is ours).
+//! 2. stdout and stderr are read line by line, each line stamped with `CLOCK_MONOTONIC` as
+//!    its read returns; markers (output regexes, listening ports, HTTP endpoints, files, log
+//!    lines, delays) report phase entries to the trial's driver task.
+//! 3. The driver fires each step when it is due: at a phase plus an offset, after the previous
+//!    step, or after the target exited (while it is a zombie, or once reaped). Signals go
+//!    through pidfds; process groups only while their leader is held unreaped. Every delivery
+//!    records its outcome: delivered, already_finished, zombie, denied or no_target.
+//! 4. The end: the target exits, or hangs past its grace period and is killed, or the trial
+//!    times out or is interrupted. atropos is a child subreaper, so descendants that outlive the
+//!    main process are re-parented to it; every one still alive is reported as an orphan,
+//!    killed, and reaped.
+//!
+//! The injector knows nothing of experiment files, schedules, SQL or HTML.
+
+pub mod clock;
+pub mod journal;
+pub mod markers;
+pub mod orphans;
+pub mod output;
+pub mod plan;
+pub mod process;
+pub mod procfs;
+pub mod record;
+pub mod safety;
+pub mod signal;
+pub mod trial;
+mod unix;
+
+pub use plan::{
+    Action, Aim, ExitedState, Finish, Marker, PhasePlan, RunTarget, StepPlan, Stream, TrialPlan,
+    Watch, When,
+};
+pub use record::{Delivery, DeliveryOutcome, Exit, Observation, Orphan, PhaseEntry, StopReason};
+pub use signal::Signal;
+pub use tokio_util::sync::CancellationToken;
+pub use trial::run as run_trial;
+
+/// Prepares this process to run trials: becomes a child subreaper (so orphans of targets come
+/// back to it) and resumes any process a crashed injector left paused.
+pub fn init() -> std::io::Result<usize> {
+    unix::become_child_subreaper()?;
+    Ok(journal::resume_leftovers())
+}

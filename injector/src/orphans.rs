@@ -1,0 +1,119 @@
+//! Finding and killing what a trial left behind.
+//!
+//! atropos is a child subreaper, so when a target's main process dies its descendants are
+//! re-parented to atropos instead of PID 1, also those that left the target's process group
+//! or session. A process belongs to a trial when it is in the trial's process group, carries
+//! the trial's `ATROPOS_TRIAL` token in its environment, or descends from one that does.
+
+use std::time::Duration;
+
+use crate::process::{self, Found};
+use crate::procfs::{self, ProcStat};
+use crate::record::Orphan;
+use crate::safety;
+use crate::signal::Signal;
+
+/// The environment variable that marks every process of a trial.
+pub const TOKEN_VAR: &str = "ATROPOS_TRIAL";
+
+/// Live processes of trial `token` whose main process (and group leader) was `main_pid`;
+/// call once the main process is reaped.
+pub fn find(token: &str, main_pid: i32) -> Vec<ProcStat> {
+    let me = std::process::id() as i32;
+    let entry = format!("{TOKEN_VAR}={token}");
+    let registered = process::with_registry(|reg| reg.clone());
+    let mut found: Vec<ProcStat> = Vec::new();
+    for pid in procfs::children(me) {
+        if registered.contains(&pid) {
+            continue;
+        }
+        let Some(stat) = ProcStat::read(pid) else {
+            continue;
+        };
+        if stat.is_zombie() {
+            continue;
+        }
+        if stat.pgid == main_pid || stat.sid == main_pid || procfs::environ_has(pid, &entry) {
+            found.extend(procfs::descendants_of(pid));
+            found.push(stat);
+        }
+    }
+    found.retain(|p| !p.is_zombie() && p.pid != me);
+    found.sort_by_key(|p| p.pid);
+    found.dedup_by_key(|p| p.pid);
+    found
+}
+
+/// Kills every process of the trial still alive and reaps those re-parented to atropos.
+pub async fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
+    let found = find(token, main_pid);
+    let mut orphans = Vec::with_capacity(found.len());
+    let mut pinned: Vec<Found> = Vec::new();
+    for stat in found {
+        let cmdline = procfs::cmdline(stat.pid);
+        let mut killed = false;
+        if safety::may_signal(stat.pid)
+            && let Some(pin) = process::pin(stat.pid, stat.starttime)
+        {
+            killed =
+                process::send_pidfd(&pin.pidfd, Signal::KILL) == crate::DeliveryOutcome::Delivered;
+            pinned.push(pin);
+        }
+        orphans.push(Orphan {
+            pid: stat.pid,
+            comm: stat.comm,
+            cmdline,
+            left_group: stat.pgid != main_pid,
+            killed,
+        });
+    }
+    reap_pinned(pinned).await;
+    reap_strays();
+    orphans
+}
+
+async fn reap_pinned(mut pinned: Vec<Found>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !pinned.is_empty() && tokio::time::Instant::now() < deadline {
+        pinned.retain(|p| ProcStat::read(p.pid).is_some_and(|s| !s.is_zombie()));
+        if !pinned.is_empty() {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+}
+
+/// Reaps zombie children of atropos that nobody waits for: orphans re-parented to it that
+/// exited by themselves. Registered processes are left to their owners.
+pub fn reap_strays() {
+    let me = std::process::id() as i32;
+    process::with_registry(|registered| {
+        for pid in procfs::children(me) {
+            if !registered.contains(&pid) && ProcStat::read(pid).is_some_and(|s| s.is_zombie()) {
+                process::reap_stray(pid);
+            }
+        }
+    });
+}
+
+/// Kills every process carrying a token that starts with `run_prefix`: the last sweep of a
+/// run, also after an interruption. Returns how many were killed.
+pub fn kill_run(run_prefix: &str) -> usize {
+    let me = std::process::id() as i32;
+    let prefix = format!("{TOKEN_VAR}={run_prefix}");
+    let mut killed = 0;
+    for stat in procfs::descendants_of(me) {
+        let environ = std::fs::read(format!("/proc/{}/environ", stat.pid)).unwrap_or_default();
+        let ours = environ
+            .split(|b| *b == 0)
+            .any(|var| var.starts_with(prefix.as_bytes()));
+        if ours
+            && safety::may_signal(stat.pid)
+            && let Some(pin) = process::pin(stat.pid, stat.starttime)
+            && process::send_pidfd(&pin.pidfd, Signal::KILL) == crate::DeliveryOutcome::Delivered
+        {
+            killed += 1;
+        }
+    }
+    reap_strays();
+    killed
+}

@@ -1,0 +1,204 @@
+//! A trial as the injector receives it: fully resolved, no templates, no file paths to read.
+//!
+//! The controller turns an experiment into plans; the injector executes them in-process or
+//! behind its HTTP API. Plans are plain data so they cross that boundary as JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::signal::Signal;
+
+/// One trial to execute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialPlan {
+    /// Unique id; also put into the target's environment as `ATROPOS_TRIAL`.
+    pub id: String,
+    /// What to run.
+    pub target: RunTarget,
+    /// Phases in order.
+    pub phases: Vec<PhasePlan>,
+    /// Fault steps in order; empty for a baseline or recovery trial.
+    pub steps: Vec<StepPlan>,
+    /// Output patterns whose matches are recorded (expectations on output).
+    pub watches: Vec<Watch>,
+    /// How the trial ends once the steps are done.
+    pub finish: Finish,
+    /// Time the target has to exit after a terminating step or a stop signal.
+    #[serde(with = "crate::plan::nanos")]
+    pub grace: Duration,
+    /// Overall limit for the trial.
+    #[serde(with = "crate::plan::nanos")]
+    pub timeout: Duration,
+    /// Whether to sample threads and RSS from `/proc`.
+    pub sample_resources: bool,
+    /// How many lines of each stream to keep.
+    pub tail_lines: usize,
+}
+
+/// A command to spawn fresh for the trial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTarget {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: PathBuf,
+}
+
+/// A named stretch of the target's life and the marker that opens it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhasePlan {
+    /// Phase name.
+    pub name: String,
+    /// What shows the phase has been entered.
+    pub marker: Marker,
+}
+
+/// What shows a phase has been entered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Marker {
+    /// A stdout line matching this regex.
+    Stdout(String),
+    /// A stderr line matching this regex.
+    Stderr(String),
+    /// A line appended to a log file matching a regex.
+    Log {
+        /// The file to follow.
+        path: PathBuf,
+        /// The regex.
+        regex: String,
+    },
+    /// A TCP socket listening on this port.
+    Listen(u16),
+    /// An HTTP URL answering 2xx.
+    Http(String),
+    /// A file existing.
+    File(PathBuf),
+    /// A delay since the spawn.
+    #[serde(with = "crate::plan::nanos")]
+    Delay(Duration),
+}
+
+/// Which output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// An output pattern to record matches of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    /// Which stream.
+    pub stream: Stream,
+    /// The regex.
+    pub regex: String,
+}
+
+/// One step of a fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepPlan {
+    /// What to do.
+    pub action: Action,
+    /// At whom.
+    pub aim: Aim,
+    /// When.
+    pub when: When,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Send a signal.
+    Signal(Signal),
+    /// SIGSTOP, then SIGCONT after the duration.
+    Pause(#[serde(with = "crate::plan::nanos")] Duration),
+}
+
+/// At whom a step is aimed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aim {
+    /// The main process.
+    Main,
+    /// The main process's whole process group.
+    Group,
+    /// Every descendant whose name or command line matches the regex.
+    Descendant(String),
+}
+
+impl std::fmt::Display for Aim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Aim::Main => f.write_str("main"),
+            Aim::Group => f.write_str("group"),
+            Aim::Descendant(re) => write!(f, "descendant /{re}/"),
+        }
+    }
+}
+
+/// When a step fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// `offset` after the phase with this index is entered.
+    Phase {
+        /// Index into [`TrialPlan::phases`].
+        index: usize,
+        /// Delay after the marker.
+        #[serde(with = "crate::plan::nanos")]
+        offset: Duration,
+    },
+    /// This long after the previous step.
+    After(#[serde(with = "crate::plan::nanos")] Duration),
+    /// After the target exited: while a zombie, or once reaped.
+    Exited(ExitedState),
+}
+
+/// Which side of reaping an after-exit step fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitedState {
+    /// Exited, not yet reaped.
+    Zombie,
+    /// Exited and reaped.
+    Reaped,
+}
+
+/// How a trial ends once its steps are done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// The target must exit within `grace` of the last step; if not it is killed (hung).
+    AwaitExit,
+    /// Without faults: `hold` after the last phase, stop with SIGTERM, then `grace`.
+    Stop {
+        /// How long to let the last phase run.
+        #[serde(with = "crate::plan::nanos")]
+        hold: Duration,
+    },
+    /// A recovery probe: as soon as this phase is entered, kill the target.
+    UntilPhase(usize),
+}
+
+pub(crate) mod nanos {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_nanos)
+    }
+}

@@ -1,0 +1,237 @@
+//! Spawned processes held by pidfd: wait without reaping, reap on purpose, signal safely.
+//!
+//! Every process atropos starts goes through [`spawn`], which records its pid in a registry
+//! under a lock. The orphan sweeper reaps stray zombie children only when they are not in the
+//! registry, so it never steals the exit status of a process someone else is waiting for.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::{Child, ChildStderr, ChildStdout, Command};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use nix::errno::Errno;
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use tokio::io::unix::AsyncFd;
+
+use crate::clock::now_ns;
+use crate::record::{DeliveryOutcome, Exit};
+use crate::signal::Signal;
+use crate::{safety, unix};
+
+fn registry() -> MutexGuard<'static, HashSet<i32>> {
+    static REGISTRY: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs `f` while no process can be spawned or reaped through this module.
+pub(crate) fn with_registry<T>(f: impl FnOnce(&HashSet<i32>) -> T) -> T {
+    f(&registry())
+}
+
+/// A child process held by its pidfd until it is reaped.
+#[derive(Debug)]
+pub struct Spawned {
+    pid: i32,
+    pidfd: AsyncFd<OwnedFd>,
+    reaped: Option<Exit>,
+    /// Its standard output, when piped.
+    pub stdout: Option<ChildStdout>,
+    /// Its standard error, when piped.
+    pub stderr: Option<ChildStderr>,
+    /// Monotonic time just before the spawn.
+    pub started_ns: u64,
+}
+
+/// Spawns `command` and opens its pidfd; the child is registered until reaped.
+pub fn spawn(command: &mut Command) -> io::Result<Spawned> {
+    let mut reg = registry();
+    let started_ns = now_ns();
+    let mut child: Child = command.spawn()?;
+    let pid = child.id() as i32;
+    reg.insert(pid);
+    drop(reg);
+    // The child is ours and unreaped, so `pid` cannot name another process yet.
+    let pidfd = match unix::pidfd_open(pid).and_then(unix::async_pidfd) {
+        Ok(fd) => fd,
+        Err(err) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            registry().remove(&pid);
+            return Err(err);
+        }
+    };
+    Ok(Spawned {
+        pid,
+        pidfd,
+        reaped: None,
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        started_ns,
+    })
+}
+
+impl Spawned {
+    /// The process id (and process group id, for isolated targets).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits until the process has exited; it stays a zombie until [`Spawned::reap`].
+    pub async fn exited(&self) {
+        if self.reaped.is_some() {
+            return;
+        }
+        // A pidfd turns readable when its process exits.
+        loop {
+            match self.pidfd.readable().await {
+                Ok(mut guard) => {
+                    if self.peek().is_some() {
+                        return;
+                    }
+                    guard.clear_ready();
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The exit status if the process has exited, without reaping it.
+    pub fn peek(&self) -> Option<Exit> {
+        if let Some(exit) = &self.reaped {
+            return Some(exit.clone());
+        }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::PIDFd(self.pidfd.get_ref().as_fd()), flags) {
+            Ok(status) => Exit::from_wait(status, now_ns()),
+            Err(_) => None,
+        }
+    }
+
+    /// Reaps the exited process and returns its status; `None` while it still runs.
+    pub fn reap(&mut self) -> Option<Exit> {
+        if let Some(exit) = &self.reaped {
+            return Some(exit.clone());
+        }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        let status = waitid(Id::PIDFd(self.pidfd.get_ref().as_fd()), flags).ok()?;
+        let exit = Exit::from_wait(status, now_ns())?;
+        registry().remove(&self.pid);
+        self.reaped = Some(exit.clone());
+        Some(exit)
+    }
+
+    /// Whether the process has been reaped by us.
+    pub fn is_reaped(&self) -> bool {
+        self.reaped.is_some()
+    }
+
+    /// Sends `signal` through the pidfd and says what became of it.
+    pub fn signal(&self, signal: Signal) -> DeliveryOutcome {
+        if self.reaped.is_some() {
+            // The pidfd still refers to the dead process: the kernel answers ESRCH.
+            return send_pidfd(self.pidfd.get_ref(), signal);
+        }
+        if self.peek().is_some() {
+            // Exited, not yet reaped: the kernel accepts the signal and drops it.
+            let _ = send_pidfd(self.pidfd.get_ref(), signal);
+            return DeliveryOutcome::Zombie;
+        }
+        send_pidfd(self.pidfd.get_ref(), signal)
+    }
+
+    /// Sends `signal` to the process group this process leads.
+    pub fn signal_group(&self, signal: Signal) -> DeliveryOutcome {
+        if !safety::may_signal_group(self.pid) {
+            return DeliveryOutcome::Denied;
+        }
+        outcome_of(unix::killpg(self.pid, signal.number()))
+    }
+
+    /// Kills the whole group and the leader, then waits for the leader and reaps it.
+    pub async fn kill_and_reap(&mut self) -> Option<Exit> {
+        if self.reaped.is_none() {
+            let _ = self.signal_group(Signal::KILL);
+            let _ = send_pidfd(self.pidfd.get_ref(), Signal::KILL);
+            self.exited().await;
+        }
+        self.reap()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            // Never leave a process or a zombie behind, also on early returns and panics.
+            let _ = unix::killpg(self.pid, Signal::KILL.number());
+            let _ = send_pidfd(self.pidfd.get_ref(), Signal::KILL);
+            let _ = waitid(
+                Id::PIDFd(self.pidfd.get_ref().as_fd()),
+                WaitPidFlag::WEXITED,
+            );
+            registry().remove(&self.pid);
+        }
+    }
+}
+
+/// Sends `signal` through an open pidfd.
+pub fn send_pidfd(pidfd: &OwnedFd, signal: Signal) -> DeliveryOutcome {
+    outcome_of(unix::pidfd_send_signal(pidfd.as_raw_fd(), signal.number()))
+}
+
+fn outcome_of(result: io::Result<()>) -> DeliveryOutcome {
+    match result {
+        Ok(()) => DeliveryOutcome::Delivered,
+        Err(err) => match Errno::from_raw(err.raw_os_error().unwrap_or(0)) {
+            Errno::ESRCH => DeliveryOutcome::AlreadyFinished,
+            Errno::EPERM => DeliveryOutcome::Denied,
+            _ => DeliveryOutcome::Denied,
+        },
+    }
+}
+
+/// A process found in `/proc`, pinned by a pidfd opened after checking its start time.
+#[derive(Debug)]
+pub struct Found {
+    /// Process id.
+    pub pid: i32,
+    /// The pidfd; valid for this very process, never a successor with the same number.
+    pub pidfd: OwnedFd,
+}
+
+/// Opens a pidfd for `pid` and checks that it is still the process that started at
+/// `starttime`; `None` when it is gone or the number was reused.
+pub fn pin(pid: i32, starttime: u64) -> Option<Found> {
+    let pidfd = unix::pidfd_open(pid).ok()?;
+    let now = crate::procfs::ProcStat::read(pid)?;
+    (now.starttime == starttime).then_some(Found { pid, pidfd })
+}
+
+/// Reaps `pid` if it is an exited child of ours; used for orphans re-parented to us.
+pub(crate) fn reap_stray(pid: i32) {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+    let _ = waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags);
+}
+
+impl Exit {
+    fn from_wait(status: WaitStatus, at_ns: u64) -> Option<Exit> {
+        match status {
+            WaitStatus::Exited(_, code) => Some(Exit {
+                code: Some(code),
+                signal: None,
+                core_dumped: false,
+                at_ns,
+            }),
+            WaitStatus::Signaled(_, sig, core) => Some(Exit {
+                code: None,
+                signal: Signal::from_number(sig as i32),
+                core_dumped: core,
+                at_ns,
+            }),
+            _ => None,
+        }
+    }
+}

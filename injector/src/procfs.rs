@@ -1,0 +1,279 @@
+//! Reading `/proc`: who is alive, who descends from whom, and what they use.
+//!
+//! Every scan is a snapshot; a process found here may be gone a microsecond later, so callers
+//! treat a missing entry as "already finished", never as an error.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+
+/// One process as `/proc/PID/stat` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: i32,
+    /// Short name (`comm`), at most 15 bytes.
+    pub comm: String,
+    /// State letter: R, S, D, Z, T, ...
+    pub state: char,
+    /// Parent process id.
+    pub ppid: i32,
+    /// Process group id.
+    pub pgid: i32,
+    /// Session id.
+    pub sid: i32,
+    /// Start time in clock ticks since boot: with `pid`, names one process for its whole life.
+    pub starttime: u64,
+}
+
+impl ProcStat {
+    /// Reads `/proc/PID/stat`; `None` when the process is gone.
+    pub fn read(pid: i32) -> Option<ProcStat> {
+        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(pid, &text)
+    }
+
+    /// Whether the process has exited and waits to be reaped.
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+}
+
+fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
+    // comm may contain spaces and parentheses: it ends at the last ')'.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let mut rest = text.get(close + 2..)?.split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgid = rest.next()?.parse().ok()?;
+    let sid = rest.next()?.parse().ok()?;
+    // Fields 7..=21 precede starttime (field 22); we consumed fields 3..=6.
+    let starttime = rest.nth(15)?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgid,
+        sid,
+        starttime,
+    })
+}
+
+/// Every process visible in `/proc` right now.
+pub fn all() -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let name = entry.ok()?.file_name();
+        let pid: i32 = name.to_str()?.parse().ok()?;
+        ProcStat::read(pid)
+    })
+    .collect()
+}
+
+/// The command line of `pid`, arguments joined by spaces; empty for zombies and kernel threads.
+pub fn cmdline(pid: i32) -> String {
+    let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return String::new();
+    };
+    let mut text = String::from_utf8_lossy(&raw).replace('\0', " ");
+    text.truncate(text.trim_end().len());
+    text
+}
+
+/// Whether `pid`'s environment holds `KEY=value` exactly.
+pub fn environ_has(pid: i32, entry: &str) -> bool {
+    let Ok(raw) = fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    raw.split(|b| *b == 0).any(|var| var == entry.as_bytes())
+}
+
+/// The children of `pid`, from `/proc/PID/task/*/children` (each thread has its own list).
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// Every live descendant of `root` (excluded), walking the kernel's child lists.
+pub fn descendants_of(root: i32) -> Vec<ProcStat> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut queue = children(root);
+    while let Some(pid) = queue.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        if let Some(stat) = ProcStat::read(pid) {
+            queue.extend(children(pid));
+            out.push(stat);
+        }
+    }
+    out
+}
+
+/// Every process in `procs` that descends from one of `roots` (the roots excluded).
+pub fn descendants(procs: &[ProcStat], roots: &[i32]) -> Vec<ProcStat> {
+    let mut children: HashMap<i32, Vec<&ProcStat>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let mut seen: HashSet<i32> = roots.iter().copied().collect();
+    let mut queue: Vec<i32> = roots.to_vec();
+    let mut out = Vec::new();
+    while let Some(pid) = queue.pop() {
+        for child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
+            if seen.insert(child.pid) {
+                queue.push(child.pid);
+                out.push((*child).clone());
+            }
+        }
+    }
+    out
+}
+
+/// The chain of ancestors of `pid`, nearest first, up to and including PID 1.
+pub fn ancestors(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut current = pid;
+    while let Some(stat) = ProcStat::read(current) {
+        if stat.ppid <= 0 || out.contains(&stat.ppid) {
+            break;
+        }
+        out.push(stat.ppid);
+        current = stat.ppid;
+    }
+    out
+}
+
+/// Threads and resident memory of one process, from `/proc/PID/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Number of threads.
+    pub threads: u64,
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+}
+
+/// Reads the threads and RSS of `pid`; `None` when it is gone.
+pub fn usage(pid: i32) -> Option<Usage> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut usage = Usage::default();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("Threads:") {
+            usage.threads = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("VmRSS:") {
+            let kb: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            usage.rss_bytes = kb * 1024;
+        }
+    }
+    Some(usage)
+}
+
+/// Whether some socket in this network namespace listens on TCP `port` (IPv4 or IPv6).
+pub fn tcp_listening(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
+        fs::read_to_string(path).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let mut cols = line.split_ascii_whitespace();
+                let local = cols.nth(1).unwrap_or_default();
+                let state = cols.nth(1).unwrap_or_default();
+                state == "0A" && format!("{local} ").ends_with(&needle)
+            })
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_and_parens_in_comm() {
+        let text = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        let stat = parse_stat(4242, text).unwrap();
+        assert_eq!(stat.comm, "my (odd) name");
+        assert_eq!(
+            (stat.state, stat.ppid, stat.pgid, stat.sid),
+            ('S', 1, 4242, 4242)
+        );
+        assert_eq!(stat.starttime, 987654);
+    }
+
+    #[test]
+    fn finds_own_process_and_its_ancestors() {
+        let me = std::process::id() as i32;
+        let stat = ProcStat::read(me).unwrap();
+        assert_eq!(stat.pid, me);
+        assert!(!ancestors(me).is_empty());
+        assert!(usage(me).unwrap().threads >= 1);
+    }
+
+    #[test]
+    fn lists_a_spawned_child_and_grandchild() {
+        let token = format!("atropos-procfs-test-{}", std::process::id());
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &format!("sleep 30 & wait # {token}")])
+            .spawn()
+            .unwrap();
+        let me = std::process::id() as i32;
+        let pid = child.id() as i32;
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = descendants_of(pid);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(children(me).contains(&pid));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].comm, "sleep");
+        assert_eq!(found[0].ppid, pid);
+        // Only processes this test spawned are signalled.
+        let pinned = crate::process::pin(found[0].pid, found[0].starttime).unwrap();
+        crate::process::send_pidfd(&pinned.pidfd, crate::Signal::KILL);
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn descendants_follow_parent_links_transitively() {
+        let p = |pid, ppid| ProcStat {
+            pid,
+            comm: String::new(),
+            state: 'S',
+            ppid,
+            pgid: pid,
+            sid: pid,
+            starttime: 0,
+        };
+        let procs = vec![p(10, 1), p(11, 10), p(12, 11), p(13, 1), p(14, 12)];
+        let mut found: Vec<i32> = descendants(&procs, &[10]).iter().map(|s| s.pid).collect();
+        found.sort();
+        assert_eq!(found, vec![11, 12, 14]);
+    }
+
+    #[test]
+    fn sees_a_listening_socket_by_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(tcp_listening(port));
+        drop(listener);
+        assert!(!tcp_listening(port));
+    }
+}

@@ -1,0 +1,305 @@
+//! The trial driver against real processes: `sh` scripts spawned by these tests only.
+
+use std::time::Duration;
+
+use atropos_injector::{
+    Action, Aim, CancellationToken, DeliveryOutcome, ExitedState, Finish, Marker, PhasePlan,
+    RunTarget, Signal, StepPlan, StopReason, Stream, TrialPlan, Watch, When, run_trial,
+};
+
+fn plan(
+    script: &str,
+    phases: Vec<(&str, Marker)>,
+    steps: Vec<StepPlan>,
+    finish: Finish,
+) -> TrialPlan {
+    let token = format!("atropos-injector-test-{}", rand_token());
+    TrialPlan {
+        id: token.clone(),
+        target: RunTarget {
+            argv: vec!["sh".into(), "-c".into(), script.into(), token],
+            env: vec![],
+            cwd: std::env::temp_dir(),
+        },
+        phases: phases
+            .into_iter()
+            .map(|(n, m)| PhasePlan {
+                name: n.into(),
+                marker: m,
+            })
+            .collect(),
+        steps,
+        watches: vec![Watch {
+            stream: Stream::Stdout,
+            regex: "^cleanup done$".into(),
+        }],
+        finish,
+        grace: Duration::from_millis(500),
+        timeout: Duration::from_secs(10),
+        sample_resources: true,
+        tail_lines: 10,
+    }
+}
+
+fn rand_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        atropos_injector::clock::now_ns()
+    )
+}
+
+fn at_phase(index: usize, signal: Signal) -> StepPlan {
+    StepPlan {
+        action: Action::Signal(signal),
+        aim: Aim::Main,
+        when: When::Phase {
+            index,
+            offset: Duration::ZERO,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_at_ready_is_delivered_and_trapped_cleanup_runs() {
+    atropos_injector::init().unwrap();
+    let script = "trap 'echo cleanup done; exit 0' TERM; echo booting; echo ready; while :; do sleep 0.01; done";
+    let p = plan(
+        script,
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        vec![at_phase(0, Signal::TERM)],
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.error, None);
+    assert_eq!(obs.deliveries.len(), 1, "{obs:#?}");
+    let d = &obs.deliveries[0];
+    assert_eq!(d.outcome, DeliveryOutcome::Delivered);
+    assert_eq!(d.phase, "ready");
+    assert!(d.delivered_ns >= d.trigger_ns);
+    assert_eq!(obs.exit.as_ref().and_then(|e| e.code), Some(0), "{obs:#?}");
+    assert_eq!(obs.stop, StopReason::Exited);
+    assert_eq!(obs.watches[0].count, 1);
+    assert!(obs.stdout_tail.iter().any(|l| l.text == "booting"));
+    assert!(obs.resources.unwrap().samples >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_sigterm_is_hung_and_killed_after_grace() {
+    atropos_injector::init().unwrap();
+    let script = "trap '' TERM; echo ready; while :; do sleep 0.01; done";
+    let p = plan(
+        script,
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        vec![at_phase(0, Signal::TERM)],
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.stop, StopReason::Hung, "{obs:#?}");
+    assert_eq!(obs.exit.as_ref().and_then(|e| e.signal), Some(Signal::KILL));
+    let after = obs.exit.unwrap().at_ns - obs.deliveries[0].delivered_ns;
+    assert!(
+        after >= 500_000_000,
+        "killed {after} ns after the step, before the grace ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_after_exit_are_zombie_then_already_finished() {
+    atropos_injector::init().unwrap();
+    let steps = vec![
+        StepPlan {
+            action: Action::Signal(Signal::TERM),
+            aim: Aim::Main,
+            when: When::Exited(ExitedState::Zombie),
+        },
+        StepPlan {
+            action: Action::Signal(Signal::TERM),
+            aim: Aim::Main,
+            when: When::Exited(ExitedState::Reaped),
+        },
+        StepPlan {
+            action: Action::Signal(Signal::KILL),
+            aim: Aim::Group,
+            when: When::After(Duration::from_millis(5)),
+        },
+    ];
+    let p = plan(
+        "echo done; exit 3",
+        vec![("done", Marker::Stdout("done".into()))],
+        steps,
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    let outcomes: Vec<_> = obs.deliveries.iter().map(|d| d.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            DeliveryOutcome::Zombie,
+            DeliveryOutcome::AlreadyFinished,
+            DeliveryOutcome::AlreadyFinished
+        ],
+        "{obs:#?}"
+    );
+    assert_eq!(obs.exit.unwrap().code, Some(3));
+    assert!(obs.deliveries.iter().all(|d| d.phase == "exited"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_left_the_session_is_reported_and_killed() {
+    atropos_injector::init().unwrap();
+    let script = "setsid sh -c 'echo detached; exec sleep 30' & sleep 0.3; exit 0";
+    let p = plan(
+        script,
+        vec![("detached", Marker::Stdout("^detached$".into()))],
+        vec![],
+        Finish::Stop {
+            hold: Duration::from_secs(5),
+        },
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.orphans.len(), 1, "{obs:#?}");
+    let orphan = &obs.orphans[0];
+    assert!(orphan.left_group && orphan.killed, "{orphan:?}");
+    assert!(orphan.cmdline.contains("sleep 30"));
+    assert!(
+        atropos_injector::procfs::ProcStat::read(orphan.pid)
+            .is_none_or(|s| s.is_zombie() || s.starttime == 0),
+        "orphan survived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descendant_aim_hits_only_the_matching_child() {
+    atropos_injector::init().unwrap();
+    let script = "sleep 31 & sleep 32 & echo ready; wait; echo children gone";
+    let steps = vec![StepPlan {
+        action: Action::Signal(Signal::KILL),
+        aim: Aim::Descendant("sleep 31".into()),
+        when: When::Phase {
+            index: 0,
+            offset: Duration::from_millis(20),
+        },
+    }];
+    let p = plan(
+        script,
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        steps,
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    let d = &obs.deliveries[0];
+    assert_eq!(d.outcome, DeliveryOutcome::Delivered, "{obs:#?}");
+    assert_eq!(d.pids.len(), 1);
+    assert!(d.offset_ns == 20_000_000 && d.delivered_ns >= d.trigger_ns + 20_000_000);
+    // The shell still waits for `sleep 32`: it hangs past the grace and is killed.
+    assert_eq!(obs.stop, StopReason::Hung);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_stops_a_server_after_its_last_phase() {
+    atropos_injector::init().unwrap();
+    let script = "trap 'echo cleanup done; exit 0' TERM; echo a; sleep 0.02; echo b; while :; do sleep 0.01; done";
+    let phases = vec![
+        ("a", Marker::Stdout("^a$".into())),
+        ("b", Marker::Stdout("^b$".into())),
+        ("d", Marker::Delay(Duration::from_millis(5))),
+    ];
+    let p = plan(
+        script,
+        phases,
+        vec![],
+        Finish::Stop {
+            hold: Duration::from_millis(30),
+        },
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.stop, StopReason::Exited, "{obs:#?}");
+    assert!(obs.phases.iter().all(|p| p.entered_ns.is_some()));
+    let b = obs.phases[1].entered_ns.unwrap() - obs.phases[0].entered_ns.unwrap();
+    assert!(b >= 20_000_000, "phase a lasted {b} ns");
+    assert_eq!(obs.stop_signal.as_ref().unwrap().signal, Signal::TERM);
+    assert_eq!(obs.watches[0].count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_then_resumes_the_target() {
+    atropos_injector::init().unwrap();
+    let script = "echo ready; sleep 0.1; echo after";
+    let steps = vec![StepPlan {
+        action: Action::Pause(Duration::from_millis(150)),
+        aim: Aim::Group,
+        when: When::Phase {
+            index: 0,
+            offset: Duration::ZERO,
+        },
+    }];
+    let mut p = plan(
+        script,
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        steps,
+        Finish::AwaitExit,
+    );
+    p.grace = Duration::from_secs(2);
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    let d = &obs.deliveries[0];
+    assert_eq!(
+        (d.signal, d.outcome),
+        (Signal::STOP, DeliveryOutcome::Delivered),
+        "{obs:#?}"
+    );
+    let resumed = d.resumed_ns.unwrap();
+    assert!(resumed - d.delivered_ns >= 150_000_000);
+    let after = obs.stdout_tail.iter().find(|l| l.text == "after").unwrap();
+    assert!(
+        after.at_ns >= resumed,
+        "output continued while paused: {obs:#?}"
+    );
+    assert_eq!(obs.exit.unwrap().code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreached_phase_skips_the_step_with_what_happened_instead() {
+    atropos_injector::init().unwrap();
+    let p = plan(
+        "echo 'panic: boom' >&2; exit 2",
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        vec![at_phase(0, Signal::TERM)],
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert!(obs.deliveries.is_empty());
+    assert!(
+        obs.skipped[0].reason.contains("never reached")
+            && obs.skipped[0].reason.contains("exit code 2"),
+        "{obs:#?}"
+    );
+    assert_eq!(obs.stderr_tail[0].text, "panic: boom");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_kills_the_target_at_once() {
+    atropos_injector::init().unwrap();
+    let phases = vec![
+        ("ready", Marker::Stdout("^ready$".into())),
+        ("never", Marker::Stdout("^never$".into())),
+    ];
+    let p = plan(
+        "echo ready; exec sleep 30",
+        phases,
+        vec![],
+        Finish::AwaitExit,
+    );
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c2.cancel();
+    });
+    let obs = run_trial(&p, &cancel).await;
+    assert_eq!(obs.stop, StopReason::Interrupted);
+    assert_eq!(obs.exit.unwrap().signal, Some(Signal::KILL));
+}
