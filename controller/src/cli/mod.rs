@@ -1,0 +1,56 @@
+//! The command line: `atropos run`, `validate`, `schema`.
+//!
+//! Each subcommand lives in its own file; this one parses arguments, sets up logging and
+//! maps results to exit codes: 0 all held, 1 an expectation failed, 2 invalid input,
+//! 3 the harness could not run a trial.
+
+mod schema;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: every expectation held.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: an expectation failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: invalid input or configuration.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code: the harness could not run a trial.
+pub const EXIT_HARNESS: u8 = 3;
+
+/// Fault injection at the edges of a process's life.
+#[derive(Debug, Parser)]
+#[command(name = "atropos", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run experiments: spawn targets, inject faults at their phases, judge what they did.
+
+    /// Check experiment files without running anything.
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of the experiment format (for editors).
+    Schema,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATROPOS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Validate(args) => validate::main(&args),
+        Command::Schema => schema::main(),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,5 @@
+//! The `atropos` command: parses arguments and hands over to the library.
+
+fn main() -> std::process::ExitCode {
+    atropos::cli::main()
+}

@@ -1,0 +1,474 @@
+//! Planning a run: which trials, in which order, with which random offsets.
+//!
+//! All randomness comes from one ChaCha8 generator per experiment, seeded from the run's
+//! seed (or the experiment's `seed:`), drawn in a fixed order (fault by fault, trial by
+//! trial, step by step). The same seed therefore gives the same plan, whatever `--jobs` is.
+//! A random offset is drawn as a fraction of its window; the window of `offset: random` is
+//! the phase's length in this run's baseline trial.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use atropos_injector as inj;
+use rand::{RngExt, SeedableRng};
+use regex::Regex;
+use sha2::Digest;
+
+use crate::record::ExperimentInfo;
+use crate::spec::{self, Expect, Loaded, Offset, Step};
+use crate::template::{self, Vars};
+
+/// Default limit for one trial.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default grace after a terminating step.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// Default hold of the last phase in the baseline.
+pub const DEFAULT_HOLD: Duration = Duration::from_millis(200);
+/// Lines of output kept per stream.
+pub const TAIL_LINES: usize = 50;
+/// The fault name of the trial without faults.
+pub const BASELINE: &str = "baseline";
+
+/// What the user asked of a run, beyond the files.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Overrides every experiment's seed.
+    pub seed: Option<u64>,
+    /// Overrides every experiment's `trials`.
+    pub trials: Option<u32>,
+    /// Only experiments, or `experiment/fault`s, matching this regex.
+    pub filter: Option<Regex>,
+}
+
+/// The trials of one experiment.
+#[derive(Debug, Clone)]
+pub struct ExperimentPlan {
+    /// Where it came from.
+    pub loaded: Loaded,
+    /// Its facts for reports and the store.
+    pub info: ExperimentInfo,
+    /// The trial without faults, run first.
+    pub baseline: PlannedTrial,
+    /// The fault trials.
+    pub trials: Vec<PlannedTrial>,
+}
+
+/// One trial before it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTrial {
+    /// Unique id.
+    pub id: String,
+    /// Index into `spec.faults`; `None` for the baseline.
+    pub fault: Option<usize>,
+    /// The fault's name, or `baseline`.
+    pub fault_name: String,
+    /// Index among the trials of this fault.
+    pub index: u32,
+    /// For each step, the fraction drawn for a random offset.
+    pub fractions: Vec<Option<f64>>,
+    /// The expectations in force.
+    pub expect: Expect,
+}
+
+/// A whole run's plan.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Unique run id: the prefix of every trial id.
+    pub run_id: String,
+    /// The run's seed.
+    pub seed: u64,
+    /// The experiments, in file order.
+    pub experiments: Vec<ExperimentPlan>,
+}
+
+impl RunPlan {
+    /// Every trial, baselines included.
+    pub fn trial_count(&self) -> usize {
+        self.experiments.iter().map(|e| e.trials.len() + 1).sum()
+    }
+}
+
+/// Plans every trial of `loaded` with the run's `seed`.
+pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions) -> RunPlan {
+    let mut experiments = Vec::new();
+    for (e, loaded) in loaded.into_iter().enumerate() {
+        let exp = &loaded.experiment;
+        let name = &exp.metadata.name;
+        let whole = options.filter.as_ref().is_none_or(|re| re.is_match(name));
+        let fault_selected = |fault: &str| {
+            whole
+                || options
+                    .filter
+                    .as_ref()
+                    .is_some_and(|re| re.is_match(&format!("{name}/{fault}")))
+        };
+        if !exp.spec.faults.iter().any(|f| fault_selected(&f.name)) {
+            continue;
+        }
+        let exp_seed = options.seed.or(exp.spec.seed).unwrap_or(seed);
+        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(exp_seed);
+        let per_fault = options.trials.unwrap_or(exp.spec.trials);
+        let mut trials = Vec::new();
+        for (f, fault) in exp.spec.faults.iter().enumerate() {
+            // Draw for every fault, selected or not, so a filter does not shift the others.
+            let steps = steps_of(fault);
+            let expect = match exp.spec.overrides.get(&fault.name) {
+                Some(over) => exp.spec.expect.overridden_by(over),
+                None => exp.spec.expect.clone(),
+            };
+            for i in 0..per_fault {
+                let fractions = steps
+                    .iter()
+                    .map(|s| {
+                        let random =
+                            s.at.as_ref()
+                                .and_then(|a| a.offset)
+                                .is_some_and(|o| !matches!(o, Offset::Fixed(_)));
+                        random.then(|| rng.random::<f64>())
+                    })
+                    .collect();
+                if fault_selected(&fault.name) {
+                    trials.push(PlannedTrial {
+                        id: format!("{run_id}-{e}-{f}-{i}"),
+                        fault: Some(f),
+                        fault_name: fault.name.clone(),
+                        index: i,
+                        fractions,
+                        expect: expect.clone(),
+                    });
+                }
+            }
+        }
+        let baseline = PlannedTrial {
+            id: format!("{run_id}-{e}-b"),
+            fault: None,
+            fault_name: BASELINE.to_owned(),
+            index: 0,
+            fractions: Vec::new(),
+            expect: exp.spec.expect.clone(),
+        };
+        let info = ExperimentInfo {
+            name: name.clone(),
+            file: loaded.file.clone(),
+            source: loaded.source.clone(),
+            content_hash: hex(&sha2::Sha256::digest(loaded.source.as_bytes())),
+            labels: exp.metadata.labels.clone(),
+            phases: exp.spec.phases.iter().map(|p| p.name.clone()).collect(),
+            faults: exp.spec.faults.iter().map(|f| f.name.clone()).collect(),
+            seed: exp_seed,
+            planned_trials: trials.len() + 1,
+        };
+        experiments.push(ExperimentPlan {
+            loaded,
+            info,
+            baseline,
+            trials,
+        });
+    }
+    RunPlan {
+        run_id: run_id.to_owned(),
+        seed,
+        experiments,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The steps of a fault, inline or listed.
+pub fn steps_of(fault: &spec::Fault) -> Vec<Step> {
+    match &fault.steps {
+        Some(steps) => steps.clone(),
+        None => vec![Step {
+            signal: fault.signal,
+            pause: fault.pause,
+            to: fault.to.clone(),
+            at: fault.at.clone(),
+            after: None,
+        }],
+    }
+}
+
+/// How long each phase lasted in the baseline; `None` when it was never entered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhaseLengths(pub Vec<Option<u64>>);
+
+impl PhaseLengths {
+    /// Measures phase lengths from a baseline observation: until the next phase was
+    /// entered, or the target exited, or atropos stopped it.
+    pub fn from_baseline(obs: &inj::Observation) -> PhaseLengths {
+        let ends: Vec<u64> = obs
+            .phases
+            .iter()
+            .filter_map(|p| p.entered_ns)
+            .chain(obs.exit.as_ref().map(|e| e.at_ns))
+            .chain(obs.stop_signal.as_ref().map(|s| s.at_ns))
+            .collect();
+        PhaseLengths(
+            obs.phases
+                .iter()
+                .map(|p| {
+                    let start = p.entered_ns?;
+                    ends.iter()
+                        .copied()
+                        .filter(|e| *e > start)
+                        .min()
+                        .map(|end| end - start)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Output patterns an expectation watches, in the order the injector reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSpec {
+    /// `stdout.contains[0]` and so on.
+    pub name: String,
+    /// The stream.
+    pub stream: inj::Stream,
+    /// The regex as written.
+    pub pattern: String,
+    /// Whether a match is required (`contains`) or forbidden (`not_contains`).
+    pub required: bool,
+}
+
+/// The watched patterns of `expect`, in a fixed order.
+pub fn watches(expect: &Expect) -> Vec<WatchSpec> {
+    let mut out = Vec::new();
+    for (stream, name, spec) in [
+        (inj::Stream::Stdout, "stdout", &expect.stdout),
+        (inj::Stream::Stderr, "stderr", &expect.stderr),
+    ] {
+        let Some(spec) = spec else { continue };
+        for (i, p) in spec.contains.iter().enumerate() {
+            out.push(WatchSpec {
+                name: format!("{name}.contains[{i}]"),
+                stream,
+                pattern: p.clone(),
+                required: true,
+            });
+        }
+        for (i, p) in spec.not_contains.iter().enumerate() {
+            out.push(WatchSpec {
+                name: format!("{name}.not_contains[{i}]"),
+                stream,
+                pattern: p.clone(),
+                required: false,
+            });
+        }
+    }
+    out
+}
+
+/// What a trial needs that only exists once it starts.
+#[derive(Debug, Clone)]
+pub struct TrialEnv {
+    /// The port for `${trial.port}`.
+    pub port: u16,
+    /// The directory for `${trial.dir}`.
+    pub dir: PathBuf,
+}
+
+impl TrialEnv {
+    /// The template values for `trial`.
+    pub fn vars<'a>(&'a self, trial: &'a PlannedTrial) -> Vars<'a> {
+        Vars {
+            port: self.port,
+            dir: &self.dir,
+            id: &trial.id,
+        }
+    }
+}
+
+/// The working directory of an experiment's target.
+pub fn target_cwd(loaded: &Loaded) -> PathBuf {
+    let base = &loaded.dir;
+    let cwd = match &loaded.experiment.spec.target.run.cwd {
+        Some(c) => base.join(c),
+        None => base.clone(),
+    };
+    std::fs::canonicalize(&cwd).unwrap_or(cwd)
+}
+
+fn resolve(cwd: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        cwd.join(p)
+    }
+}
+
+/// The command to spawn, templates expanded, a relative program made absolute from `cwd`.
+pub fn command(loaded: &Loaded, vars: &Vars<'_>) -> inj::RunTarget {
+    let run = &loaded.experiment.spec.target.run;
+    let cwd = target_cwd(loaded);
+    let mut argv: Vec<String> = run
+        .command
+        .iter()
+        .map(|a| template::expand(a, vars))
+        .collect();
+    if let Some(program) = argv.first_mut()
+        && program.contains('/')
+    {
+        *program = resolve(&cwd, program).to_string_lossy().into_owned();
+    }
+    let env = run
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), template::expand(v, vars)))
+        .collect();
+    inj::RunTarget { argv, env, cwd }
+}
+
+/// The injector's plan for `trial`; `lengths` are the baseline's phase lengths (empty for
+/// the baseline itself).
+pub fn injector_plan(
+    exp: &ExperimentPlan,
+    trial: &PlannedTrial,
+    env: &TrialEnv,
+    lengths: &PhaseLengths,
+) -> (inj::TrialPlan, Option<u64>) {
+    let spec = &exp.loaded.experiment.spec;
+    let vars = env.vars(trial);
+    let target = command(&exp.loaded, &vars);
+    let cwd = target.cwd.clone();
+    let phases = phase_plans(spec, &vars, &cwd);
+    let hold = spec.hold.unwrap_or(DEFAULT_HOLD);
+    let mut first_offset = None;
+    let steps = match trial.fault {
+        None => Vec::new(),
+        Some(f) => steps_of(&spec.faults[f])
+            .iter()
+            .enumerate()
+            .map(|(j, step)| {
+                let (action, aim, when) = step_plan(
+                    spec,
+                    step,
+                    trial.fractions.get(j).copied().flatten(),
+                    lengths,
+                    hold,
+                );
+                if j == 0
+                    && let inj::When::Phase { offset, .. } = &when
+                {
+                    first_offset = Some(u64::try_from(offset.as_nanos()).unwrap_or(u64::MAX));
+                }
+                inj::StepPlan { action, aim, when }
+            })
+            .collect(),
+    };
+    let watches = watches(&trial.expect)
+        .into_iter()
+        .map(|w| inj::Watch {
+            stream: w.stream,
+            regex: template::expand(&w.pattern, &vars),
+        })
+        .collect();
+    let grace = trial
+        .expect
+        .exit
+        .as_ref()
+        .and_then(|e| e.within)
+        .unwrap_or(DEFAULT_GRACE);
+    let plan = inj::TrialPlan {
+        id: trial.id.clone(),
+        target,
+        phases,
+        steps,
+        watches,
+        finish: if trial.fault.is_none() {
+            inj::Finish::Stop { hold }
+        } else {
+            inj::Finish::AwaitExit
+        },
+        grace,
+        timeout: spec.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        sample_resources: trial.expect.resources.is_some(),
+        tail_lines: TAIL_LINES,
+    };
+    (plan, first_offset)
+}
+
+/// The phases with their markers' templates expanded and paths made absolute.
+pub fn phase_plans(spec: &spec::Spec, vars: &Vars<'_>, cwd: &Path) -> Vec<inj::PhasePlan> {
+    spec.phases
+        .iter()
+        .map(|p| {
+            let marker = match &p.marker {
+                spec::Marker::Stdout(re) => inj::Marker::Stdout(template::expand(re, vars)),
+                spec::Marker::Stderr(re) => inj::Marker::Stderr(template::expand(re, vars)),
+                spec::Marker::Log(log) => inj::Marker::Log {
+                    path: resolve(cwd, &template::expand(&log.path, vars)),
+                    regex: template::expand(&log.regex, vars),
+                },
+                spec::Marker::Listen(port) => {
+                    inj::Marker::Listen(template::expand(&port.0, vars).parse().unwrap_or(0))
+                }
+                spec::Marker::Http(url) => inj::Marker::Http(template::expand(url, vars)),
+                spec::Marker::File(path) => {
+                    inj::Marker::File(resolve(cwd, &template::expand(path, vars)))
+                }
+                spec::Marker::Delay(d) => inj::Marker::Delay(*d),
+            };
+            inj::PhasePlan {
+                name: p.name.clone(),
+                marker,
+            }
+        })
+        .collect()
+}
+
+fn step_plan(
+    spec: &spec::Spec,
+    step: &Step,
+    fraction: Option<f64>,
+    lengths: &PhaseLengths,
+    hold: Duration,
+) -> (inj::Action, inj::Aim, inj::When) {
+    let action = match (step.signal, step.pause) {
+        (_, Some(d)) => inj::Action::Pause(d),
+        (Some(sig), None) => inj::Action::Signal(sig),
+        (None, None) => inj::Action::Signal(inj::Signal::TERM),
+    };
+    let aim = match &step.to {
+        None | Some(spec::Aim::Main) => inj::Aim::Main,
+        Some(spec::Aim::Group) => inj::Aim::Group,
+        Some(spec::Aim::Descendant(re)) => inj::Aim::Descendant(re.clone()),
+    };
+    let when = match (&step.at, step.after) {
+        (Some(at), _) if at.exited.is_some() => inj::When::Exited(match at.exited {
+            Some(spec::ExitedAt::Zombie) => inj::ExitedState::Zombie,
+            _ => inj::ExitedState::Reaped,
+        }),
+        (Some(at), _) => {
+            let index = spec
+                .phases
+                .iter()
+                .position(|p| Some(&p.name) == at.phase.as_ref())
+                .unwrap_or(0);
+            let u = fraction.unwrap_or(0.0);
+            let offset = match at.offset.unwrap_or(Offset::Fixed(Duration::ZERO)) {
+                Offset::Fixed(d) => d,
+                Offset::Random => {
+                    let window = lengths
+                        .0
+                        .get(index)
+                        .copied()
+                        .flatten()
+                        .unwrap_or_else(|| u64::try_from(hold.as_nanos()).unwrap_or(0));
+                    Duration::from_nanos((window as f64 * u) as u64)
+                }
+                Offset::Between(a, b) => {
+                    a + Duration::from_nanos(((b - a).as_nanos() as f64 * u) as u64)
+                }
+            };
+            inj::When::Phase { index, offset }
+        }
+        (None, Some(d)) => inj::When::After(d),
+        (None, None) => inj::When::After(Duration::ZERO),
+    };
+    (action, aim, when)
+}

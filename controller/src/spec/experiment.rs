@@ -1,0 +1,401 @@
+//! The experiment format: the public YAML API of atropos.
+//!
+//! Every struct rejects unknown keys and documents each field; the doc comments become the
+//! descriptions of `atropos schema`. Durations are humantime (`150ms`, `5s`), signals go by
+//! name (`SIGTERM`, `TERM`, `15`). Parsing only checks shapes; [`super::validate`] checks
+//! meaning (phase references, regexes, templates) and reports every problem at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use atropos_injector::Signal;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::offset::Offset;
+use super::size::ByteSize;
+
+/// One experiment: a target, its phases, the faults to inject and what must hold after them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Experiment {
+    /// Format version; always `atropos/v1`.
+    pub api_version: String,
+    /// Always `Experiment`.
+    pub kind: String,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// What to run, what to inject, what to expect.
+    pub spec: Spec,
+}
+
+/// Name and labels of an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Unique name, used in reports and in `--filter`.
+    pub name: String,
+    /// Free-form labels (team, service, suite).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The body of an experiment (also the body of the Kubernetes custom resource).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// What faults hit.
+    pub target: Target,
+    /// Named stretches of the target's life, in order; `start` and `exited` are implicit.
+    #[serde(default)]
+    pub phases: Vec<Phase>,
+    /// The faults; each runs `trials` times against a fresh target.
+    pub faults: Vec<Fault>,
+    /// What must hold after every fault (and in the baseline trial).
+    #[serde(default)]
+    pub expect: Expect,
+    /// Per-fault expectations, by fault name; each key given replaces the one in `expect`.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Expect>,
+    /// Trials per fault.
+    #[serde(default = "default_trials")]
+    pub trials: u32,
+    /// Seed of the run's random generator; `--seed` overrides it; random when absent.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Limit for one trial, from spawn to the end of the clean-up (default 30s).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+    /// How long the baseline lets the last phase run before stopping the target with
+    /// SIGTERM (default 200ms); also the window of `offset: random` in the last phase.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub hold: Option<Duration>,
+    /// Cron line for the controller's scheduler (`0 14 * * FRI`); ignored by `atropos run`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+fn default_trials() -> u32 {
+    1
+}
+
+/// What faults hit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// A command spawned fresh for every trial.
+    pub run: RunSpec,
+}
+
+/// A command atropos spawns for every trial, in its own process group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Program and arguments; a relative program path is taken from `cwd`.
+    /// May use `${trial.port}`, `${trial.dir}`, `${trial.id}`.
+    pub command: Vec<String>,
+    /// Extra environment variables (templates allowed in values).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the experiment file's folder (default: that folder).
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+/// A named phase and the marker that shows it has been entered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// Phase name (`init.db`, `ready`).
+    pub name: String,
+    /// What shows the phase has been entered.
+    pub marker: Marker,
+}
+
+/// What shows that a phase has been entered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Marker {
+    /// A line on stdout matching this regex.
+    Stdout(String),
+    /// A line on stderr matching this regex.
+    Stderr(String),
+    /// A line appended to a log file matching a regex.
+    Log(LogMarker),
+    /// A TCP port listening (a number, or `${trial.port}`).
+    Listen(PortValue),
+    /// An HTTP URL answering 2xx (plain http on this machine).
+    Http(String),
+    /// A file existing.
+    File(String),
+    /// A delay since the spawn.
+    Delay(
+        #[serde(with = "humantime_serde")]
+        #[schemars(with = "String")]
+        Duration,
+    ),
+}
+
+/// A log file and the regex a new line must match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogMarker {
+    /// The log file (relative to the target's cwd).
+    pub path: String,
+    /// The regex.
+    pub regex: String,
+}
+
+/// A TCP port: a number or a template such as `${trial.port}`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[schemars(with = "serde_json::Value")]
+pub struct PortValue(pub String);
+
+impl<'de> Deserialize<'de> for PortValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PortValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port number or a template like \"${trial.port}\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PortValue, E> {
+                Ok(PortValue(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PortValue, E> {
+                Ok(PortValue(v.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PortValue, E> {
+                Ok(PortValue(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A fault: one step (given inline) or a sequence of `steps` run in order in one trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Unique name within the experiment.
+    pub name: String,
+    /// Signal to send (single-step fault).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub signal: Option<Signal>,
+    /// SIGSTOP, then SIGCONT after this long (single-step fault).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub pause: Option<Duration>,
+    /// At whom (default `main`).
+    #[serde(default)]
+    pub to: Option<Aim>,
+    /// When (single-step fault).
+    #[serde(default)]
+    pub at: Option<At>,
+    /// Steps of a multi-step fault, instead of `signal`/`pause`/`to`/`at`.
+    #[serde(default)]
+    pub steps: Option<Vec<Step>>,
+}
+
+/// One step of a multi-step fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Signal to send.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub signal: Option<Signal>,
+    /// SIGSTOP, then SIGCONT after this long.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub pause: Option<Duration>,
+    /// At whom (default `main`).
+    #[serde(default)]
+    pub to: Option<Aim>,
+    /// When: at a phase, or after the target exited. The first step needs it.
+    #[serde(default)]
+    pub at: Option<At>,
+    /// When: this long after the previous step.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub after: Option<Duration>,
+}
+
+/// At whom a step is aimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Aim {
+    /// The main process.
+    Main,
+    /// The main process's process group.
+    Group,
+    /// Descendants whose name or command line matches this regex.
+    Descendant(String),
+}
+
+/// When a step fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct At {
+    /// Fire when this phase is entered (plus `offset`).
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// Delay after the phase marker: `100ms`, `random` (within the phase, as long as the
+    /// baseline trial measured it), or `random(10ms..200ms)`.
+    #[serde(default)]
+    pub offset: Option<Offset>,
+    /// Fire after the target exited: `zombie` (not reaped yet) or `reaped`.
+    #[serde(default)]
+    pub exited: Option<ExitedAt>,
+}
+
+/// Which side of reaping an after-exit step fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitedAt {
+    /// The target exited and is not reaped yet.
+    Zombie,
+    /// The target exited and has been reaped.
+    Reaped,
+}
+
+/// What must hold after a fault. Every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// How the target must exit, and how long it has after the last step (grace).
+    #[serde(default)]
+    pub exit: Option<ExitExpect>,
+    /// Phases that must be entered.
+    #[serde(default)]
+    pub reaches: Option<Vec<String>>,
+    /// Patterns stdout must and must not show.
+    #[serde(default)]
+    pub stdout: Option<OutputExpect>,
+    /// Patterns stderr must and must not show.
+    #[serde(default)]
+    pub stderr: Option<OutputExpect>,
+    /// `none`: no descendant may outlive the main process. `allowed`: report only.
+    #[serde(default)]
+    pub orphans: Option<OrphanPolicy>,
+    /// Files that must exist or not once the target is gone.
+    #[serde(default)]
+    pub files: Option<FilesExpect>,
+    /// Restart the target: it must reach a phase within a time.
+    #[serde(default)]
+    pub recover: Option<Recover>,
+    /// A command that must exit 0 (your own "nothing lost" probe).
+    #[serde(default)]
+    pub check: Option<Check>,
+    /// Peak threads and memory of the main process.
+    #[serde(default)]
+    pub resources: Option<ResourceLimits>,
+}
+
+/// How the target must exit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExitExpect {
+    /// Accepted exit codes.
+    #[serde(default)]
+    pub codes: Vec<i32>,
+    /// Accepted terminating signals.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub signals: Vec<Signal>,
+    /// Grace after the last step (or the baseline's SIGTERM) before SIGKILL and "hung"
+    /// (default 5s).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub within: Option<Duration>,
+}
+
+/// Regexes matched against every line of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputExpect {
+    /// Each must match at least one line.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// None may match any line.
+    #[serde(default)]
+    pub not_contains: Vec<String>,
+}
+
+/// Whether descendants may outlive the main process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanPolicy {
+    /// Any descendant alive after the main process exited fails the trial.
+    None,
+    /// Orphans are reported (and killed) but do not fail the trial.
+    Allowed,
+}
+
+/// Files checked once the target is gone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilesExpect {
+    /// Must exist.
+    #[serde(default)]
+    pub present: Vec<String>,
+    /// Must not exist.
+    #[serde(default)]
+    pub absent: Vec<String>,
+}
+
+/// A restart that must reach a phase in time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// The phase the restarted target must reach.
+    pub reaches: String,
+    /// How long it has.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub within: Duration,
+}
+
+/// A command that must exit 0 after the trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// Program and arguments (templates allowed), run in the target's cwd.
+    pub command: Vec<String>,
+    /// How long it may take (default 10s).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub within: Option<Duration>,
+}
+
+/// Peak resource limits of the main process, sampled every 10ms from /proc.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// Most threads allowed.
+    #[serde(default)]
+    pub max_threads: Option<u64>,
+    /// Largest RSS allowed (`64MiB`, `1GiB`).
+    #[serde(default)]
+    pub max_rss: Option<ByteSize>,
+}
+
+impl Expect {
+    /// `self` with every key that `over` sets replaced by `over`'s.
+    pub fn overridden_by(&self, over: &Expect) -> Expect {
+        Expect {
+            exit: over.exit.clone().or_else(|| self.exit.clone()),
+            reaches: over.reaches.clone().or_else(|| self.reaches.clone()),
+            stdout: over.stdout.clone().or_else(|| self.stdout.clone()),
+            stderr: over.stderr.clone().or_else(|| self.stderr.clone()),
+            orphans: over.orphans.or(self.orphans),
+            files: over.files.clone().or_else(|| self.files.clone()),
+            recover: over.recover.clone().or_else(|| self.recover.clone()),
+            check: over.check.clone().or_else(|| self.check.clone()),
+            resources: over.resources.clone().or_else(|| self.resources.clone()),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Reading experiment files: folders recursively, several documents per file, errors with
+//! file, line, column, the field, and a suggestion for misspelt keys.
+
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+use super::experiment::Experiment;
+use super::problem::{Invalid, Problem, suggest};
+
+/// One experiment and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The folder relative paths in it are taken from.
+    pub dir: PathBuf,
+    /// The text of its YAML document.
+    pub source: String,
+    /// The line of the file its document starts on (1-based).
+    pub first_line: usize,
+    /// The parsed experiment.
+    pub experiment: Experiment,
+}
+
+/// Every `.yaml`/`.yml` file under `paths` (folders recursively, sorted).
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Invalid> {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut files);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            problems.push(Problem {
+                file: path.clone(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: "no such file or folder; expected an experiment file (.yaml) or a folder of them".into(),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        Err(Invalid(problems))
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            walk(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+/// Parses every experiment in `file`; problems carry file:line:col.
+pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Invalid(vec![Problem {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    let dir = file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let mut loaded = Vec::new();
+    let mut problems = Vec::new();
+    for (first_line, doc) in split_documents(&text) {
+        if doc
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            continue;
+        }
+        match serde_yaml::from_str::<Experiment>(&doc) {
+            Ok(experiment) => loaded.push(Loaded {
+                file: file.to_owned(),
+                dir: dir.clone(),
+                source: doc,
+                first_line,
+                experiment,
+            }),
+            Err(err) => problems.push(problem_from_yaml(file, first_line, &err)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(Invalid(problems))
+    }
+}
+
+/// Splits a YAML stream at `---` lines; each document with the 1-based line it starts on.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("---") && line[3..].trim().is_empty() {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    docs.push((start, current));
+    docs
+}
+
+fn problem_from_yaml(file: &Path, first_line: usize, err: &serde_yaml::Error) -> Problem {
+    let (line, column) = err
+        .location()
+        .map_or((first_line, 1), |l| (l.line() + first_line - 1, l.column()));
+    let mut message = err.to_string();
+    // The location goes in front, not at the end.
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    let (field, mut message) = match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && !path.is_empty() => {
+            (path.to_owned(), rest.to_owned())
+        }
+        _ => (String::new(), message),
+    };
+    if let Some(hint) = typo_hint(&message) {
+        message.push_str(&hint);
+    }
+    Problem {
+        file: file.to_owned(),
+        line,
+        column,
+        field,
+        message,
+    }
+}
+
+/// `; did you mean `signal`?` for serde's unknown field/variant errors.
+fn typo_hint(message: &str) -> Option<String> {
+    let re = Regex::new(r"unknown (?:field|variant) `([^`]*)`, expected (?:one of )?(.*)").ok()?;
+    let caps = re.captures(message)?;
+    let word = caps.get(1)?.as_str();
+    let expected: Vec<&str> = caps
+        .get(2)?
+        .as_str()
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    suggest(word, expected.iter().copied()).map(|s| format!("; did you mean `{s}`?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.yaml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    const GOOD: &str = "apiVersion: atropos/v1
+kind: Experiment
+metadata: { name: a }
+spec:
+  target: { run: { command: [\"true\"] } }
+  faults:
+    - { name: f, signal: SIGTERM, at: { phase: ready } }
+";
+
+    #[test]
+    fn misspelt_key_names_line_column_field_and_suggestion() {
+        let text = GOOD.replace("signal: SIGTERM", "sigal: SIGTERM");
+        let (_d, path) = write(&text);
+        let err = load_file(&path).unwrap_err();
+        let p = &err.0[0];
+        assert_eq!((p.line, p.column), (7, 18), "{p}");
+        assert!(p.message.contains("unknown field `sigal`"), "{p}");
+        assert!(p.message.ends_with("did you mean `signal`?"), "{p}");
+        assert!(p.field.starts_with("spec.faults[0]"), "{p}");
+    }
+
+    #[test]
+    fn second_document_errors_count_lines_from_the_file_start() {
+        let text = format!("{GOOD}---\n{}", GOOD.replace("SIGTERM", "SIGTREM"));
+        let (_d, path) = write(&text);
+        let err = load_file(&path).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 15, "{}", err.0[0]);
+        assert!(err.0[0].message.contains("SIGTREM"), "{}", err.0[0]);
+    }
+
+    #[test]
+    fn loads_several_documents() {
+        let text = format!("{GOOD}---\n{}", GOOD.replace("name: a", "name: b"));
+        let (_d, path) = write(&text);
+        let loaded = load_file(&path).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[1].first_line, 9);
+        assert_eq!(loaded[1].experiment.metadata.name, "b");
+    }
+}

@@ -1,0 +1,50 @@
+//! Experiment files: the format, loading with located errors, and meaning checks.
+
+mod experiment;
+mod load;
+mod locate;
+mod offset;
+mod problem;
+mod size;
+mod validate;
+
+pub use experiment::*;
+pub use load::{Loaded, collect_files, load_file};
+pub use offset::Offset;
+pub use problem::{Invalid, Problem, suggest};
+pub use size::ByteSize;
+pub use validate::{IMPLICIT_PHASES, validate};
+
+/// Loads and validates every experiment under `paths`; all problems at once, or none.
+pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<Loaded>, Invalid> {
+    let files = collect_files(paths)?;
+    let mut loaded = Vec::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        match load_file(file) {
+            Ok(mut l) => loaded.append(&mut l),
+            Err(Invalid(mut p)) => problems.append(&mut p),
+        }
+    }
+    problems.extend(validate(&loaded));
+    if files.is_empty() && problems.is_empty() {
+        problems.push(Problem {
+            file: paths.first().cloned().unwrap_or_default(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: "no experiment files found; expected .yaml or .yml files".into(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(Invalid(problems))
+    }
+}
+
+/// The JSON Schema of one experiment document.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Experiment);
+    serde_json::to_value(schema).expect("a schema always serializes")
+}

@@ -1,0 +1,529 @@
+//! The meaning checks that run after parsing: every problem in every file, located.
+
+use std::collections::{HashMap, HashSet};
+
+use regex::Regex;
+
+use super::experiment::{Aim, Expect, Fault, Marker, Step};
+use super::load::Loaded;
+use super::locate::locate;
+use super::problem::{Problem, suggest};
+use crate::template;
+
+/// Phase names with a meaning of their own.
+pub const IMPLICIT_PHASES: [&str; 2] = ["start", "exited"];
+
+struct Ctx<'a> {
+    loaded: &'a Loaded,
+    problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn report(
+        &mut self,
+        field: String,
+        anchor: Option<&str>,
+        key: &str,
+        value: Option<&str>,
+        message: String,
+    ) {
+        let spot = locate(&self.loaded.source, anchor, key, value);
+        self.problems.push(Problem {
+            file: self.loaded.file.clone(),
+            line: spot.line + self.loaded.first_line - 1,
+            column: spot.column,
+            field,
+            message,
+        });
+    }
+
+    fn regex(&mut self, field: String, anchor: Option<&str>, key: &str, re: &str) {
+        self.template(field.clone(), anchor, key, re);
+        let probe = re
+            .replace("${trial.port}", "1")
+            .replace("${trial.dir}", "/tmp")
+            .replace("${trial.id}", "x");
+        if let Err(err) = Regex::new(&probe) {
+            let detail = err
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            self.report(
+                field,
+                anchor,
+                key,
+                Some(re),
+                format!("`{re}` is not a valid regex: {detail}"),
+            );
+        }
+    }
+
+    fn template(&mut self, field: String, anchor: Option<&str>, key: &str, text: &str) {
+        if let Err(message) = template::check(text) {
+            self.report(field, anchor, key, Some(text), message);
+        }
+    }
+}
+
+/// Checks the meaning of every loaded experiment; names must be unique across all of them.
+pub fn validate(all: &[Loaded]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut names: HashMap<&str, &Loaded> = HashMap::new();
+    for loaded in all {
+        let mut ctx = Ctx {
+            loaded,
+            problems: Vec::new(),
+        };
+        check_experiment(&mut ctx);
+        let name = loaded.experiment.metadata.name.as_str();
+        if let Some(first) = names.get(name) {
+            let message = format!(
+                "experiment `{name}` is defined twice (first in {}:{}); expected unique names",
+                first.file.display(),
+                first.first_line
+            );
+            ctx.report("metadata.name".into(), None, "name", Some(name), message);
+        } else {
+            names.insert(name, loaded);
+        }
+        problems.extend(ctx.problems);
+    }
+    problems
+}
+
+fn check_experiment(ctx: &mut Ctx<'_>) {
+    let exp = &ctx.loaded.experiment;
+    if exp.api_version != "atropos/v1" {
+        let v = exp.api_version.clone();
+        ctx.report(
+            "apiVersion".into(),
+            None,
+            "apiVersion",
+            Some(&v),
+            format!("`{v}` is not supported; expected atropos/v1"),
+        );
+    }
+    if exp.kind != "Experiment" {
+        let v = exp.kind.clone();
+        ctx.report(
+            "kind".into(),
+            None,
+            "kind",
+            Some(&v),
+            format!("`{v}` is not a kind atropos runs; expected Experiment"),
+        );
+    }
+    let name = exp.metadata.name.clone();
+    if name.trim().is_empty() || name.contains(char::is_whitespace) {
+        ctx.report(
+            "metadata.name".into(),
+            None,
+            "name",
+            None,
+            "expected a non-empty name without spaces".into(),
+        );
+    }
+    let spec = &exp.spec;
+    if spec.target.run.command.is_empty() || spec.target.run.command[0].is_empty() {
+        ctx.report(
+            "spec.target.run.command".into(),
+            None,
+            "command",
+            None,
+            "expected a program and its arguments".into(),
+        );
+    }
+    for (i, arg) in spec.target.run.command.iter().enumerate() {
+        ctx.template(
+            format!("spec.target.run.command[{i}]"),
+            None,
+            "command",
+            arg,
+        );
+    }
+    for (k, v) in &spec.target.run.env {
+        ctx.template(format!("spec.target.run.env.{k}"), None, k, v);
+    }
+    if !(1..=1_000_000).contains(&spec.trials) {
+        ctx.report(
+            "spec.trials".into(),
+            None,
+            "trials",
+            None,
+            format!("{} trials; expected 1 to 1000000", spec.trials),
+        );
+    }
+    if let Some(schedule) = &spec.schedule
+        && let Err(err) = schedule.parse::<croner::Cron>()
+    {
+        ctx.report(
+            "spec.schedule".into(),
+            None,
+            "schedule",
+            Some(schedule),
+            format!("`{schedule}` is not a cron line ({err}); expected e.g. \"0 14 * * FRI\""),
+        );
+    }
+
+    let mut phase_names: Vec<&str> = Vec::new();
+    for (i, phase) in spec.phases.iter().enumerate() {
+        let field = format!("spec.phases[{i}]");
+        let n = phase.name.as_str();
+        if n.is_empty() {
+            ctx.report(
+                format!("{field}.name"),
+                None,
+                "phases",
+                None,
+                "expected a phase name".into(),
+            );
+        } else if IMPLICIT_PHASES.contains(&n) {
+            ctx.report(
+                format!("{field}.name"),
+                None,
+                "name",
+                Some(n),
+                format!("`{n}` is implicit; expected another name"),
+            );
+        } else if phase_names.contains(&n) {
+            ctx.report(
+                format!("{field}.name"),
+                None,
+                "name",
+                Some(n),
+                format!("phase `{n}` is defined twice; expected unique names"),
+            );
+        }
+        phase_names.push(n);
+        let anchor = Some(n);
+        match &phase.marker {
+            Marker::Stdout(re) => ctx.regex(format!("{field}.marker.stdout"), anchor, "stdout", re),
+            Marker::Stderr(re) => ctx.regex(format!("{field}.marker.stderr"), anchor, "stderr", re),
+            Marker::Log(log) => {
+                ctx.regex(
+                    format!("{field}.marker.log.regex"),
+                    anchor,
+                    "regex",
+                    &log.regex,
+                );
+                ctx.template(
+                    format!("{field}.marker.log.path"),
+                    anchor,
+                    "path",
+                    &log.path,
+                );
+            }
+            Marker::Listen(port) => {
+                let ok = port.0 == "${trial.port}" || port.0.parse::<u16>().is_ok_and(|p| p > 0);
+                if !ok {
+                    ctx.report(
+                        format!("{field}.marker.listen"),
+                        anchor,
+                        "listen",
+                        Some(&port.0),
+                        format!(
+                            "`{}` is not a port; expected 1-65535 or \"${{trial.port}}\"",
+                            port.0
+                        ),
+                    );
+                }
+            }
+            Marker::Http(url) => {
+                ctx.template(format!("{field}.marker.http"), anchor, "http", url);
+                if !url.starts_with("http://") {
+                    ctx.report(
+                        format!("{field}.marker.http"),
+                        anchor,
+                        "http",
+                        Some(url),
+                        format!(
+                            "`{url}` is not supported; expected a plain http:// URL on this machine"
+                        ),
+                    );
+                }
+            }
+            Marker::File(path) => {
+                ctx.template(format!("{field}.marker.file"), anchor, "file", path)
+            }
+            Marker::Delay(_) => {}
+        }
+    }
+
+    let mut fault_names: HashSet<&str> = HashSet::new();
+    for (i, fault) in spec.faults.iter().enumerate() {
+        let field = format!("spec.faults[{i}]");
+        if fault.name.is_empty() || fault.name == "baseline" {
+            ctx.report(format!("{field}.name"), None, "faults", None, "expected a fault name other than `baseline` (the name of the trial without faults)".into());
+        } else if !fault_names.insert(fault.name.as_str()) {
+            ctx.report(
+                format!("{field}.name"),
+                Some(&fault.name),
+                "name",
+                None,
+                format!(
+                    "fault `{}` is defined twice; expected unique names",
+                    fault.name
+                ),
+            );
+        }
+        check_fault(ctx, &field, fault, &phase_names);
+    }
+    if spec.faults.is_empty() {
+        ctx.report(
+            "spec.faults".into(),
+            None,
+            "faults",
+            None,
+            "expected at least one fault".into(),
+        );
+    }
+    check_expect(ctx, "spec.expect", None, &spec.expect, &phase_names);
+    for (name, over) in &spec.overrides {
+        let field = format!("spec.overrides.{name}");
+        if !fault_names.contains(name.as_str()) {
+            let hint = suggest(name, fault_names.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            ctx.report(
+                field.clone(),
+                None,
+                name,
+                None,
+                format!(
+                    "no fault is named `{name}`{hint}; expected one of: {}",
+                    list(fault_names.iter().copied())
+                ),
+            );
+        }
+        check_expect(ctx, &field, Some(name), over, &phase_names);
+    }
+}
+
+fn list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut v: Vec<&str> = names.into_iter().collect();
+    v.sort();
+    if v.is_empty() {
+        "(none defined)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn check_fault(ctx: &mut Ctx<'_>, field: &str, fault: &Fault, phases: &[&str]) {
+    let anchor = Some(fault.name.as_str());
+    let inline =
+        fault.signal.is_some() || fault.pause.is_some() || fault.at.is_some() || fault.to.is_some();
+    match &fault.steps {
+        Some(steps) => {
+            if inline {
+                ctx.report(field.into(), anchor, "steps", None, "has both `steps` and an inline step (signal/pause/to/at); expected one or the other".into());
+            }
+            if steps.is_empty() {
+                ctx.report(
+                    format!("{field}.steps"),
+                    anchor,
+                    "steps",
+                    None,
+                    "expected at least one step".into(),
+                );
+            }
+            for (j, step) in steps.iter().enumerate() {
+                check_step(
+                    ctx,
+                    &format!("{field}.steps[{j}]"),
+                    anchor,
+                    step,
+                    j == 0,
+                    phases,
+                );
+            }
+        }
+        None => {
+            let step = Step {
+                signal: fault.signal,
+                pause: fault.pause,
+                to: fault.to.clone(),
+                at: fault.at.clone(),
+                after: None,
+            };
+            check_step(ctx, field, anchor, &step, true, phases);
+        }
+    }
+}
+
+fn check_step(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    anchor: Option<&str>,
+    step: &Step,
+    first: bool,
+    phases: &[&str],
+) {
+    match (step.signal, step.pause) {
+        (Some(_), Some(_)) => ctx.report(
+            field.into(),
+            anchor,
+            "pause",
+            None,
+            "has both `signal` and `pause`; expected one".into(),
+        ),
+        (None, None) => ctx.report(
+            field.into(),
+            anchor,
+            "name",
+            None,
+            "expected `signal: SIGNAME` or `pause: DURATION`".into(),
+        ),
+        _ => {}
+    }
+    if let Some(Aim::Descendant(re)) = &step.to {
+        ctx.regex(format!("{field}.to.descendant"), anchor, "descendant", re);
+    }
+    match (&step.at, step.after) {
+        (Some(_), Some(_)) => ctx.report(field.into(), anchor, "after", None, "has both `at` and `after`; expected one".into()),
+        (None, Some(_)) if first => ctx.report(format!("{field}.after"), anchor, "after", None, "the first step has nothing to come after; expected `at: {{ phase: NAME }}` or `at: {{ exited: zombie|reaped }}`".into()),
+        (None, None) => ctx.report(field.into(), anchor, "name", None, "expected `at: { phase: NAME }`, `at: { exited: zombie|reaped }` or `after: DURATION`".into()),
+        _ => {}
+    }
+    if let Some(at) = &step.at {
+        match (&at.phase, at.exited) {
+            (Some(_), Some(_)) => ctx.report(
+                format!("{field}.at"),
+                anchor,
+                "exited",
+                None,
+                "has both `phase` and `exited`; expected one".into(),
+            ),
+            (None, None) => ctx.report(
+                format!("{field}.at"),
+                anchor,
+                "at",
+                None,
+                "expected `phase: NAME` or `exited: zombie|reaped`".into(),
+            ),
+            (None, Some(_)) if at.offset.is_some() => ctx.report(
+                format!("{field}.at.offset"),
+                anchor,
+                "offset",
+                None,
+                "`offset` applies to a phase; expected it with `phase:`".into(),
+            ),
+            _ => {}
+        }
+        if let Some(phase) = &at.phase
+            && !phases.contains(&phase.as_str())
+        {
+            let hint = suggest(phase, phases.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            let message = format!(
+                "unknown phase `{phase}`{hint}; expected one of: {}",
+                list(phases.iter().copied())
+            );
+            ctx.report(
+                format!("{field}.at.phase"),
+                anchor,
+                "phase",
+                Some(phase),
+                message,
+            );
+        }
+    }
+}
+
+fn check_expect(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    anchor: Option<&str>,
+    expect: &Expect,
+    phases: &[&str],
+) {
+    for (stream, out) in [("stdout", &expect.stdout), ("stderr", &expect.stderr)] {
+        let Some(out) = out else { continue };
+        for (i, re) in out.contains.iter().enumerate() {
+            ctx.regex(
+                format!("{field}.{stream}.contains[{i}]"),
+                anchor,
+                "contains",
+                re,
+            );
+        }
+        for (i, re) in out.not_contains.iter().enumerate() {
+            ctx.regex(
+                format!("{field}.{stream}.not_contains[{i}]"),
+                anchor,
+                "not_contains",
+                re,
+            );
+        }
+    }
+    let phase_ref = |ctx: &mut Ctx<'_>, f: String, key: &str, phase: &str| {
+        if !phases.contains(&phase) {
+            let hint = suggest(phase, phases.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            ctx.report(
+                f,
+                anchor,
+                key,
+                Some(phase),
+                format!(
+                    "unknown phase `{phase}`{hint}; expected one of: {}",
+                    list(phases.iter().copied())
+                ),
+            );
+        }
+    };
+    if let Some(recover) = &expect.recover {
+        phase_ref(
+            ctx,
+            format!("{field}.recover.reaches"),
+            "reaches",
+            &recover.reaches,
+        );
+    }
+    for (i, phase) in expect.reaches.iter().flatten().enumerate() {
+        phase_ref(ctx, format!("{field}.reaches[{i}]"), "reaches", phase);
+    }
+    if let Some(exit) = &expect.exit
+        && exit.codes.iter().any(|c| !(0..=255).contains(c))
+    {
+        ctx.report(
+            format!("{field}.exit.codes"),
+            anchor,
+            "codes",
+            None,
+            "exit codes are 0 to 255".into(),
+        );
+    }
+    if let Some(files) = &expect.files {
+        for (i, f) in files.present.iter().enumerate() {
+            ctx.template(format!("{field}.files.present[{i}]"), anchor, "present", f);
+        }
+        for (i, f) in files.absent.iter().enumerate() {
+            ctx.template(format!("{field}.files.absent[{i}]"), anchor, "absent", f);
+        }
+    }
+    if let Some(check) = &expect.check {
+        if check.command.is_empty() {
+            ctx.report(
+                format!("{field}.check.command"),
+                anchor,
+                "command",
+                None,
+                "expected a program and its arguments".into(),
+            );
+        }
+        for (i, arg) in check.command.iter().enumerate() {
+            ctx.template(
+                format!("{field}.check.command[{i}]"),
+                anchor,
+                "command",
+                arg,
+            );
+        }
+    }
+}
