@@ -21,6 +21,7 @@ pub mod cli;
 pub mod plan;
 pub mod record;
 pub mod spec;
+pub mod store;
 pub mod template;
 
 /// atropos's version.

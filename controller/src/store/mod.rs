@@ -1,0 +1,30 @@
+//! The results store: every run, trial, phase event and expectation result in one SQLite
+//! file, shared by a running `atropos run` (the writer) and `atropos serve` (the reader).
+//!
+//! # Theory of operation
+//! - [`Recorder`] is the writer. `atropos run` hands it every [`RunEvent`](crate::record::RunEvent);
+//!   each trial is committed in its own transaction as soon as it arrives, so a run killed
+//!   at any point keeps every trial that had ended.
+//! - A run is written with its owner: host, boot id, pid and the pid's start time. Whoever
+//!   opens the file next ([`Recorder::open`], [`Store::open`]) marks a `running` run whose
+//!   owner is gone as `interrupted` ([`owner`]).
+//! - The file is in WAL mode with a busy timeout: readers never block the writer, and the
+//!   writer waits instead of failing while another one commits.
+//! - Experiments are stored by name, and each distinct YAML document (by content hash) as a
+//!   version of that name.
+//! - Two aggregate tables are kept up to date in the same transaction as each trial: verdict
+//!   counts per run × experiment (`run_experiments`) and coverage counts per version × phase ×
+//!   fault × verdict (`coverage_counts`). The overview and experiment pages read only those,
+//!   so they stay fast however many trials the file holds.
+//! - [`Store`] is the reader: a small pool answering the dashboard's and the CLI's queries
+//!   ([`query`]) with plain serialisable views.
+
+mod open;
+pub mod owner;
+pub mod query;
+mod recorder;
+pub mod synthetic;
+mod write;
+
+pub use open::{Store, connect_options};
+pub use recorder::Recorder;

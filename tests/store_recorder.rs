@@ -1,0 +1,257 @@
+//! The results store against a real SQLite file: what `atropos run` records comes back whole,
+//! experiments are versioned by content, aggregates match the trials, and runs whose
+//! atropos died are marked interrupted.
+
+use std::sync::Arc;
+
+use atropos::record::{RunEvent, RunStatus, Verdict};
+use atropos::store::query::{self, CellState, RunFilter};
+use atropos::store::{Recorder, Store, synthetic};
+
+fn events_of(uid: &str, seed: u64, exps: &[atropos::record::ExperimentInfo]) -> Vec<RunEvent> {
+    synthetic::run(uid, 1_700_000_000.0 + seed as f64, seed, exps, 4)
+}
+
+#[tokio::test]
+async fn a_recorded_run_reads_back_record_for_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nested/atropos.db");
+    let exps = vec![synthetic::experiment(1, 3, 4)];
+    let events = events_of("run-a", 7, &exps);
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    for event in &events {
+        recorder.record(event).await.unwrap();
+    }
+    let store = Store::open(&db, false).await.unwrap();
+    for event in &events {
+        if let RunEvent::Trial(t) = event {
+            let view = query::trial(&store, &t.id).await.unwrap();
+            assert_eq!(&view.record, t.as_ref(), "trial {} differs", t.id);
+            assert_eq!(view.run, "run-a");
+        }
+    }
+    let page = query::run(&store, "run-a", RunFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(page.run.status, "finished");
+    assert_eq!(page.matching, 17);
+    assert_eq!(page.run.counts.total(), 17);
+    assert_eq!(page.experiments[0].name, exps[0].name);
+}
+
+#[tokio::test]
+async fn coverage_counts_match_the_trials_that_were_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("atropos.db");
+    let exps = vec![synthetic::experiment(2, 3, 5)];
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    let mut expected = std::collections::HashMap::<(String, String), (u64, u64)>::new();
+    for (i, uid) in ["r1", "r2", "r3"].iter().enumerate() {
+        let events = events_of(uid, i as u64 + 1, &exps);
+        for event in &events {
+            if let RunEvent::Trial(t) = event {
+                if t.fault != "baseline" {
+                    let key = (
+                        t.injected_phase.clone().unwrap_or_default(),
+                        t.fault.clone(),
+                    );
+                    let e = expected.entry(key).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(t.verdict != Verdict::Pass);
+                }
+            }
+        }
+        recorder.record_batch(&events).await.unwrap();
+    }
+    let store = Store::open(&db, false).await.unwrap();
+    let page = query::experiment(&store, &exps[0].name, None)
+        .await
+        .unwrap();
+    assert_eq!(page.runs.len(), 3);
+    assert_eq!(
+        page.matrix.phases.first().map(String::as_str),
+        Some("start")
+    );
+    assert_eq!(
+        page.matrix.phases.last().map(String::as_str),
+        Some("exited")
+    );
+    for row in &page.matrix.rows {
+        for cell in &row.cells {
+            let key = (cell.phase.clone(), row.fault.clone());
+            match expected.get(&key) {
+                None => assert_eq!(cell.state, CellState::Uncovered, "{key:?}"),
+                Some((n, bad)) => {
+                    assert_eq!(cell.counts.total(), *n, "{key:?}");
+                    assert_eq!(cell.counts.fail + cell.counts.error, *bad, "{key:?}");
+                }
+            }
+        }
+    }
+    let overview = query::overview(&store).await.unwrap();
+    assert_eq!(overview.experiments.len(), 1);
+    let summary = &overview.experiments[0];
+    assert_eq!(summary.covered, page.matrix.covered);
+    assert_eq!(summary.trend.len(), 3);
+    assert_eq!(summary.last.as_ref().map(|p| p.run.as_str()), Some("r3"));
+}
+
+#[tokio::test]
+async fn a_changed_document_is_a_new_version_of_the_same_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("atropos.db");
+    let v1 = synthetic::experiment(3, 2, 2);
+    let mut v2 = v1.clone();
+    v2.source.push_str("# changed\n");
+    v2.content_hash = "changed".repeat(8);
+    v2.faults.push("sigusr1-at-ready".into());
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    recorder
+        .record_batch(&events_of("old", 1, &[v1.clone()]))
+        .await
+        .unwrap();
+    recorder
+        .record_batch(&events_of("same", 2, &[v1.clone()]))
+        .await
+        .unwrap();
+    recorder
+        .record_batch(&events_of("new", 3, &[v2.clone()]))
+        .await
+        .unwrap();
+    let store = Store::open(&db, false).await.unwrap();
+    let page = query::experiment(&store, &v1.name, None).await.unwrap();
+    assert_eq!(page.versions.len(), 2);
+    assert_eq!(page.versions[0].content_hash, v2.content_hash);
+    assert_eq!(
+        page.matrix.rows.len(),
+        3,
+        "axes come from the latest version"
+    );
+    let old = page.versions[1].id;
+    let only_old = query::experiment(&store, &v1.name, Some(old))
+        .await
+        .unwrap();
+    assert_eq!(only_old.matrix.rows.len(), 2);
+    assert!(only_old.source.contains("synthetic") && !only_old.source.contains("changed"));
+}
+
+#[tokio::test]
+async fn each_trial_is_visible_to_readers_as_soon_as_it_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("atropos.db");
+    let exps = vec![synthetic::experiment(4, 2, 2)];
+    let events = events_of("live", 5, &exps);
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    let store = Store::open(&db, false).await.unwrap();
+    recorder.record(&events[0]).await.unwrap();
+    for (n, event) in events[1..events.len() - 1].iter().enumerate() {
+        recorder.record(event).await.unwrap();
+        let page = query::run(&store, "live", RunFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(page.run.status, "running");
+        assert_eq!(page.matching, n as u64 + 1);
+    }
+    recorder.record(events.last().unwrap()).await.unwrap();
+    let page = query::run(&store, "live", RunFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(page.run.status, "finished");
+}
+
+#[tokio::test]
+async fn a_running_run_whose_atropos_is_gone_is_marked_interrupted_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("atropos.db");
+    let exps = vec![synthetic::experiment(5, 2, 2)];
+    let events = events_of("dead", 9, &exps);
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    // The start and three trials, then nothing: as if atropos had been killed.
+    recorder.record_batch(&events[..4]).await.unwrap();
+    recorder.close().await.unwrap();
+    // Our own process is alive: a reopen leaves the run alone.
+    let store = Store::open(&db, false).await.unwrap();
+    assert_eq!(store.mark_dead_runs_interrupted().await.unwrap(), 0);
+    // Hand the run to a process that has exited (one we spawned and reaped).
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    sqlx::query("UPDATE runs SET owner_pid = ? WHERE uid = 'dead'")
+        .bind(pid)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    drop(store);
+    let _recorder = Recorder::open(&db).await.unwrap();
+    let store = Store::open(&db, false).await.unwrap();
+    let page = query::run(&store, "dead", RunFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(page.run.status, "interrupted");
+    assert_eq!(page.matching, 3, "the committed trials are kept");
+    assert!(page.run.ended_at.is_some());
+    // A run that ended with SIGINT is recorded as interrupted by atropos itself.
+    let mut events = events_of("stopped", 10, &exps);
+    if let Some(RunEvent::Finished(end)) = events.last_mut() {
+        let mut e = end.as_ref().clone();
+        e.status = RunStatus::Interrupted;
+        *end = Arc::new(e);
+    }
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    recorder.record_batch(&events).await.unwrap();
+    let page = query::run(&store, "stopped", RunFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(page.run.status, "interrupted");
+}
+
+#[tokio::test]
+async fn run_filters_select_by_verdict_fault_and_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("atropos.db");
+    let exps = vec![synthetic::experiment(6, 3, 3)];
+    let events = synthetic::run("big", 1.0, 11, &exps, 40);
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    recorder.record_batch(&events).await.unwrap();
+    let store = Store::open(&db, false).await.unwrap();
+    let all = query::run(&store, "big", RunFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.matching, 121);
+    assert_eq!((all.pages, all.trials.len()), (3, 50));
+    let fault = exps[0].faults[1].clone();
+    let filter = RunFilter {
+        fault: Some(fault.clone()),
+        verdict: Some("fail".into()),
+        ..RunFilter::default()
+    };
+    let failed = query::run(&store, "big", filter).await.unwrap();
+    assert!(
+        failed.matching > 0,
+        "the second phase is flaky in synthetic runs"
+    );
+    assert!(
+        failed
+            .trials
+            .iter()
+            .all(|t| t.record.fault == fault && t.record.verdict == Verdict::Fail)
+    );
+    let last = RunFilter {
+        page: Some(3),
+        ..RunFilter::default()
+    };
+    assert_eq!(
+        query::run(&store, "big", last).await.unwrap().trials.len(),
+        21
+    );
+    assert_eq!(all.latency.count, 120);
+}
+
+#[tokio::test]
+async fn opening_a_missing_store_read_only_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Store::open(&dir.path().join("none.db"), false)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("atropos run"), "{err:#}");
+}
