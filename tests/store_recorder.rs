@@ -1,6 +1,7 @@
 //! The results store against a real SQLite file: what `atropos run` records comes back whole,
 //! experiments are versioned by content, aggregates match the trials, and runs whose
 //! atropos died are marked interrupted.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
 
@@ -107,15 +108,15 @@ async fn a_changed_document_is_a_new_version_of_the_same_experiment() {
     v2.faults.push("sigusr1-at-ready".into());
     let mut recorder = Recorder::open(&db).await.unwrap();
     recorder
-        .record_batch(&events_of("old", 1, &[v1.clone()]))
+        .record_batch(&events_of("old", 1, std::slice::from_ref(&v1)))
         .await
         .unwrap();
     recorder
-        .record_batch(&events_of("same", 2, &[v1.clone()]))
+        .record_batch(&events_of("same", 2, std::slice::from_ref(&v1)))
         .await
         .unwrap();
     recorder
-        .record_batch(&events_of("new", 3, &[v2.clone()]))
+        .record_batch(&events_of("new", 3, std::slice::from_ref(&v2)))
         .await
         .unwrap();
     let store = Store::open(&db, false).await.unwrap();
