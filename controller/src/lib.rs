@@ -18,6 +18,7 @@
 //! The injector does the process work; this crate never signals anything itself.
 
 pub mod cli;
+pub mod dashboard;
 pub mod plan;
 pub mod record;
 pub mod spec;
