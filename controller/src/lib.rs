@@ -18,8 +18,11 @@
 //! The injector does the process work; this crate never signals anything itself.
 
 pub mod cli;
+pub mod judge;
 pub mod plan;
 pub mod record;
+pub mod report;
+pub mod runner;
 pub mod spec;
 pub mod template;
 
