@@ -312,7 +312,15 @@ pub fn judge(
     }
 
     // Files.
+    let (mut present, mut absent) = (0, 0);
     for f in &after.files {
+        let name = if f.must_exist {
+            present += 1;
+            format!("files.present[{}]", present - 1)
+        } else {
+            absent += 1;
+            format!("files.absent[{}]", absent - 1)
+        };
         let (expected, actual) = if f.must_exist {
             (
                 format!("{} to exist", f.path),
@@ -332,12 +340,7 @@ pub fn judge(
                 },
             )
         };
-        push(
-            &format!("files {}", f.path),
-            f.exists == f.must_exist,
-            expected,
-            actual,
-        );
+        push(&name, f.exists == f.must_exist, expected, actual);
     }
 
     // Recovery.
