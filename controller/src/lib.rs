@@ -19,8 +19,11 @@
 
 pub mod cli;
 pub mod dashboard;
+pub mod judge;
 pub mod plan;
 pub mod record;
+pub mod report;
+pub mod runner;
 pub mod spec;
 pub mod store;
 pub mod template;

@@ -21,6 +21,7 @@
 //! The injector knows nothing of experiment files, schedules, SQL or HTML.
 
 pub mod clock;
+pub mod command;
 pub mod journal;
 pub mod markers;
 pub mod orphans;

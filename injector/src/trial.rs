@@ -65,6 +65,7 @@ struct Driver<'a> {
     stop_signal: Option<StopSignal>,
     stop_sent_at: Option<u64>,
     kill_reason: Option<StopReason>,
+    open_streams: usize,
 }
 
 /// What the driver waits for next.
@@ -162,6 +163,7 @@ pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
             .watches
             .push((i, obs.watches[i].clone()));
     }
+    let mut open_streams = 0;
     let pipes: [Option<OwnedFd>; 2] = [
         child.stdout.take().map(OwnedFd::from),
         child.stderr.take().map(OwnedFd::from),
@@ -176,6 +178,7 @@ pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
         let Ok(receiver) = pipe::Receiver::from_owned_fd(fd) else {
             continue;
         };
+        open_streams += 1;
         helpers.spawn(read_stream(
             receiver,
             stream,
@@ -217,6 +220,7 @@ pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
         stop_signal: None,
         stop_sent_at: None,
         kill_reason: None,
+        open_streams,
     };
     let stop = driver.drive(&mut events, cancel).await;
 
@@ -234,9 +238,14 @@ pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
     });
     let orphans = orphans::sweep(&plan.id, driver.child.pid()).await;
     // Streams end when the last holder of the pipes is gone; give them a moment to drain.
+    let mut open_streams = driver.open_streams;
     let drain = tokio::time::timeout(Duration::from_millis(200), async {
-        while let Some(ev) = events.recv().await {
-            driver.on_event(ev);
+        while open_streams > 0 {
+            match events.recv().await {
+                Some(Event::Eof(_)) => open_streams -= 1,
+                Some(ev) => driver.on_event(ev),
+                None => break,
+            }
         }
     });
     let _ = drain.await;
@@ -380,6 +389,7 @@ impl Driver<'_> {
                     self.kill(StopReason::Interrupted);
                 }
                 ev = events.recv(), if events_open => match ev {
+                    Some(Event::Eof(_)) => self.open_streams -= 1,
                     Some(ev) => self.on_event(ev),
                     None => events_open = false,
                 },

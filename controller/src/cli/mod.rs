@@ -4,6 +4,7 @@
 //! maps results to exit codes: 0 all held, 1 an expectation failed, 2 invalid input,
 //! 3 the harness could not run a trial.
 
+mod run;
 mod schema;
 mod validate;
 
@@ -31,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run experiments: spawn targets, inject faults at their phases, judge what they did.
-
+    Run(run::RunArgs),
     /// Check experiment files without running anything.
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the experiment format (for editors).
@@ -49,6 +50,7 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let code = match cli.command {
+        Command::Run(args) => run::main(args),
         Command::Validate(args) => validate::main(&args),
         Command::Schema => schema::main(),
     };

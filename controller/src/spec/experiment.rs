@@ -114,9 +114,9 @@ pub struct Phase {
     pub marker: Marker,
 }
 
-/// What shows that a phase has been entered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+/// What shows that a phase has been entered: a map with exactly one of these keys.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Marker {
     /// A line on stdout matching this regex.
     Stdout(String),
@@ -224,9 +224,9 @@ pub struct Step {
     pub after: Option<Duration>,
 }
 
-/// At whom a step is aimed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+/// At whom a step is aimed: `main`, `group`, or `{ descendant: REGEX }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Aim {
     /// The main process.
     Main,
@@ -250,6 +250,88 @@ pub struct At {
     /// Fire after the target exited: `zombie` (not reaped yet) or `reaped`.
     #[serde(default)]
     pub exited: Option<ExitedAt>,
+}
+
+impl<'de> Deserialize<'de> for Marker {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const KEYS: &[&str] = &["stdout", "stderr", "log", "listen", "http", "file", "delay"];
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Marker;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map with one of: stdout, stderr, log, listen, http, file, delay")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Marker, A::Error> {
+                use serde::de::Error;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom(
+                        "empty marker; expected one of stdout, stderr, log, listen, http, file, delay",
+                    ));
+                };
+                let marker = match key.as_str() {
+                    "stdout" => Marker::Stdout(map.next_value()?),
+                    "stderr" => Marker::Stderr(map.next_value()?),
+                    "log" => Marker::Log(map.next_value()?),
+                    "listen" => Marker::Listen(map.next_value()?),
+                    "http" => Marker::Http(map.next_value()?),
+                    "file" => Marker::File(map.next_value()?),
+                    "delay" => Marker::Delay(
+                        map.next_value::<humantime_serde::Serde<Duration>>()?
+                            .into_inner(),
+                    ),
+                    other => return Err(A::Error::unknown_field(other, KEYS)),
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(A::Error::custom(format!(
+                        "`{key}` and `{extra}` in one marker; expected exactly one"
+                    )));
+                }
+                Ok(marker)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Aim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Aim;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`main`, `group`, or `{ descendant: REGEX }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Aim, E> {
+                match v {
+                    "main" => Ok(Aim::Main),
+                    "group" => Ok(Aim::Group),
+                    other => Err(E::unknown_variant(other, &["main", "group", "descendant"])),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Aim, A::Error> {
+                use serde::de::Error;
+                match map.next_key::<String>()?.as_deref() {
+                    Some("descendant") => {
+                        let aim = Aim::Descendant(map.next_value()?);
+                        if map.next_key::<String>()?.is_some() {
+                            return Err(A::Error::custom(
+                                "expected only `descendant: REGEX` in `to`",
+                            ));
+                        }
+                        Ok(aim)
+                    }
+                    Some(other) => Err(A::Error::unknown_field(other, &["descendant"])),
+                    None => Err(A::Error::custom(
+                        "empty `to`; expected main, group or { descendant: REGEX }",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Which side of reaping an after-exit step fires on.

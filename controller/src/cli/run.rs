@@ -1,0 +1,376 @@
+//! `atropos run PATH...`: the CI entry point.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use atropos_injector::CancellationToken;
+use rand::RngExt;
+use tokio::sync::mpsc::unbounded_channel;
+
+use super::{EXIT_FAILED, EXIT_HARNESS, EXIT_INVALID, EXIT_OK};
+use crate::plan::{self, PlanOptions, RunPlan};
+use crate::record::{
+    CiInfo, RunEnd, RunEvent, RunInfo, RunStatus, TrialRecord, Trigger, Verdict, unix_now,
+};
+use crate::report::{self, Progress};
+use crate::runner::{self, RunOptions};
+
+/// Arguments of `atropos run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Experiment files or folders (searched recursively for .yaml/.yml).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Seed for every experiment's random plan (overrides `seed:` in the files).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Trials running at once (default: the number of cores).
+    #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    /// Trials per fault (overrides `trials:` in the files).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    trials: Option<u32>,
+    /// Only experiments whose name, or `experiment/fault`, matches this regex.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Write every trial record as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a JUnit XML report (one test case per fault) to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Show the plan (what would be spawned and hit, with which offsets) and run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep each trial's `${trial.dir}` (under the system temp folder) after the run.
+    #[arg(long)]
+    keep_dirs: bool,
+}
+
+pub(super) fn main(args: RunArgs) -> u8 {
+    let loaded = match crate::spec::load_all(&args.paths) {
+        Ok(loaded) => loaded,
+        Err(invalid) => {
+            eprintln!("{invalid}");
+            eprintln!("error: {} problems found; nothing was run", invalid.0.len());
+            return EXIT_INVALID;
+        }
+    };
+    let filter = match args.filter.as_deref().map(regex::Regex::new).transpose() {
+        Ok(f) => f,
+        Err(err) => {
+            eprintln!("error: --filter: not a valid regex: {err}");
+            return EXIT_INVALID;
+        }
+    };
+    for (flag, path) in [("--json", &args.json), ("--junit", &args.junit)] {
+        if let Some(path) = path
+            && let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.is_dir()
+        {
+            eprintln!(
+                "error: {flag} {}: the folder {} does not exist",
+                path.display(),
+                parent.display()
+            );
+            return EXIT_INVALID;
+        }
+    }
+    let seed = args.seed.unwrap_or_else(|| rand::rng().random());
+    let run_id = format!("r{:08x}", rand::rng().random::<u32>());
+    let options = PlanOptions {
+        seed: args.seed,
+        trials: args.trials,
+        filter,
+    };
+    let plan = plan::plan(loaded, &run_id, seed, &options);
+    if plan.experiments.is_empty() {
+        eprintln!(
+            "error: --filter {} matched no experiment or fault",
+            args.filter.unwrap_or_default()
+        );
+        return EXIT_INVALID;
+    }
+    if args.dry_run {
+        print!("{}", dry_run(&plan));
+        return EXIT_OK;
+    }
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        usize::from,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(jobs.clamp(2, 16))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: failed to start the async runtime: {err}");
+            return EXIT_HARNESS;
+        }
+    };
+    runtime.block_on(run(
+        plan,
+        args.json,
+        args.junit,
+        RunOptions {
+            jobs,
+            keep_dirs: args.keep_dirs,
+        },
+    ))
+}
+
+async fn run(
+    plan: RunPlan,
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
+    options: RunOptions,
+) -> u8 {
+    if let Err(err) = atropos_injector::init() {
+        eprintln!("error: failed to become the reaper of orphaned targets: {err}");
+        return EXIT_HARNESS;
+    }
+    let ci = CiInfo::from_env();
+    let info = Arc::new(RunInfo {
+        id: plan.run_id.clone(),
+        trigger: if ci.provider.is_some() {
+            Trigger::Ci
+        } else {
+            Trigger::Manual
+        },
+        seed: plan.seed,
+        started_at: unix_now(),
+        version: crate::VERSION.to_owned(),
+        ci,
+        experiments: plan.experiments.iter().map(|e| e.info.clone()).collect(),
+    });
+    let total = plan.trial_count();
+    let cancel = CancellationToken::new();
+    let interrupted = watch_signals(cancel.clone(), plan.run_id.clone());
+
+    let (events, mut rx) = unbounded_channel::<RunEvent>();
+    let jobs = options.jobs;
+    let listener = tokio::spawn(async move {
+        let mut progress = Progress::new(total);
+        while let Some(event) = rx.recv().await {
+            match &event {
+                RunEvent::Started(run) => progress.line(&format!(
+                    "atropos {}: run {} · {} experiments · {} trials · seed {} · jobs {}",
+                    run.version,
+                    run.id,
+                    run.experiments.len(),
+                    total,
+                    run.seed,
+                    jobs
+                )),
+                RunEvent::Trial(record) => progress.trial(record),
+                RunEvent::Finished(_) => progress.finish(),
+            }
+        }
+    });
+    let _ = events.send(RunEvent::Started(info.clone()));
+    let records = runner::execute(plan, &options, events.clone(), cancel.clone()).await;
+    let status = if cancel.is_cancelled() {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Finished
+    };
+    let count = |v: Verdict| records.iter().filter(|r| r.verdict == v).count();
+    let end = Arc::new(RunEnd {
+        ended_at: unix_now(),
+        status,
+        passed: count(Verdict::Pass),
+        failed: count(Verdict::Fail),
+        errors: count(Verdict::Error),
+    });
+    let _ = events.send(RunEvent::Finished(end.clone()));
+    drop(events);
+    let _ = listener.await;
+
+    let refs: Vec<&TrialRecord> = records.iter().map(Arc::as_ref).collect();
+    let mut out = String::new();
+    for exp in &info.experiments {
+        let mine: Vec<&TrialRecord> = refs
+            .iter()
+            .copied()
+            .filter(|r| r.experiment == exp.name)
+            .collect();
+        out.push_str(&report::summary(exp, &mine));
+    }
+    let mut code = if end.failed > 0 {
+        EXIT_FAILED
+    } else if end.errors > 0 || status == RunStatus::Interrupted {
+        EXIT_HARNESS
+    } else {
+        EXIT_OK
+    };
+    let own_seeds = info.experiments.iter().any(|e| e.seed != info.seed);
+    let replay = if own_seeds {
+        "seeds as shown per experiment; rerun the same command to replay".to_owned()
+    } else {
+        format!("seed {} (replay with --seed {})", info.seed, info.seed)
+    };
+    out.push_str(&format!(
+        "{}: {} passed, {} failed, {} errors in {} trials{} · {replay}\n",
+        match code {
+            EXIT_OK => "ok",
+            EXIT_FAILED => "FAILED",
+            _ => "ERROR",
+        },
+        end.passed,
+        end.failed,
+        end.errors,
+        records.len(),
+        if status == RunStatus::Interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        },
+    ));
+    print!("{out}");
+    if let Some(path) = &json
+        && let Err(err) = report::write_json(path, &info, &end, &refs)
+    {
+        eprintln!("error: failed to write {}: {err}", path.display());
+        code = EXIT_HARNESS;
+    }
+    if let Some(path) = &junit
+        && let Err(err) = report::write_junit(path, &info.experiments, &refs)
+    {
+        eprintln!("error: failed to write {}: {err}", path.display());
+        code = EXIT_HARNESS;
+    }
+    drop(interrupted);
+    code
+}
+
+/// On the first SIGINT or SIGTERM: stop starting trials and kill the running targets (the
+/// run then writes what it has). On a second one: kill everything of this run and exit.
+fn watch_signals(cancel: CancellationToken, run_id: String) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                eprintln!(
+                    "atropos: interrupted; killing running targets and writing what was done (again to quit at once)"
+                );
+                cancel.cancel();
+            } else {
+                atropos_injector::orphans::kill_run(&run_id);
+                std::process::exit(i32::from(EXIT_HARNESS));
+            }
+        }
+    })
+}
+
+/// The plan in words: what would be spawned, hit, and when.
+fn dry_run(plan: &RunPlan) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "dry run {} · seed {} · {} trials (nothing is spawned)",
+        plan.run_id,
+        plan.seed,
+        plan.trial_count()
+    );
+    for exp in &plan.experiments {
+        let spec = &exp.loaded.experiment.spec;
+        let _ = writeln!(
+            out,
+            "\n{} ({}) seed {}",
+            exp.info.name,
+            exp.loaded.file.display(),
+            exp.info.seed
+        );
+        let _ = writeln!(
+            out,
+            "  target: {} (cwd {})",
+            spec.target.run.command.join(" "),
+            plan::target_cwd(&exp.loaded).display()
+        );
+        let _ = writeln!(
+            out,
+            "  phases: start → {} → exited",
+            exp.info.phases.join(" → ")
+        );
+        let _ = writeln!(
+            out,
+            "  baseline: 1 trial without faults, stopped with SIGTERM after the last phase"
+        );
+        for (f, fault) in spec.faults.iter().enumerate() {
+            let trials: Vec<_> = exp.trials.iter().filter(|t| t.fault == Some(f)).collect();
+            if trials.is_empty() {
+                continue;
+            }
+            let steps: Vec<String> = plan::steps_of(fault)
+                .iter()
+                .map(|s| {
+                    let what = match (s.signal, s.pause) {
+                        (_, Some(d)) => format!("pause {}", humantime::format_duration(d)),
+                        (Some(sig), None) => sig.to_string(),
+                        (None, None) => "?".into(),
+                    };
+                    let to = match &s.to {
+                        None | Some(crate::spec::Aim::Main) => "main process".to_owned(),
+                        Some(crate::spec::Aim::Group) => "process group".to_owned(),
+                        Some(crate::spec::Aim::Descendant(re)) => {
+                            format!("descendants matching /{re}/")
+                        }
+                    };
+                    let when = match (&s.at, s.after) {
+                        (Some(at), _) if at.exited.is_some() => format!(
+                            "after exit ({:?})",
+                            at.exited.unwrap_or(crate::spec::ExitedAt::Reaped)
+                        )
+                        .to_lowercase(),
+                        (Some(at), _) => format!(
+                            "at {} + {}",
+                            at.phase.clone().unwrap_or_default(),
+                            at.offset.map_or_else(|| "0s".into(), |o| o.to_string())
+                        ),
+                        (None, Some(d)) => {
+                            format!("{} after the previous step", humantime::format_duration(d))
+                        }
+                        (None, None) => "?".into(),
+                    };
+                    format!("{what} → {to} {when}")
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {} × {}: {}",
+                fault.name,
+                trials.len(),
+                steps.join("; then ")
+            );
+            let fractions: Vec<String> = trials
+                .iter()
+                .filter_map(|t| t.fractions.first().copied().flatten())
+                .take(8)
+                .map(|u| format!("{u:.3}"))
+                .collect();
+            if !fractions.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "    random offset fractions: {}{}",
+                    fractions.join(" "),
+                    if trials.len() > 8 { " …" } else { "" }
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,114 @@
+//! Shared helpers of the end-to-end tests: run the built `atropos` as CI would, read its
+//! JSON, and look for leftover processes by a unique token in their argv (never by name).
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("controller/ has a parent")
+        .to_owned()
+}
+
+/// The built `atropos` binary.
+pub fn atropos() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atropos"));
+    cmd.current_dir(root()).env_remove("ATROPOS_LOG");
+    cmd
+}
+
+/// A fresh temporary folder.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temp dir can be made")
+}
+
+/// Runs `atropos run ARGS... --json FILE` and returns its output and the parsed JSON.
+pub fn run_json(args: &[&str], dir: &Path) -> (Output, serde_json::Value) {
+    let json = dir.join("report.json");
+    let output = atropos()
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("atropos runs");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (
+        output,
+        serde_json::from_str(&text).expect("the JSON report parses"),
+    )
+}
+
+/// The trials of one experiment and fault from a JSON report.
+pub fn trials<'a>(
+    report: &'a serde_json::Value,
+    experiment: &str,
+    fault: &str,
+) -> Vec<&'a serde_json::Value> {
+    report["trials"]
+        .as_array()
+        .expect("trials is an array")
+        .iter()
+        .filter(|t| t["experiment"] == experiment && t["fault"] == fault)
+        .collect()
+}
+
+/// Pids of live processes whose command line or environment contains `token`.
+pub fn processes_with(token: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmd.contains(token) || String::from_utf8_lossy(&environ).contains(token) {
+            found.push((pid, cmd));
+        }
+    }
+    found
+}
+
+/// A token unique to this test process and call.
+pub fn token(label: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "atropos-e2e-{label}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

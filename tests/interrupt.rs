@@ -1,0 +1,95 @@
+//! SIGINT to atropos mid-run: it stops starting trials, kills every target (also one that
+//! left its session), writes what it has, exits 3, and leaves no process behind.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{atropos, processes_with, tempdir, token};
+
+#[test]
+fn sigint_mid_run_kills_every_target_and_writes_the_report() {
+    let dir = tempdir();
+    let tok = token("interrupt");
+    let path = dir.path().join("slow.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: slow }}
+spec:
+  target:
+    run:
+      command: ["sh", "-c", "setsid sleep 61 & echo ready; exec sleep 60", "{tok}"]
+      env: {{ E2E_MARKER: "{tok}" }}
+  phases:
+    - {{ name: ready, marker: {{ stdout: "^ready$" }} }}
+    - {{ name: never, marker: {{ stdout: "^never$" }} }}
+  faults:
+    - {{ name: usr-ready, signal: SIGUSR2, to: {{ descendant: "sleep 61" }}, at: {{ phase: ready, offset: 1h }} }}
+  trials: 6
+  timeout: 50s
+"#
+        ),
+    )
+    .unwrap();
+    let json = dir.path().join("report.json");
+    let mut child = atropos()
+        .args(["run", "--jobs", "2", "--json"])
+        .arg(&json)
+        .arg(&path)
+        .spawn()
+        .unwrap();
+
+    // Wait until the baseline target and its detached grandchild run.
+    let start = Instant::now();
+    while processes_with(&tok).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the targets never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Our own child, not reaped yet: its pid cannot name another process.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "atropos did not exit after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "interrupted without failures is a harness stop"
+    );
+    assert_eq!(
+        processes_with(&tok),
+        vec![],
+        "a target survived the interruption"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["end"]["status"], "interrupted");
+    let trials = report["trials"].as_array().unwrap();
+    assert!(
+        !trials.is_empty() && trials.len() < 7,
+        "only started trials are recorded"
+    );
+    for t in trials {
+        assert_eq!(t["verdict"], "error");
+        assert_eq!(t["observation"]["stop"], "interrupted");
+        assert!(t["reasons"][0].as_str().unwrap().starts_with("interrupted"));
+    }
+}
