@@ -31,7 +31,6 @@ CREATE TABLE runs (
     seed         INTEGER NOT NULL,           -- u64 stored as its two's complement i64
     started_at   REAL NOT NULL,              -- seconds since the Unix epoch
     ended_at     REAL,
-    updated_at   REAL NOT NULL,              -- when the last trial was committed
     status       TEXT NOT NULL,              -- running | finished | interrupted
     version      TEXT NOT NULL,              -- atropos's version
     ci_provider  TEXT,
@@ -43,15 +42,13 @@ CREATE TABLE runs (
     owner_boot   TEXT NOT NULL,
     owner_pid    INTEGER NOT NULL,
     owner_start  INTEGER NOT NULL,           -- /proc/PID/stat starttime, clock ticks
-    planned      INTEGER NOT NULL DEFAULT 0,
-    passed       INTEGER NOT NULL DEFAULT 0,
-    failed       INTEGER NOT NULL DEFAULT 0,
-    errors       INTEGER NOT NULL DEFAULT 0
+    planned      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX runs_by_start ON runs (started_at DESC);
 CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
 
--- One experiment within one run, with its verdict counts (maintained on insert).
+-- One experiment within one run, with its verdict counts (maintained on insert; a run's
+-- counts are the sums of its rows here).
 CREATE TABLE run_experiments (
     id            INTEGER PRIMARY KEY,
     run_id        INTEGER NOT NULL REFERENCES runs(id),
@@ -63,6 +60,7 @@ CREATE TABLE run_experiments (
     failed        INTEGER NOT NULL DEFAULT 0,
     errors        INTEGER NOT NULL DEFAULT 0,
     started_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,             -- when its last trial was committed
     UNIQUE (run_id, experiment_id)
 );
 CREATE INDEX run_experiments_by_experiment ON run_experiments (experiment_id, started_at DESC);
@@ -124,3 +122,23 @@ CREATE TABLE coverage_counts (
     trials     INTEGER NOT NULL,
     PRIMARY KEY (version_id, fault, phase, verdict)
 ) WITHOUT ROWID;
+
+-- The aggregates follow every trial inside SQLite itself: one INSERT from the recorder
+-- keeps them in step, in the same transaction.
+CREATE TRIGGER trials_count AFTER INSERT ON trials
+BEGIN
+    UPDATE run_experiments SET
+        passed = passed + (NEW.verdict = 'pass'),
+        failed = failed + (NEW.verdict = 'fail'),
+        errors = errors + (NEW.verdict = 'error'),
+        updated_at = max(updated_at, NEW.recorded_at)
+    WHERE id = NEW.run_experiment_id;
+END;
+
+CREATE TRIGGER trials_cover AFTER INSERT ON trials WHEN NEW.fault <> 'baseline'
+BEGIN
+    INSERT INTO coverage_counts (version_id, phase, fault, verdict, trials)
+    SELECT version_id, coalesce(NEW.injected_phase, ''), NEW.fault, NEW.verdict, 1
+    FROM run_experiments WHERE id = NEW.run_experiment_id
+    ON CONFLICT (version_id, fault, phase, verdict) DO UPDATE SET trials = trials + 1;
+END;

@@ -1,11 +1,14 @@
-//! The command line: `atropos run`, `validate`, `schema`.
+//! The command line: `atropos run`, `validate`, `schema`, `serve`, `history`, `coverage`.
 //!
 //! Each subcommand lives in its own file; this one parses arguments, sets up logging and
 //! maps results to exit codes: 0 all held, 1 an expectation failed, 2 invalid input,
 //! 3 the harness could not run a trial.
 
+mod coverage;
+mod history;
 mod run;
 mod schema;
+mod serve;
 mod validate;
 
 use std::process::ExitCode;
@@ -37,6 +40,12 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the experiment format (for editors).
     Schema,
+    /// Serve the dashboard over a results store.
+    Serve(serve::ServeArgs),
+    /// Show recent runs from a results store.
+    History(history::HistoryArgs),
+    /// Show the coverage matrix (phases × faults) of each experiment in a results store.
+    Coverage(coverage::CoverageArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -53,6 +62,9 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Validate(args) => validate::main(&args),
         Command::Schema => schema::main(),
+        Command::Serve(args) => serve::main(args),
+        Command::History(args) => history::main(args),
+        Command::Coverage(args) => coverage::main(args),
     };
     ExitCode::from(code)
 }

@@ -92,6 +92,41 @@ pub fn percent(v: impl Borrow<Option<u64>>) -> String {
         .map_or_else(|| "–".to_owned(), |p| format!("{p}%"))
 }
 
+/// A plain-text table: columns padded to their widest cell, two spaces apart.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(cell);
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.chars().count());
+            out.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(&mut headers.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +147,17 @@ mod tests {
         assert_eq!(ns(250_000_000), "250ms");
         assert_eq!(span(10.0, Some(11.5)), "1.50s");
         assert_eq!(span(10.0, None), "–");
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let t = table(
+            &["a", "long header"],
+            &[
+                vec!["wide cell".into(), "x".into()],
+                vec!["b".into(), String::new()],
+            ],
+        );
+        assert_eq!(t, "a          long header\nwide cell  x\nb\n");
     }
 }

@@ -101,7 +101,8 @@ pub(crate) async fn mark_dead_runs_interrupted(conn: &mut SqliteConnection) -> a
         }
         // The end is unknown: the last commit is the best estimate.
         let done = sqlx::query(
-            "UPDATE runs SET status = 'interrupted', ended_at = COALESCE(ended_at, updated_at)
+            "UPDATE runs SET status = 'interrupted', ended_at = COALESCE(ended_at,
+                (SELECT max(updated_at) FROM run_experiments WHERE run_id = runs.id), started_at)
              WHERE id = ? AND status = 'running'",
         )
         .bind(id)

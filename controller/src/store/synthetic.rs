@@ -173,6 +173,7 @@ pub fn trial(
     }
     let ready_end = at + 200 * ms;
     let (fault_name, index) = fault.map_or(("baseline", 0), |(_, n, i)| (n, i));
+    let short = fault.map_or_else(|| "b".to_owned(), |(f, _, i)| format!("{f}-{i}"));
     let mut deliveries = Vec::new();
     let mut injected = None;
     let mut latency = None;
@@ -276,7 +277,7 @@ pub fn trial(
     if verdict == Verdict::Pass {
         stdout.push(line(exit_at, "cleanup done"));
     }
-    let id = format!("{run}-{}-{fault_name}-{index}", exp.name);
+    let id = format!("{run}-{}-{short}", exp.content_hash.trim_start_matches('0'));
     TrialRecord {
         id: id.clone(),
         experiment: exp.name.clone(),

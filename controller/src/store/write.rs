@@ -6,7 +6,7 @@ use anyhow::Context;
 use sqlx::sqlite::SqliteConnection;
 
 use super::owner::Owner;
-use crate::record::{RunEnd, RunInfo, RunStatus, TrialRecord, Verdict};
+use crate::record::{RunEnd, RunInfo, RunStatus, TrialRecord};
 
 /// The row ids of one experiment within a run being written.
 #[derive(Debug, Clone, Copy)]
@@ -45,16 +45,15 @@ pub(crate) async fn insert_run(
 ) -> anyhow::Result<RunIds> {
     let planned: usize = info.experiments.iter().map(|e| e.planned_trials).sum();
     let run: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (uid, trigger, seed, started_at, updated_at, status, version,
+        "INSERT INTO runs (uid, trigger, seed, started_at, status, version,
             ci_provider, ci_commit, ci_branch, ci_job,
             owner_host, owner_boot, owner_pid, owner_start, planned)
-         VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          RETURNING id",
     )
     .bind(&info.id)
     .bind(info.trigger.as_str())
     .bind(u64_to_sql(info.seed))
-    .bind(info.started_at)
     .bind(info.started_at)
     .bind(&info.version)
     .bind(&info.ci.provider)
@@ -104,8 +103,8 @@ pub(crate) async fn insert_run(
             .await?;
         let run_experiment: i64 = sqlx::query_scalar(
             "INSERT INTO run_experiments
-                (run_id, experiment_id, version_id, seed, planned, started_at)
-             VALUES (?, ?, ?, ?, ?, ?)
+                (run_id, experiment_id, version_id, seed, planned, started_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              RETURNING id",
         )
         .bind(run)
@@ -113,6 +112,7 @@ pub(crate) async fn insert_run(
         .bind(version)
         .bind(u64_to_sql(exp.seed))
         .bind(i64::try_from(exp.planned_trials).unwrap_or(i64::MAX))
+        .bind(info.started_at)
         .bind(info.started_at)
         .fetch_one(&mut *conn)
         .await
@@ -186,74 +186,31 @@ pub(crate) async fn insert_trial(
     .await
     .with_context(|| format!("failed to store trial {}", t.id))?;
 
-    for (seq, phase) in obs.phases.iter().enumerate() {
+    // Phase events and expectation results go in one statement each, from JSON arrays;
+    // triggers update the aggregates (see the migration).
+    if !obs.phases.is_empty() {
         sqlx::query(
             "INSERT INTO phase_events (trial_id, seq, name, entered_ns, evidence)
-             VALUES (?, ?, ?, ?, ?)",
+             SELECT ?1, key, value ->> '$.name', value ->> '$.entered_ns', value ->> '$.evidence'
+             FROM json_each(?2)",
         )
         .bind(trial)
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .bind(&phase.name)
-        .bind(phase.entered_ns.map(ns_to_sql))
-        .bind(&phase.evidence)
+        .bind(serde_json::to_string(&obs.phases)?)
         .execute(&mut *conn)
         .await?;
     }
-    for (seq, e) in t.expectations.iter().enumerate() {
+    if !t.expectations.is_empty() {
         sqlx::query(
             "INSERT INTO expectation_results (trial_id, seq, name, passed, expected, actual)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             SELECT ?1, key, value ->> '$.name', value ->> '$.passed', value ->> '$.expected',
+                 value ->> '$.actual'
+             FROM json_each(?2)",
         )
         .bind(trial)
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .bind(&e.name)
-        .bind(e.passed)
-        .bind(&e.expected)
-        .bind(&e.actual)
+        .bind(serde_json::to_string(&t.expectations)?)
         .execute(&mut *conn)
         .await?;
     }
-
-    if t.fault != crate::store::query::BASELINE {
-        sqlx::query(
-            "INSERT INTO coverage_counts (version_id, phase, fault, verdict, trials)
-             VALUES (?, ?, ?, ?, 1)
-             ON CONFLICT (version_id, fault, phase, verdict) DO UPDATE SET trials = trials + 1",
-        )
-        .bind(exp.version)
-        .bind(t.injected_phase.as_deref().unwrap_or(""))
-        .bind(&t.fault)
-        .bind(t.verdict.as_str())
-        .execute(&mut *conn)
-        .await?;
-    }
-    let (p, f, e) = match t.verdict {
-        Verdict::Pass => (1, 0, 0),
-        Verdict::Fail => (0, 1, 0),
-        Verdict::Error => (0, 0, 1),
-    };
-    sqlx::query(
-        "UPDATE run_experiments SET passed = passed + ?, failed = failed + ?, errors = errors + ?
-         WHERE id = ?",
-    )
-    .bind(p)
-    .bind(f)
-    .bind(e)
-    .bind(exp.run_experiment)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE runs SET passed = passed + ?, failed = failed + ?, errors = errors + ?,
-            updated_at = ?
-         WHERE id = ?",
-    )
-    .bind(p)
-    .bind(f)
-    .bind(e)
-    .bind(now)
-    .bind(ids.run)
-    .execute(&mut *conn)
-    .await?;
     Ok(())
 }
 
@@ -267,9 +224,8 @@ pub(crate) async fn finish_run(
         RunStatus::Finished => "finished",
         RunStatus::Interrupted => "interrupted",
     };
-    sqlx::query("UPDATE runs SET status = ?, ended_at = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?")
         .bind(status)
-        .bind(end.ended_at)
         .bind(end.ended_at)
         .bind(run)
         .execute(&mut *conn)

@@ -165,9 +165,9 @@ pub async fn overview(store: &Store) -> anyhow::Result<Overview> {
         });
     }
     let (runs, running, passed, failed, errors): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(status = 'running'), 0), coalesce(sum(passed), 0),
-            coalesce(sum(failed), 0), coalesce(sum(errors), 0)
-         FROM runs",
+        "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM runs WHERE status = 'running'),
+            coalesce(sum(passed), 0), coalesce(sum(failed), 0), coalesce(sum(errors), 0)
+         FROM run_experiments",
     )
     .fetch_one(&mut *conn)
     .await?;

@@ -47,8 +47,11 @@ pub struct RunBrief {
 
 /// The columns of `runs r` that make a [`RunBrief`].
 pub(crate) const RUN_COLUMNS: &str = "r.id, r.uid, r.trigger, r.seed, r.started_at, r.ended_at,
-    r.status, r.version, r.ci_provider, r.ci_commit, r.ci_branch, r.ci_job, r.planned, r.passed,
-    r.failed, r.errors, (SELECT group_concat(e.name, char(10)) FROM run_experiments re
+    r.status, r.version, r.ci_provider, r.ci_commit, r.ci_branch, r.ci_job, r.planned,
+    (SELECT coalesce(sum(passed), 0) FROM run_experiments WHERE run_id = r.id) AS passed,
+    (SELECT coalesce(sum(failed), 0) FROM run_experiments WHERE run_id = r.id) AS failed,
+    (SELECT coalesce(sum(errors), 0) FROM run_experiments WHERE run_id = r.id) AS errors,
+    (SELECT group_concat(e.name, char(10)) FROM run_experiments re
         JOIN experiments e ON e.id = re.experiment_id WHERE re.run_id = r.id) AS experiments";
 
 #[derive(sqlx::FromRow)]

@@ -1,0 +1,283 @@
+//! Benchmark of the results store and the dashboard (not a test: `cargo bench` runs it).
+//!
+//! ```text
+//! cargo bench -p atropos --bench store
+//! ```
+//! 1. fills a store with `ATROPOS_BENCH_TRIALS` trials (default 1,000,000) over
+//!    `ATROPOS_BENCH_EXPERIMENTS` experiments (default 100): one experiment per run, 6 faults
+//!    × 5 trials + a baseline, runs spread over 90 days (the file is kept under
+//!    `target/bench/` and reused by later runs with the same sizes);
+//! 2. times the overview and experiment pages through the real router (HTML and JSON),
+//!    `ATROPOS_BENCH_REQUESTS` times each (default 300), and prints p50 / p99 / max;
+//! 3. measures what recording adds to a run: N trivial trials (each spawns `sh -c`), with
+//!    and without a recorder fed the way `atropos run` feeds it (a channel to one task that
+//!    commits each trial), and the bare cost of one commit.
+
+#![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atropos::dashboard::{AppState, app};
+use atropos::record::{ExperimentInfo, RunEvent};
+use atropos::store::{Recorder, Store, synthetic};
+use axum::body::Body;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const FAULTS: usize = 6;
+const PHASES: usize = 4;
+const PER_FAULT: u32 = 5;
+
+async fn fill(db: &Path, trials: u64, experiments: usize) -> anyhow::Result<()> {
+    let exps: Vec<ExperimentInfo> = (0..experiments)
+        .map(|i| synthetic::experiment(i, PHASES, FAULTS))
+        .collect();
+    let per_run = 1 + FAULTS as u64 * u64::from(PER_FAULT);
+    let runs = trials.div_ceil(per_run);
+    let mut recorder = Recorder::open(db).await?;
+    let start = Instant::now();
+    let now = atropos::record::unix_now();
+    let span = 90.0 * 86_400.0;
+    let mut batch = Vec::new();
+    for r in 0..runs {
+        let exp = &exps[(r as usize) % experiments];
+        let at = now - span + span * (r as f64 / runs as f64);
+        batch.extend(synthetic::run(
+            &format!("r{r:08x}"),
+            at,
+            r.wrapping_mul(0x9e37_79b9),
+            std::slice::from_ref(exp),
+            PER_FAULT,
+        ));
+        if r % 50 == 49 || r + 1 == runs {
+            recorder.record_batch(&batch).await?;
+            batch.clear();
+        }
+        if r % 5000 == 4999 {
+            eprintln!(
+                "  {} of {runs} runs ({:.0}s)",
+                r + 1,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    recorder.close().await?;
+    eprintln!(
+        "filled {} trials in {runs} runs in {:.1}s",
+        runs * per_run,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[i - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1e3)
+}
+
+async fn time_route(
+    router: &axum::Router,
+    label: &str,
+    uris: &mut dyn FnMut(usize) -> String,
+    n: usize,
+) -> (Duration, Duration) {
+    let mut times = Vec::with_capacity(n);
+    let mut bytes = 0;
+    for i in 0..n {
+        let uri = uris(i);
+        let start = Instant::now();
+        let response = router
+            .clone()
+            .oneshot(axum::http::Request::get(&uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{uri}: {}",
+            response.status()
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        times.push(start.elapsed());
+        bytes = body.len();
+    }
+    times.sort();
+    let (p50, p99) = (quantile(&times, 0.5), quantile(&times, 0.99));
+    println!(
+        "{label:<28} p50 {:>8}  p99 {:>8}  max {:>8}  ({n} requests, ~{} KiB)",
+        ms(p50),
+        ms(p99),
+        ms(*times.last().unwrap()),
+        bytes / 1024
+    );
+    (p50, p99)
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// N trivial trials (each spawns `sh -c 'echo ready'` and waits), two at a time as on CI,
+/// with or without a recorder listening as `atropos run` wires it.
+async fn trivial_run(n: usize, db: Option<&Path>) -> anyhow::Result<Duration> {
+    let exp = synthetic::experiment(0, PHASES, FAULTS);
+    let events = synthetic::run("overhead", 1.0, 1, std::slice::from_ref(&exp), 200);
+    let trials: Vec<RunEvent> = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::Trial(_)))
+        .take(n)
+        .cloned()
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RunEvent>();
+    let mut recorder = match db {
+        Some(db) => Some(Recorder::open(db).await?),
+        None => None,
+    };
+    let start = Instant::now();
+    let listener = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let Some(r) = recorder.as_mut() {
+                r.record(&event).await.unwrap();
+            }
+        }
+    });
+    tx.send(events[0].clone())?;
+    let sem = Arc::new(tokio::sync::Semaphore::new(2));
+    let mut tasks = Vec::new();
+    for event in trials {
+        let permit = sem.clone().acquire_owned().await?;
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let status = tokio::process::Command::new("sh")
+                .args(["-c", "echo ready"])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success());
+            tx.send(event).unwrap();
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    tx.send(events.last().unwrap().clone())?;
+    drop(tx);
+    listener.await?;
+    Ok(start.elapsed())
+}
+
+async fn overhead() -> anyhow::Result<()> {
+    let n = env_or("ATROPOS_BENCH_OVERHEAD_TRIALS", 1000) as usize;
+    let dir = tempfile::tempdir()?;
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    for round in 0..3 {
+        without.push(trivial_run(n, None).await?);
+        with.push(trivial_run(n, Some(&dir.path().join(format!("o{round}.db")))).await?);
+    }
+    without.sort();
+    with.sort();
+    let (a, b) = (without[1], with[1]);
+    println!(
+        "run of {n} trivial trials     without store {}  with store {}  overhead {:+.1}% (median of 3)",
+        ms(a),
+        ms(b),
+        (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0
+    );
+    // The bare cost of committing one trial.
+    let exp = synthetic::experiment(1, PHASES, FAULTS);
+    let events = synthetic::run("commit", 1.0, 2, std::slice::from_ref(&exp), 200);
+    let mut recorder = Recorder::open(&dir.path().join("commit.db")).await?;
+    let start = Instant::now();
+    for e in &events {
+        recorder.record(e).await?;
+    }
+    println!(
+        "one trial committed alone     {:.0}µs each ({} trials)",
+        start.elapsed().as_secs_f64() * 1e6 / events.len() as f64,
+        events.len()
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        // `cargo test --benches` and `--list` probes: nothing to do.
+        return Ok(());
+    }
+    let trials = env_or("ATROPOS_BENCH_TRIALS", 1_000_000);
+    let experiments = env_or("ATROPOS_BENCH_EXPERIMENTS", 100) as usize;
+    let requests = env_or("ATROPOS_BENCH_REQUESTS", 300) as usize;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join(format!("store-{trials}-{experiments}.db"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        if !db.exists() {
+            eprintln!("filling {} ...", db.display());
+            let partial = db.with_extension("partial");
+            let _ = std::fs::remove_file(&partial);
+            fill(&partial, trials, experiments).await?;
+            std::fs::rename(&partial, &db)?;
+        }
+        let store = Store::open(&db, false).await?;
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM trials")
+            .fetch_one(store.pool())
+            .await?;
+        let (runs,): (i64,) = sqlx::query_as("SELECT count(*) FROM runs")
+            .fetch_one(store.pool())
+            .await?;
+        println!(
+            "store {}: {count} trials, {runs} runs, {experiments} experiments, {:.0} MiB",
+            db.display(),
+            (file_size(&db) + file_size(&db.with_extension("db-wal"))) as f64 / 1_048_576.0
+        );
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM experiments ORDER BY id")
+            .fetch_all(store.pool())
+            .await?;
+        let last_run: String =
+            sqlx::query_scalar("SELECT uid FROM runs ORDER BY started_at DESC LIMIT 1")
+                .fetch_one(store.pool())
+                .await?;
+        let router = app(AppState { store });
+        // Warm the page cache as a running dashboard would be.
+        let mut warm = |_| "/".to_owned();
+        time_route(&router, "(warm-up)", &mut warm, 3).await;
+        let mut o = |_| "/".to_owned();
+        time_route(&router, "GET / (overview)", &mut o, requests).await;
+        let mut oj = |_| "/api/overview".to_owned();
+        time_route(&router, "GET /api/overview", &mut oj, requests).await;
+        let mut e = |i: usize| format!("/experiments/{}", names[i * 37 % names.len()]);
+        time_route(&router, "GET /experiments/{name}", &mut e, requests).await;
+        let mut ej = |i: usize| format!("/api/experiments/{}", names[i * 37 % names.len()]);
+        time_route(&router, "GET /api/experiments/{name}", &mut ej, requests).await;
+        let mut r = |_| format!("/runs/{last_run}");
+        time_route(&router, "GET /runs/{uid}", &mut r, requests / 3).await;
+        let mut c = |i: usize| format!("/experiments/{}/compare", names[i * 37 % names.len()]);
+        time_route(
+            &router,
+            "GET /experiments/{n}/compare",
+            &mut c,
+            requests / 3,
+        )
+        .await;
+        overhead().await
+    })
+}
