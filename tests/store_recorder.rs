@@ -211,7 +211,15 @@ async fn run_filters_select_by_verdict_fault_and_page() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("atropos.db");
     let exps = vec![synthetic::experiment(6, 3, 3)];
-    let events = synthetic::run("big", 1.0, 11, &exps, 40);
+    let mut events = synthetic::run("big", 1.0, 11, &exps, 40);
+    // Make sure the second fault has failures, whatever the synthetic draw.
+    for event in events.iter_mut().skip(50).step_by(7) {
+        if let RunEvent::Trial(t) = event {
+            let mut failed = t.as_ref().clone();
+            failed.verdict = Verdict::Fail;
+            *t = Arc::new(failed);
+        }
+    }
     let mut recorder = Recorder::open(&db).await.unwrap();
     recorder.record_batch(&events).await.unwrap();
     let store = Store::open(&db, false).await.unwrap();

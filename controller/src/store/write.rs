@@ -11,7 +11,6 @@ use crate::record::{RunEnd, RunInfo, RunStatus, TrialRecord};
 /// The row ids of one experiment within a run being written.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ExperimentIds {
-    pub version: i64,
     pub run_experiment: i64,
 }
 
@@ -117,13 +116,7 @@ pub(crate) async fn insert_run(
         .fetch_one(&mut *conn)
         .await
         .with_context(|| format!("experiment {} is listed twice in run {}", exp.name, info.id))?;
-        experiments.insert(
-            exp.name.clone(),
-            ExperimentIds {
-                version,
-                run_experiment,
-            },
-        );
+        experiments.insert(exp.name.clone(), ExperimentIds { run_experiment });
     }
     Ok(RunIds { run, experiments })
 }

@@ -1,5 +1,5 @@
 //! One run: its facts, its experiments, and its trials filtered by verdict, fault and
-//! experiment, a page at a time.
+//! experiment, a page at a time, failures first.
 
 use serde::{Deserialize, Serialize};
 
@@ -146,7 +146,8 @@ pub async fn run(store: &Store, uid: &str, filter: RunFilter) -> anyhow::Result<
     let page = filter.page.unwrap_or(1).clamp(1, pages);
     let sql = format!(
         "SELECT {TRIAL_COLUMNS} FROM trials t {TRIAL_JOINS} WHERE {conditions}
-         ORDER BY re.id, t.fault <> 'baseline', t.fault, t.idx LIMIT ?5 OFFSET ?6"
+         ORDER BY re.id, t.verdict = 'pass', t.verdict = 'error', t.fault <> 'baseline', t.fault,
+             t.idx LIMIT ?5 OFFSET ?6"
     );
     let rows: Vec<TrialRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
