@@ -180,10 +180,11 @@ async fn the_experiment_page_shows_the_matrix_with_gaps_marked_and_the_run_histo
         assert!(html.contains(run), "{run} in the history");
     }
     let json = api(&f.state, &format!("/api/experiments/{}", f.experiment)).await;
-    let phases = json["matrix"]["phases"].as_array().unwrap();
-    assert_eq!(phases.first().unwrap(), "start");
-    assert_eq!(phases.last().unwrap(), "exited");
-    assert_eq!(json["matrix"]["rows"].as_array().unwrap().len(), 3);
+    let rows = json["matrix"]["rows"].as_array().unwrap();
+    assert_eq!(rows.first().unwrap()["phase"], "start");
+    assert_eq!(rows.last().unwrap()["phase"], "exited");
+    assert_eq!(rows.len(), 5);
+    assert_eq!(json["matrix"]["faults"].as_array().unwrap().len(), 3);
     assert_eq!(json["runs"].as_array().unwrap().len(), 3);
     let version = json["versions"][0]["id"].as_i64().unwrap();
     let one = api(&f.state, &format!("/api{uri}?version={version}")).await;
@@ -290,13 +291,13 @@ async fn comparing_two_runs_shows_the_cell_that_went_from_pass_to_fail_and_back(
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["fault"] == fault.as_str())
+        .find(|r| r["phase"] == phase.as_str())
         .unwrap();
     let cell = row["cells"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["phase"] == phase.as_str())
+        .find(|c| c["fault"] == fault.as_str())
         .unwrap();
     assert_eq!(cell["change"], "regressed");
     let back = api(

@@ -70,16 +70,17 @@ async fn coverage_counts_match_the_trials_that_were_recorded() {
         .unwrap();
     assert_eq!(page.runs.len(), 3);
     assert_eq!(
-        page.matrix.phases.first().map(String::as_str),
+        page.matrix.rows.first().map(|r| r.phase.as_str()),
         Some("start")
     );
     assert_eq!(
-        page.matrix.phases.last().map(String::as_str),
+        page.matrix.rows.last().map(|r| r.phase.as_str()),
         Some("exited")
     );
+    assert_eq!(page.matrix.cells, 3 * 5, "named phases × faults");
     for row in &page.matrix.rows {
         for cell in &row.cells {
-            let key = (cell.phase.clone(), row.fault.clone());
+            let key = (row.phase.clone(), cell.fault.clone());
             match expected.get(&key) {
                 None => assert_eq!(cell.state, CellState::Uncovered, "{key:?}"),
                 Some((n, bad)) => {
@@ -124,7 +125,7 @@ async fn a_changed_document_is_a_new_version_of_the_same_experiment() {
     assert_eq!(page.versions.len(), 2);
     assert_eq!(page.versions[0].content_hash, v2.content_hash);
     assert_eq!(
-        page.matrix.rows.len(),
+        page.matrix.faults.len(),
         3,
         "axes come from the latest version"
     );
@@ -132,7 +133,7 @@ async fn a_changed_document_is_a_new_version_of_the_same_experiment() {
     let only_old = query::experiment(&store, &v1.name, Some(old))
         .await
         .unwrap();
-    assert_eq!(only_old.matrix.rows.len(), 2);
+    assert_eq!(only_old.matrix.faults.len(), 2);
     assert!(only_old.source.contains("synthetic") && !only_old.source.contains("changed"));
 }
 

@@ -59,26 +59,29 @@ fn cell(c: &Counts) -> String {
     }
 }
 
-/// The matrix of one experiment as a text table.
+/// The matrix of one experiment as a text table: phases down, faults across, as in
+/// `atropos run`'s report.
 pub fn matrix_text(m: &Matrix) -> String {
-    let with_ni = m.rows.iter().any(|r| r.not_injected.total() > 0);
-    let mut headers = vec!["FAULT \\ PHASE"];
-    headers.extend(m.phases.iter().map(String::as_str));
-    if with_ni {
-        headers.push("(not injected)");
-    }
-    let rows: Vec<Vec<String>> = m
+    let mut headers = vec!["PHASE \\ FAULT"];
+    headers.extend(m.faults.iter().map(String::as_str));
+    let mut rows: Vec<Vec<String>> = m
         .rows
         .iter()
         .map(|r| {
-            let mut row = vec![r.fault.clone()];
+            let mut row = vec![if r.implicit {
+                format!("({})", r.phase)
+            } else {
+                r.phase.clone()
+            }];
             row.extend(r.cells.iter().map(|c| cell(&c.counts)));
-            if with_ni {
-                row.push(cell(&r.not_injected));
-            }
             row
         })
         .collect();
+    if m.has_not_injected() {
+        let mut row = vec!["(not injected)".to_owned()];
+        row.extend(m.not_injected.iter().map(cell));
+        rows.push(row);
+    }
     format::table(&headers, &rows)
 }
 

@@ -20,9 +20,10 @@ pub struct Compare {
     pub a: RunBrief,
     /// The later run.
     pub b: RunBrief,
-    /// The columns: `start`, the phases (of run b's version), `exited`.
-    pub phases: Vec<String>,
-    /// One row per fault (of both runs), plus `baseline`.
+    /// The columns: `baseline` and the faults of both runs.
+    pub faults: Vec<String>,
+    /// One row per phase (`start`, the phases of both runs, `exited`), and a last one for
+    /// trials not injected (the baseline's among them).
     pub rows: Vec<CompareRow>,
     /// Cells that went from pass to fail (or error).
     pub regressed: usize,
@@ -30,20 +31,20 @@ pub struct Compare {
     pub fixed: usize,
 }
 
-/// One fault in both runs.
+/// One phase in both runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareRow {
-    /// The fault.
-    pub fault: String,
-    /// One cell per phase column, and a last one for trials not injected.
+    /// The phase (`not injected` for the last row).
+    pub phase: String,
+    /// One cell per fault column.
     pub cells: Vec<CompareCell>,
 }
 
 /// One cell in both runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareCell {
-    /// The phase (`not injected` for the last column).
-    pub phase: String,
+    /// The fault.
+    pub fault: String,
     /// Run a's trials.
     pub a: Counts,
     /// Run b's trials.
@@ -101,7 +102,7 @@ impl CellChange {
     }
 }
 
-/// Label of the column for trials whose fault was never delivered.
+/// Label of the row of trials whose fault was never delivered.
 pub const NOT_INJECTED: &str = "not injected";
 
 type Cells = HashMap<(String, String), Counts>;
@@ -199,15 +200,15 @@ pub async fn compare(
             faults.push(f.clone());
         }
     }
-    let mut columns = phases.clone();
-    columns.push(String::new());
+    let mut rows_axis = phases;
+    rows_axis.push(String::new());
     let (mut regressed, mut fixed) = (0, 0);
-    let rows = faults
+    let rows = rows_axis
         .into_iter()
-        .map(|fault| {
-            let cells = columns
+        .map(|phase| {
+            let cells = faults
                 .iter()
-                .map(|phase| {
+                .map(|fault| {
                     let key = (phase.clone(), fault.clone());
                     let a = a_cells.get(&key).copied().unwrap_or_default();
                     let b = b_cells.get(&key).copied().unwrap_or_default();
@@ -218,25 +219,28 @@ pub async fn compare(
                         _ => {}
                     }
                     CompareCell {
-                        phase: if phase.is_empty() {
-                            NOT_INJECTED.to_owned()
-                        } else {
-                            phase.clone()
-                        },
+                        fault: fault.clone(),
                         a,
                         b,
                         change,
                     }
                 })
                 .collect();
-            CompareRow { fault, cells }
+            CompareRow {
+                phase: if phase.is_empty() {
+                    NOT_INJECTED.to_owned()
+                } else {
+                    phase
+                },
+                cells,
+            }
         })
         .collect();
     Ok(Compare {
         experiment: experiment.to_owned(),
         a,
         b,
-        phases,
+        faults,
         rows,
         regressed,
         fixed,

@@ -116,7 +116,7 @@ pub async fn experiment(
         .ok_or_else(|| not_found("version", &shown.to_string()))?;
     let counts = coverage_counts(&mut conn, id, version).await?;
     let matrix = Matrix::build(
-        phase_axis(&json_list(&phases)),
+        &phase_axis(&json_list(&phases)),
         &json_list(&faults),
         &counts,
     );

@@ -145,7 +145,7 @@ pub async fn overview(store: &Store) -> anyhow::Result<Overview> {
         let trend = trend(&mut conn, row.id, TREND_RUNS).await?;
         let counts = coverage_counts(&mut conn, row.id, None).await?;
         let matrix = Matrix::build(
-            phase_axis(&json_list(&row.phases)),
+            &phase_axis(&json_list(&row.phases)),
             &json_list(&row.faults),
             &counts,
         );
