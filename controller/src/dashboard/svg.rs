@@ -48,11 +48,18 @@ pub fn sparkline(trend: &[TrendPoint]) -> Sparkline {
     let (width, height, pad) = (140.0, 30.0, 4.0);
     #[expect(clippy::cast_precision_loss, reason = "at most a few dozen points")]
     let step = (width - 2.0 * pad) / (trend.len().saturating_sub(1).max(1)) as f64;
+    // The scale starts at the worst rate shown (floored to 10%, at most 80%), so that a
+    // drop from 98% to 90% is visible.
+    let floor = trend
+        .iter()
+        .filter_map(|p| p.counts.pass_rate())
+        .fold(0.8_f64, f64::min);
+    let floor = (floor * 10.0).floor() / 10.0;
     let dots: Vec<Dot> = trend
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let rate = p.counts.pass_rate().unwrap_or(0.0);
+            let rate = (p.counts.pass_rate().unwrap_or(0.0) - floor) / (1.0 - floor);
             #[expect(clippy::cast_precision_loss, reason = "at most a few dozen points")]
             let x = pad + step * i as f64;
             Dot {
@@ -110,6 +117,8 @@ pub struct Mark {
     pub label: String,
     /// `start` or `end`: the label's text-anchor, so it stays inside the drawing.
     pub anchor: &'static str,
+    /// Where the label is anchored: beside the mark, on the side it extends to.
+    pub label_x: f64,
     /// Tooltip.
     pub title: String,
 }
@@ -146,7 +155,7 @@ pub struct Timeline {
 
 /// Draws the timeline of one observation.
 pub fn timeline(obs: &Observation) -> Timeline {
-    let (width, height, left, right) = (760.0, 84.0, 10.0, 10.0);
+    let (width, height, left, right) = (1000.0, 84.0, 10.0, 10.0);
     let exit_at = obs.exit.as_ref().map(|e| e.at_ns);
     let end = [
         Some(obs.ended_ns),
@@ -161,7 +170,8 @@ pub fn timeline(obs: &Observation) -> Timeline {
     .max(1);
     #[expect(clippy::cast_precision_loss, reason = "drawing coordinates")]
     let x = |t: u64| left + (t.min(end) as f64 / end as f64) * (width - left - right);
-    let anchor = |px: f64| if px > width * 0.65 { "end" } else { "start" };
+    let anchor = |px: f64| if px > width * 0.6 { "end" } else { "start" };
+    let label_x = |px: f64| if px > width * 0.6 { px - 7.0 } else { px + 7.0 };
 
     let mut entered: Vec<(u64, &str, Option<&str>)> = obs
         .phases
@@ -231,6 +241,7 @@ pub fn timeline(obs: &Observation) -> Timeline {
                     format::ns(d.latency_ns)
                 ),
                 anchor: anchor(px),
+                label_x: label_x(px),
                 title: format!(
                     "step {}: {} to {:?} at {}: {}",
                     d.step,
@@ -249,6 +260,7 @@ pub fn timeline(obs: &Observation) -> Timeline {
             planned_x: px,
             label: format!("atropos sent {}", s.signal),
             anchor: anchor(px),
+            label_x: px,
             title: format!("{} at {}: {}", s.signal, format::ns(s.at_ns), s.outcome),
         }
     });
@@ -259,6 +271,7 @@ pub fn timeline(obs: &Observation) -> Timeline {
             planned_x: px,
             label: e.to_string(),
             anchor: anchor(px),
+            label_x: px,
             title: format!("{e} at {}", format::ns(e.at_ns)),
         }
     });

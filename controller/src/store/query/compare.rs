@@ -69,7 +69,9 @@ pub enum CellChange {
     NewlyCovered,
     /// Covered only in a.
     NoLongerCovered,
-    /// Failed in both, or some other change between fail and error.
+    /// Failed (or errored) in both the same way.
+    StillFailing,
+    /// Failed in one and errored in the other.
     Changed,
 }
 
@@ -83,6 +85,7 @@ impl CellChange {
             CellChange::Fixed => "fixed",
             CellChange::NewlyCovered => "newly_covered",
             CellChange::NoLongerCovered => "no_longer_covered",
+            CellChange::StillFailing => "still_failing",
             CellChange::Changed => "changed",
         }
     }
@@ -96,7 +99,7 @@ impl CellChange {
             (Pass, Pass) => CellChange::Same,
             (Pass, _) => CellChange::Regressed,
             (_, Pass) => CellChange::Fixed,
-            (x, y) if x == y => CellChange::Same,
+            (x, y) if x == y => CellChange::StillFailing,
             _ => CellChange::Changed,
         }
     }

@@ -1,4 +1,5 @@
-//! The overview: every experiment with its last verdict, pass rate, coverage and trend.
+//! The overview: every experiment with its last verdict, pass rate, coverage and trend,
+//! those whose last run failed first.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,7 +17,7 @@ pub const TREND_RUNS: i64 = 30;
 /// The overview page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
-    /// Experiments by name.
+    /// Experiments: failing first, then by name.
     pub experiments: Vec<ExperimentSummary>,
     /// Runs in the store.
     pub runs: u64,
@@ -164,6 +165,20 @@ pub async fn overview(store: &Store) -> anyhow::Result<Overview> {
             trend,
         });
     }
+    // What needs attention first: failing, then erroring, running, passing, never run.
+    experiments.sort_by_key(|e| {
+        let rank = match &e.last {
+            Some(p) if p.status == "running" => 2,
+            Some(p) => match p.counts.state() {
+                super::CellState::Fail => 0,
+                super::CellState::Error => 1,
+                super::CellState::Pass => 3,
+                super::CellState::Uncovered => 4,
+            },
+            None => 4,
+        };
+        (rank, e.name.clone())
+    });
     let (runs, running, passed, failed, errors): (i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM runs WHERE status = 'running'),
             coalesce(sum(passed), 0), coalesce(sum(failed), 0), coalesce(sum(errors), 0)
