@@ -155,7 +155,7 @@ fn run_and_serve_share_one_store_file_while_trials_are_committed() {
     let overview = json(&addr, "/api/overview");
     assert_eq!(overview["experiments"][0]["name"], "store-steady");
     assert_eq!(
-        overview["trials"]["pass"].as_u64().unwrap() as usize,
+        overview["recent_trials"]["pass"].as_u64().unwrap() as usize,
         passed
     );
 }

@@ -9,18 +9,18 @@
 //!    `target/bench/` and reused by later runs with the same sizes);
 //! 2. times the overview and experiment pages through the real router (HTML and JSON),
 //!    `ATROPOS_BENCH_REQUESTS` times each (default 300), and prints p50 / p99 / max;
-//! 3. measures what recording adds to a run: N trivial trials (each spawns `sh -c`), with
-//!    and without a recorder fed the way `atropos run` feeds it (a channel to one task that
-//!    commits each trial), and the bare cost of one commit.
+//! 3. measures what recording adds to a run: the real `atropos run` on
+//!    `tests/fixtures/store/trivial.yaml` (501 trials of `sh -c 'exit 0'`, the cheapest trial
+//!    there is) with `--no-db` and with `--db`, alternated, medians of
+//!    `ATROPOS_BENCH_OVERHEAD_ROUNDS` (default 7); and the bare cost of one commit.
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atropos::dashboard::{AppState, app};
-use atropos::record::{ExperimentInfo, RunEvent};
+use atropos::record::ExperimentInfo;
 use atropos::store::{Recorder, Store, synthetic};
 use axum::body::Body;
 use http_body_util::BodyExt;
@@ -129,76 +129,80 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// N trivial trials (each spawns `sh -c 'echo ready'` and waits), two at a time as on CI,
-/// with or without a recorder listening as `atropos run` wires it.
-async fn trivial_run(n: usize, db: Option<&Path>) -> anyhow::Result<Duration> {
-    let exp = synthetic::experiment(0, PHASES, FAULTS);
-    let events = synthetic::run("overhead", 1.0, 1, std::slice::from_ref(&exp), 200);
-    let trials: Vec<RunEvent> = events
-        .iter()
-        .filter(|e| matches!(e, RunEvent::Trial(_)))
-        .take(n)
-        .cloned()
-        .collect();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RunEvent>();
-    let mut recorder = match db {
-        Some(db) => Some(Recorder::open(db).await?),
-        None => None,
+/// Wall time of `atropos run` on `fixture` (in `tests/fixtures/store/`) with `extra` args.
+fn atropos_run(
+    dir: &Path,
+    fixture: &str,
+    extra: &[&str],
+    db: Option<&Path>,
+) -> anyhow::Result<Duration> {
+    let fixture = format!(
+        "{}/../tests/fixtures/store/{fixture}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atropos"));
+    cmd.current_dir(dir)
+        .args(["run", &fixture, "-j", "2"])
+        .args(extra);
+    match db {
+        Some(db) => cmd.arg("--db").arg(db),
+        None => cmd.arg("--no-db"),
     };
     let start = Instant::now();
-    let listener = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            if let Some(r) = recorder.as_mut() {
-                r.record(&event).await.unwrap();
-            }
-        }
-    });
-    tx.send(events[0].clone())?;
-    let sem = Arc::new(tokio::sync::Semaphore::new(2));
-    let mut tasks = Vec::new();
-    for event in trials {
-        let permit = sem.clone().acquire_owned().await?;
-        let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let status = tokio::process::Command::new("sh")
-                .args(["-c", "echo ready"])
-                .stdout(std::process::Stdio::null())
-                .status()
-                .await
-                .unwrap();
-            assert!(status.success());
-            tx.send(event).unwrap();
-            drop(permit);
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    tx.send(events.last().unwrap().clone())?;
-    drop(tx);
-    listener.await?;
-    Ok(start.elapsed())
+    let status = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    let took = start.elapsed();
+    anyhow::ensure!(status.code() == Some(0), "atropos run failed: {status}");
+    Ok(took)
 }
 
-async fn overhead() -> anyhow::Result<()> {
-    let n = env_or("ATROPOS_BENCH_OVERHEAD_TRIALS", 1000) as usize;
+/// Runs `fixture` alternately without and with a store; prints the medians.
+fn compare_runs(label: &str, fixture: &str, extra: &[&str], rounds: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut without = Vec::new();
-    let mut with = Vec::new();
-    for round in 0..3 {
-        without.push(trivial_run(n, None).await?);
-        with.push(trivial_run(n, Some(&dir.path().join(format!("o{round}.db")))).await?);
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate, so that drift on the machine hits both alike.
+        without.push(atropos_run(dir.path(), fixture, extra, None)?);
+        let db = dir.path().join(format!("o{round}.db"));
+        with.push(atropos_run(dir.path(), fixture, extra, Some(&db))?);
     }
     without.sort();
     with.sort();
-    let (a, b) = (without[1], with[1]);
+    let (a, b) = (without[rounds / 2], with[rounds / 2]);
     println!(
-        "run of {n} trivial trials     without store {}  with store {}  overhead {:+.1}% (median of 3)",
+        "{label:<44} --no-db {:>9}  --db {:>9}  overhead {:+.1}% (medians of {rounds})",
         ms(a),
         ms(b),
         (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0
     );
-    // The bare cost of committing one trial.
+    Ok(())
+}
+
+async fn overhead() -> anyhow::Result<()> {
+    let rounds = env_or("ATROPOS_BENCH_OVERHEAD_ROUNDS", 7) as usize;
+    let dir = tempfile::tempdir()?;
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_atropos"))
+        .args(["run", "--help"])
+        .output()?;
+    if String::from_utf8_lossy(&help.stdout).contains("--no-db") {
+        compare_runs(
+            "atropos run trivial.yaml (501 × `exit 0`)",
+            "trivial.yaml",
+            &[],
+            rounds,
+        )?;
+        compare_runs(
+            "atropos run steady.yaml (81 × ~100ms)",
+            "steady.yaml",
+            &["--trials", "40"],
+            rounds,
+        )?;
+    } else {
+        println!("atropos run has no --db/--no-db yet: write overhead of a real run not measured");
+    }
+    // The cost of committing one trial on its own, as `atropos run` does.
     let exp = synthetic::experiment(1, PHASES, FAULTS);
     let events = synthetic::run("commit", 1.0, 2, std::slice::from_ref(&exp), 200);
     let mut recorder = Recorder::open(&dir.path().join("commit.db")).await?;

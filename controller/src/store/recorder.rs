@@ -49,6 +49,14 @@ impl Recorder {
 
     /// Writes one event and commits it: a run's start, one trial, or the run's end.
     pub async fn record(&mut self, event: &RunEvent) -> anyhow::Result<()> {
+        if let RunEvent::Trial(trial) = event {
+            // One statement, so its own transaction: no BEGIN and COMMIT round trips.
+            let run = self
+                .run
+                .as_ref()
+                .context("a trial was recorded before its run started")?;
+            return insert_trial(&mut self.conn, run, trial, unix_now()).await;
+        }
         self.record_batch(std::slice::from_ref(event)).await
     }
 

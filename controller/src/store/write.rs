@@ -141,13 +141,14 @@ pub(crate) async fn insert_trial(
     if let Some(map) = observation.as_object_mut() {
         map.insert("phases".into(), serde_json::Value::Array(Vec::new()));
     }
-    let trial: i64 = sqlx::query_scalar(
-        "INSERT INTO trials (uid, run_id, run_experiment_id, fault, idx, offset_spec,
+    // One statement: the view's trigger spreads it over trials, phase_events and
+    // expectation_results, and the triggers on trials update the aggregates.
+    sqlx::query(
+        "INSERT INTO trial_records (uid, run_id, run_experiment_id, fault, idx, offset_spec,
             offset_fraction, offset_ns, injected_phase, latency_ns, delivery, verdict, stop,
             exit_code, exit_signal, duration_ns, recorded_at, reasons, observation, recovery,
-            check_run)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         RETURNING id",
+            check_run, phases, expectations)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&t.id)
     .bind(ids.run)
@@ -175,35 +176,11 @@ pub(crate) async fn insert_trial(
     .bind(serde_json::to_string(&observation)?)
     .bind(t.recovery.as_ref().map(serde_json::to_string).transpose()?)
     .bind(t.check.as_ref().map(serde_json::to_string).transpose()?)
-    .fetch_one(&mut *conn)
+    .bind(serde_json::to_string(&obs.phases)?)
+    .bind(serde_json::to_string(&t.expectations)?)
+    .execute(&mut *conn)
     .await
     .with_context(|| format!("failed to store trial {}", t.id))?;
-
-    // Phase events and expectation results go in one statement each, from JSON arrays;
-    // triggers update the aggregates (see the migration).
-    if !obs.phases.is_empty() {
-        sqlx::query(
-            "INSERT INTO phase_events (trial_id, seq, name, entered_ns, evidence)
-             SELECT ?1, key, value ->> '$.name', value ->> '$.entered_ns', value ->> '$.evidence'
-             FROM json_each(?2)",
-        )
-        .bind(trial)
-        .bind(serde_json::to_string(&obs.phases)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !t.expectations.is_empty() {
-        sqlx::query(
-            "INSERT INTO expectation_results (trial_id, seq, name, passed, expected, actual)
-             SELECT ?1, key, value ->> '$.name', value ->> '$.passed', value ->> '$.expected',
-                 value ->> '$.actual'
-             FROM json_each(?2)",
-        )
-        .bind(trial)
-        .bind(serde_json::to_string(&t.expectations)?)
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(())
 }
 

@@ -112,11 +112,16 @@ type Cells = HashMap<(String, String), Counts>;
 
 /// Trials of one run × experiment by (phase, fault); phase `""` for not injected and
 /// for the baseline.
-async fn cells_of(conn: &mut SqliteConnection, run_experiment: i64) -> anyhow::Result<Cells> {
+async fn cells_of(
+    conn: &mut SqliteConnection,
+    run: i64,
+    run_experiment: i64,
+) -> anyhow::Result<Cells> {
     let rows: Vec<(Option<String>, String, String, i64)> = sqlx::query_as(
         "SELECT injected_phase, fault, verdict, count(*) FROM trials
-         WHERE run_experiment_id = ? GROUP BY 1, 2, 3",
+         WHERE run_id = ? AND run_experiment_id = ? GROUP BY 1, 2, 3",
     )
+    .bind(run)
     .bind(run_experiment)
     .fetch_all(&mut *conn)
     .await?;
@@ -188,8 +193,8 @@ pub async fn compare(
     let (b_id, b) = super::run::run_brief(&mut conn, &b_uid).await?;
     let (a_re, a_phases, a_faults) = run_experiment(&mut conn, a_id, experiment, &a_uid).await?;
     let (b_re, b_phases, b_faults) = run_experiment(&mut conn, b_id, experiment, &b_uid).await?;
-    let a_cells = cells_of(&mut conn, a_re).await?;
-    let b_cells = cells_of(&mut conn, b_re).await?;
+    let a_cells = cells_of(&mut conn, a_id, a_re).await?;
+    let b_cells = cells_of(&mut conn, b_id, b_re).await?;
 
     let mut phases = phase_axis(&b_phases);
     for p in phase_axis(&a_phases) {

@@ -21,8 +21,8 @@ pub struct Overview {
     pub experiments: Vec<ExperimentSummary>,
     /// Runs in the store.
     pub runs: u64,
-    /// Trials in the store, by verdict.
-    pub trials: Counts,
+    /// Trials of the experiments' last [`TREND_RUNS`] runs, by verdict.
+    pub recent_trials: Counts,
     /// Runs still being written.
     pub running: u64,
 }
@@ -179,17 +179,19 @@ pub async fn overview(store: &Store) -> anyhow::Result<Overview> {
         };
         (rank, e.name.clone())
     });
-    let (runs, running, passed, failed, errors): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM runs WHERE status = 'running'),
-            coalesce(sum(passed), 0), coalesce(sum(failed), 0), coalesce(sum(errors), 0)
-         FROM run_experiments",
+    let (runs, running): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM runs WHERE status = 'running')",
     )
     .fetch_one(&mut *conn)
     .await?;
+    let mut recent_trials = Counts::default();
+    for e in &experiments {
+        recent_trials.merge(e.recent);
+    }
     Ok(Overview {
         experiments,
         runs: u64::try_from(runs).unwrap_or(0),
         running: u64::try_from(running).unwrap_or(0),
-        trials: Counts::new(passed, failed, errors),
+        recent_trials,
     })
 }
