@@ -195,7 +195,7 @@ async fn after_checks(
 ) -> After {
     let expect = &trial.expect;
     let vars = env.vars(trial);
-    let cwd = plan::target_cwd(&exp.loaded);
+    let cwd = exp.cwd.clone();
     let mut after = After::default();
     if let Some(files) = &expect.files {
         let state = |p: &String, must_exist: bool| {
@@ -251,7 +251,7 @@ async fn after_checks(
     if let Some(recover) = &expect.recover
         && let Some(index) = exp.info.phases.iter().position(|p| *p == recover.reaches)
     {
-        let target = plan::command(&exp.loaded, &vars);
+        let target = plan::command(&exp.loaded, &cwd, &vars);
         let rplan = inj::TrialPlan {
             id: format!("{}-r", trial.id),
             target,

@@ -45,8 +45,10 @@ pub use tokio_util::sync::CancellationToken;
 pub use trial::run as run_trial;
 
 /// Prepares this process to run trials: becomes a child subreaper (so orphans of targets come
-/// back to it) and resumes any process a crashed injector left paused.
+/// back to it), starts the guardian that kills every target group should atropos die, and
+/// resumes any process a crashed injector left paused. Returns how many were resumed.
 pub fn init() -> std::io::Result<usize> {
     unix::become_child_subreaper()?;
+    process::start_guardian();
     Ok(journal::resume_leftovers())
 }

@@ -19,25 +19,35 @@ pub const TOKEN_VAR: &str = "ATROPOS_TRIAL";
 /// Live processes of trial `token` whose main process (and group leader) was `main_pid`;
 /// call once the main process is reaped.
 pub fn find(token: &str, main_pid: i32) -> Vec<ProcStat> {
+    scan(token, main_pid, false)
+}
+
+/// One pass over atropos's children: the live processes of the trial (with their
+/// descendants), and, when `reap` is set, every stray zombie reaped on the way.
+fn scan(token: &str, main_pid: i32, reap: bool) -> Vec<ProcStat> {
     let me = std::process::id() as i32;
     let entry = format!("{TOKEN_VAR}={token}");
-    let registered = process::with_registry(|reg| reg.clone());
     let mut found: Vec<ProcStat> = Vec::new();
-    for pid in procfs::children(me) {
-        if registered.contains(&pid) {
-            continue;
+    process::with_registry(|registered| {
+        for pid in procfs::children(me) {
+            if registered.contains(&pid) {
+                continue;
+            }
+            let Some(stat) = ProcStat::read(pid) else {
+                continue;
+            };
+            if stat.is_zombie() {
+                if reap {
+                    process::reap_stray(pid);
+                }
+                continue;
+            }
+            if stat.pgid == main_pid || stat.sid == main_pid || procfs::environ_has(pid, &entry) {
+                found.extend(procfs::descendants_of(pid));
+                found.push(stat);
+            }
         }
-        let Some(stat) = ProcStat::read(pid) else {
-            continue;
-        };
-        if stat.is_zombie() {
-            continue;
-        }
-        if stat.pgid == main_pid || stat.sid == main_pid || procfs::environ_has(pid, &entry) {
-            found.extend(procfs::descendants_of(pid));
-            found.push(stat);
-        }
-    }
+    });
     found.retain(|p| !p.is_zombie() && p.pid != me);
     found.sort_by_key(|p| p.pid);
     found.dedup_by_key(|p| p.pid);
@@ -46,7 +56,10 @@ pub fn find(token: &str, main_pid: i32) -> Vec<ProcStat> {
 
 /// Kills every process of the trial still alive and reaps those re-parented to atropos.
 pub async fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
-    let found = find(token, main_pid);
+    let found = scan(token, main_pid, true);
+    if found.is_empty() {
+        return Vec::new();
+    }
     let mut orphans = Vec::with_capacity(found.len());
     let mut pinned: Vec<Found> = Vec::new();
     for stat in found {

@@ -32,6 +32,37 @@ pub(crate) fn with_registry<T>(f: impl FnOnce(&HashSet<i32>) -> T) -> T {
     f(&registry())
 }
 
+fn guardian() -> Option<std::os::fd::RawFd> {
+    static GUARDIAN: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    GUARDIAN
+        .get_or_init(|| match unix::start_guardian() {
+            Ok(fd) => Some(fd),
+            Err(err) => {
+                tracing::warn!(%err, "no guardian: targets may outlive atropos if it is killed");
+                None
+            }
+        })
+        .as_ref()
+        .map(AsRawFd::as_raw_fd)
+}
+
+/// Starts the guardian that kills every target group if atropos dies; idempotent.
+pub fn start_guardian() -> bool {
+    guardian().is_some()
+}
+
+fn watch_group(pid: i32) {
+    if let Some(fd) = guardian() {
+        unix::tell_guardian(fd, pid);
+    }
+}
+
+fn forget_group(pid: i32) {
+    if let Some(fd) = guardian() {
+        unix::tell_guardian(fd, -pid);
+    }
+}
+
 /// A child process held by its pidfd until it is reaped.
 #[derive(Debug)]
 pub struct Spawned {
@@ -54,6 +85,7 @@ pub fn spawn(command: &mut Command) -> io::Result<Spawned> {
     let pid = child.id() as i32;
     reg.insert(pid);
     drop(reg);
+    watch_group(pid);
     // The child is ours and unreaped, so `pid` cannot name another process yet.
     let pidfd = match unix::pidfd_open(pid).and_then(unix::async_pidfd) {
         Ok(fd) => fd,
@@ -78,6 +110,11 @@ impl Spawned {
     /// The process id (and process group id, for isolated targets).
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// A second descriptor for the same pidfd, for another thread to signal through.
+    pub fn pidfd_dup(&self) -> io::Result<OwnedFd> {
+        self.pidfd.get_ref().try_clone()
     }
 
     /// Waits until the process has exited; it stays a zombie until [`Spawned::reap`].
@@ -116,6 +153,9 @@ impl Spawned {
         if let Some(exit) = &self.reaped {
             return Some(exit.clone());
         }
+        self.peek()?;
+        // Forget the group before the reap: until then the zombie leader holds the number.
+        forget_group(self.pid);
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
         let status = waitid(Id::PIDFd(self.pidfd.get_ref().as_fd()), flags).ok()?;
         let exit = Exit::from_wait(status, now_ns())?;

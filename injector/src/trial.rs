@@ -4,19 +4,17 @@
 //! the driver reacts in a single `select!` loop, so a step due "at phase entry" is fired
 //! in the same wake-up that delivers the marker: that wake-up is the injection latency.
 
-use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use regex::Regex;
-use tokio::net::unix::pipe;
 use tokio::sync::mpsc::unbounded_channel;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ns;
-use crate::output::{StreamLog, read_stream};
+use crate::output::{FastStep, Reader, StreamLog};
 use crate::plan::{Action, Aim, ExitedState, Finish, Marker, Stream, TrialPlan, When};
 use crate::process::{Spawned, spawn};
 use crate::record::{
@@ -66,6 +64,7 @@ struct Driver<'a> {
     stop_sent_at: Option<u64>,
     kill_reason: Option<StopReason>,
     open_streams: usize,
+    fast: Option<Arc<FastStep>>,
 }
 
 /// What the driver waits for next.
@@ -163,31 +162,53 @@ pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
             .watches
             .push((i, obs.watches[i].clone()));
     }
+    // A first step due the instant its output marker appears is fired by the reader itself.
+    let fast = match (plan.steps.first(), plan.steps.first().map(|s| &s.when)) {
+        (Some(step), Some(When::Phase { index, offset }))
+            if offset.is_zero()
+                && step.aim == Aim::Main
+                && matches!(
+                    plan.phases[*index].marker,
+                    Marker::Stdout(_) | Marker::Stderr(_)
+                ) =>
+        {
+            match (&step.action, child.pidfd_dup()) {
+                (Action::Signal(sig), Ok(fd)) => Some(Arc::new(FastStep::new(*index, *sig, fd))),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     let mut open_streams = 0;
-    let pipes: [Option<OwnedFd>; 2] = [
-        child.stdout.take().map(OwnedFd::from),
-        child.stderr.take().map(OwnedFd::from),
+    let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
     ];
-    for (i, fd) in pipes.into_iter().enumerate() {
+    for (i, pipe) in pipes.into_iter().enumerate() {
         let stream = if i == 0 {
             Stream::Stdout
         } else {
             Stream::Stderr
         };
-        let Some(fd) = fd else { continue };
-        let Ok(receiver) = pipe::Receiver::from_owned_fd(fd) else {
-            continue;
-        };
-        open_streams += 1;
-        helpers.spawn(read_stream(
-            receiver,
+        let Some(pipe) = pipe else { continue };
+        let reader = Reader {
             stream,
-            compiled.markers[i].clone(),
-            compiled.watches[i].clone(),
-            plan.tail_lines,
-            logs[i].clone(),
-            events_tx.clone(),
-        ));
+            markers: compiled.markers[i].clone(),
+            watches: compiled.watches[i].clone(),
+            tail_lines: plan.tail_lines,
+            log: logs[i].clone(),
+            events: events_tx.clone(),
+            fast: fast.clone(),
+        };
+        if reader.spawn(pipe).is_ok() {
+            open_streams += 1;
+        }
     }
     for (index, phase) in plan.phases.iter().enumerate() {
         if !matches!(phase.marker, Marker::Stdout(_) | Marker::Stderr(_)) {
@@ -221,6 +242,7 @@ pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
         stop_sent_at: None,
         kill_reason: None,
         open_streams,
+        fast,
     };
     let stop = driver.drive(&mut events, cancel).await;
 
@@ -312,9 +334,27 @@ struct Compiled {
     watches: [Vec<Regex>; 2],
 }
 
+/// Compiles `re`, or clones it from the cache: the trials of one experiment share patterns,
+/// and a clone is a reference count where a compile is tens of microseconds.
+fn cached_regex(re: &str) -> Result<Regex, String> {
+    static CACHE: std::sync::OnceLock<Mutex<std::collections::HashMap<String, Regex>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(re) {
+        return Ok(found.clone());
+    }
+    let compiled = Regex::new(re).map_err(|e| format!("invalid regex `{re}`: {e}"))?;
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= 4096 {
+        map.clear(); // per-trial templates make patterns unique; keep the cache bounded
+    }
+    map.insert(re.to_owned(), compiled.clone());
+    Ok(compiled)
+}
+
 impl Compiled {
     fn new(plan: &TrialPlan) -> Result<Compiled, String> {
-        let compile = |re: &str| Regex::new(re).map_err(|e| format!("invalid regex `{re}`: {e}"));
+        let compile = cached_regex;
         let mut markers = [Vec::new(), Vec::new()];
         for (i, phase) in plan.phases.iter().enumerate() {
             match &phase.marker {
@@ -441,6 +481,17 @@ impl Driver<'_> {
             } else {
                 soonest(paused.resume_at);
             }
+        }
+
+        // A reader fired the first step already: record it once its marker is known here.
+        if self.next_step == 0
+            && let Some(fast) = self.fast.clone()
+            && self.entered[fast.phase].is_some()
+            && fast.result().is_some()
+        {
+            let (marker_at, sent_at, outcome) = fast.wait_result();
+            self.record_delivery(0, marker_at, 0, sent_at, outcome, vec![self.child.pid()]);
+            self.next_step = 1;
         }
 
         while self.paused.is_none() && self.next_step < self.plan.steps.len() {
@@ -580,6 +631,18 @@ impl Driver<'_> {
     }
 
     fn skip_rest(&mut self, reason: String) {
+        if self.next_step == 0
+            && let Some(fast) = self.fast.clone()
+            && !fast.disarm()
+        {
+            // A reader fired it after all: it was delivered, not skipped.
+            let (marker_at, sent_at, outcome) = fast.wait_result();
+            self.record_delivery(0, marker_at, 0, sent_at, outcome, vec![self.child.pid()]);
+            self.next_step = 1;
+            if self.next_step >= self.plan.steps.len() {
+                return;
+            }
+        }
         for step in self.next_step..self.plan.steps.len() {
             let reason = if step == self.next_step {
                 reason.clone()
@@ -591,8 +654,47 @@ impl Driver<'_> {
         self.next_step = self.plan.steps.len();
     }
 
+    fn record_delivery(
+        &mut self,
+        index: usize,
+        trigger: u64,
+        offset: u64,
+        delivered: u64,
+        outcome: DeliveryOutcome,
+        pids: Vec<i32>,
+    ) {
+        let step = &self.plan.steps[index];
+        let signal = match &step.action {
+            Action::Signal(sig) => *sig,
+            Action::Pause(_) => Signal::STOP,
+        };
+        let phase = self.phase_name_at(delivered);
+        self.deliveries.push(Delivery {
+            step: index,
+            signal,
+            aim: step.aim.clone(),
+            pids,
+            phase,
+            trigger_ns: trigger.saturating_sub(self.t0),
+            offset_ns: offset,
+            delivered_ns: delivered - self.t0,
+            latency_ns: delivered.saturating_sub(trigger + offset),
+            outcome,
+            resumed_ns: None,
+        });
+        self.last_step_at = Some(delivered);
+    }
+
     /// Carries out step `index` now.
     fn fire(&mut self, index: usize, trigger: u64, offset: u64) {
+        if index == 0
+            && let Some(fast) = self.fast.clone()
+            && !fast.disarm()
+        {
+            let (marker_at, sent_at, outcome) = fast.wait_result();
+            self.record_delivery(0, marker_at, 0, sent_at, outcome, vec![self.child.pid()]);
+            return;
+        }
         let step = &self.plan.steps[index];
         let (signal, pause) = match &step.action {
             Action::Signal(sig) => (*sig, None),
@@ -673,21 +775,7 @@ impl Driver<'_> {
                 (best, now_ns())
             }
         };
-        let at_phase = self.phase_name_at(delivered);
-        self.deliveries.push(Delivery {
-            step: index,
-            signal,
-            aim: step.aim.clone(),
-            pids,
-            phase: at_phase,
-            trigger_ns: trigger.saturating_sub(self.t0),
-            offset_ns: offset,
-            delivered_ns: delivered - self.t0,
-            latency_ns: delivered.saturating_sub(trigger + offset),
-            outcome,
-            resumed_ns: None,
-        });
-        self.last_step_at = Some(delivered);
+        self.record_delivery(index, trigger, offset, delivered, outcome, pids);
         if let Some(d) = pause {
             if outcome == DeliveryOutcome::Delivered {
                 let group = matches!(step.aim, Aim::Group).then_some(self.child.pid());
