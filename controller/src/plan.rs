@@ -392,10 +392,11 @@ pub fn injector_plan(
         steps,
         watches,
         finish: if trial.fault.is_none() {
-            inj::Finish::Stop { hold }
+            inj::Finish::Stop
         } else {
             inj::Finish::AwaitExit
         },
+        hold,
         grace,
         timeout: spec.timeout.unwrap_or(DEFAULT_TIMEOUT),
         sample_resources: trial.expect.resources.is_some(),

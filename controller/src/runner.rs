@@ -259,6 +259,7 @@ async fn after_checks(
             steps: Vec::new(),
             watches: Vec::new(),
             finish: inj::Finish::UntilPhase(index),
+            hold: Duration::ZERO,
             grace: Duration::from_millis(100),
             timeout: recover.within + Duration::from_millis(50),
             sample_resources: false,

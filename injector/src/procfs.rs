@@ -236,7 +236,8 @@ mod tests {
         let mut found = Vec::new();
         for _ in 0..200 {
             found = descendants_of(pid);
-            if !found.is_empty() {
+            // The forked shell shows as `sh` until it has exec'd `sleep`.
+            if found.len() == 1 && found[0].comm == "sleep" {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));

@@ -573,7 +573,7 @@ impl Driver<'_> {
                     None => self.stop_when_done(now, &mut soonest),
                 }
             }
-            Finish::Stop { .. } => self.stop_when_done(now, &mut soonest),
+            Finish::Stop => self.stop_when_done(now, &mut soonest),
             Finish::UntilPhase(index) => {
                 if self.entered[*index].is_some() {
                     self.kill(StopReason::Reached);
@@ -599,10 +599,7 @@ impl Driver<'_> {
             }
             return;
         }
-        let hold = match &self.plan.finish {
-            Finish::Stop { hold } => ns(*hold),
-            _ => 0,
-        };
+        let hold = ns(self.plan.hold);
         let all_entered = self.entered.iter().all(Option::is_some);
         if !all_entered {
             return;

@@ -34,6 +34,7 @@ fn plan(
             regex: "^cleanup done$".into(),
         }],
         finish,
+        hold: Duration::from_millis(30),
         grace: Duration::from_millis(500),
         timeout: Duration::from_secs(10),
         sample_resources: true,
@@ -152,15 +153,15 @@ async fn signals_after_exit_are_zombie_then_already_finished() {
 async fn a_child_that_left_the_session_is_reported_and_killed() {
     atropos_injector::init().unwrap();
     let script = "setsid sh -c 'echo detached; exec sleep 30' & sleep 0.3; exit 0";
-    let p = plan(
+    let mut p = plan(
         script,
         vec![("detached", Marker::Stdout("^detached$".into()))],
         vec![],
-        Finish::Stop {
-            hold: Duration::from_secs(5),
-        },
+        Finish::Stop,
     );
+    p.hold = Duration::from_secs(5); // let the shell exit by itself
     let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.exit.as_ref().and_then(|e| e.code), Some(0), "{obs:#?}");
     assert_eq!(obs.orphans.len(), 1, "{obs:#?}");
     let orphan = &obs.orphans[0];
     assert!(orphan.left_group && orphan.killed, "{orphan:?}");
@@ -208,14 +209,7 @@ async fn baseline_stops_a_server_after_its_last_phase() {
         ("b", Marker::Stdout("^b$".into())),
         ("d", Marker::Delay(Duration::from_millis(5))),
     ];
-    let p = plan(
-        script,
-        phases,
-        vec![],
-        Finish::Stop {
-            hold: Duration::from_millis(30),
-        },
-    );
+    let p = plan(script, phases, vec![], Finish::Stop);
     let obs = run_trial(&p, &CancellationToken::new()).await;
     assert_eq!(obs.stop, StopReason::Exited, "{obs:#?}");
     assert!(obs.phases.iter().all(|p| p.entered_ns.is_some()));
