@@ -202,14 +202,16 @@ pub fn judge(
         .map(|c| format!("exit code {c}"))
         .collect();
     accepted.extend(exit_spec.signals.iter().map(|s| format!("killed by {s}")));
-    let expected_exit = if accepted.is_empty() {
-        format!("to exit within {} of {after_what}", human(grace))
-    } else {
-        format!(
+    let nothing_sent = obs.deliveries.is_empty() && obs.stop_signal.is_none();
+    let expected_exit = match (accepted.is_empty(), nothing_sent) {
+        (true, true) => "to exit".to_owned(),
+        (true, false) => format!("to exit within {} of {after_what}", human(grace)),
+        (false, true) => accepted.join(" or "),
+        (false, false) => format!(
             "{} within {} of {after_what}",
             accepted.join(" or "),
             human(grace)
-        )
+        ),
     };
     match obs.stop {
         StopReason::Hung => push(
