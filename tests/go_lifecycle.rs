@@ -1,6 +1,7 @@
 //! The Go lifecycle suite: every program built by the real Go toolchain, run under atropos,
 //! each verdict and each reason checked. Go is required (`.ci/run` installs it); without it
 //! this test fails rather than skips.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Bad input gets exit 2 with file:line:col, the field and what was expected, and runs
 //! nothing; `validate`, `schema` and `--dry-run` show what would happen.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 

@@ -6,9 +6,9 @@
 //!
 //! 1. The target is spawned in its own process group, with `ATROPOS_TRIAL=<trial id>` in its
 //!    environment and a pidfd opened at once (the child is unreaped, so its pid is ours).
-//! 2. stdout and stderr are read line by line, each line stamped with `CLOCK_MONOTONIC` as
-//!    its read returns; markers (output regexes, listening ports, HTTP endpoints, files, log
-//!    lines, delays) report phase entries to the trial's driver task.
+//! 2. One thread per trial waits in `ppoll` on the target's stdout, stderr and pidfd. Lines
+//!    are stamped with `CLOCK_MONOTONIC` as their read returns; markers (output regexes,
+//!    listening ports, HTTP endpoints, files, log lines, delays) mark phase entries.
 //! 3. The driver fires each step when it is due: at a phase plus an offset, after the previous
 //!    step, or after the target exited (while it is a zombie, or once reaped). Signals go
 //!    through pidfds; process groups only while their leader is held unreaped. Every delivery

@@ -55,7 +55,7 @@ fn scan(token: &str, main_pid: i32, reap: bool) -> Vec<ProcStat> {
 }
 
 /// Kills every process of the trial still alive and reaps those re-parented to atropos.
-pub async fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
+pub fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
     let found = scan(token, main_pid, true);
     if found.is_empty() {
         return Vec::new();
@@ -80,17 +80,17 @@ pub async fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
             killed,
         });
     }
-    reap_pinned(pinned).await;
+    reap_pinned(pinned);
     reap_strays();
     orphans
 }
 
-async fn reap_pinned(mut pinned: Vec<Found>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while !pinned.is_empty() && tokio::time::Instant::now() < deadline {
+fn reap_pinned(mut pinned: Vec<Found>) {
+    let deadline = crate::clock::now_ns() + 2_000_000_000;
+    while !pinned.is_empty() && crate::clock::now_ns() < deadline {
         pinned.retain(|p| ProcStat::read(p.pid).is_some_and(|s| !s.is_zombie()));
         if !pinned.is_empty() {
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }

@@ -1,4 +1,5 @@
 //! The trial driver against real processes: `sh` scripts spawned by these tests only.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::time::Duration;
 
