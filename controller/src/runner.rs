@@ -141,11 +141,11 @@ async fn run_trial(
     }
     let started = now_ns();
     let dir = shared.run_dir.join(&trial.id);
-    let _ = std::fs::create_dir_all(&dir);
-    let env = TrialEnv {
-        port: shared.port(),
-        dir,
-    };
+    if exp.needs_dir {
+        let _ = std::fs::create_dir_all(&dir);
+    }
+    let port = if exp.needs_port { shared.port() } else { 0 };
+    let env = TrialEnv { port, dir };
     let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths);
     let obs = inj::run_trial(&iplan, &shared.cancel).await;
     let after = if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {

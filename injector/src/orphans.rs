@@ -28,8 +28,10 @@ fn scan(token: &str, main_pid: i32, reap: bool) -> Vec<ProcStat> {
     let me = std::process::id() as i32;
     let entry = format!("{TOKEN_VAR}={token}");
     let mut found: Vec<ProcStat> = Vec::new();
+    // When a process dies its children go to the subreaper's first live thread, the main
+    // thread: one children file holds every orphan of every trial.
     process::with_registry(|registered| {
-        for pid in procfs::children(me) {
+        for pid in procfs::thread_children(me, me) {
             if registered.contains(&pid) {
                 continue;
             }

@@ -109,6 +109,17 @@ pub fn children(pid: i32) -> Vec<i32> {
     out
 }
 
+/// The children of one thread `tid` of process `pid`.
+pub fn thread_children(pid: i32, tid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
+        .map(|text| {
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every live descendant of `root` (excluded), walking the kernel's child lists.
 pub fn descendants_of(root: i32) -> Vec<ProcStat> {
     let mut out = Vec::new();
