@@ -180,7 +180,7 @@ async fn descendant_aim_hits_only_the_matching_child() {
     let script = "sleep 31 & sleep 32 & echo ready; wait; echo children gone";
     let steps = vec![StepPlan {
         action: Action::Signal(Signal::KILL),
-        aim: Aim::Descendant("sleep 31".into()),
+        aim: Aim::Descendant("^sleep 31$".into()),
         when: When::Phase {
             index: 0,
             offset: Duration::from_millis(20),
