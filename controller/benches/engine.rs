@@ -69,7 +69,11 @@ impl Stats {
 }
 
 /// spawn → marker → SIGTERM → wait, nothing else; per-trial wall and target-felt latency.
-fn bare_loop(exe: &Path, n: usize) -> (Stats, Stats, f64) {
+fn bare_loop(exe: &Path, n: usize) -> (Stats, Stats, f64, Stats) {
+    let mut startup = Stats {
+        name: "bare loop: spawn→marker printed",
+        values: Vec::with_capacity(n),
+    };
     let mut wall = Stats {
         name: "bare loop: per-trial wall",
         values: Vec::with_capacity(n),
@@ -81,6 +85,7 @@ fn bare_loop(exe: &Path, n: usize) -> (Stats, Stats, f64) {
     let start = Instant::now();
     for i in 0..n {
         let t0 = Instant::now();
+        let t0_ns = atropos_injector::clock::now_ns();
         let mut child = Command::new(exe)
             .args(["--token", &format!("atropos-bench-bare-{i}")])
             .stdin(Stdio::null())
@@ -110,9 +115,12 @@ fn bare_loop(exe: &Path, n: usize) -> (Stats, Stats, f64) {
                 .unwrap_or(0)
                 .saturating_sub(stamp(&ready).unwrap_or(0)),
         );
+        startup
+            .values
+            .push(stamp(&ready).unwrap_or(0).saturating_sub(t0_ns));
     }
     let secs = start.elapsed().as_secs_f64();
-    (wall, latency, secs)
+    (wall, latency, secs, startup)
 }
 
 fn experiment(dir: &Path, exe: &Path, n: usize) -> PathBuf {
@@ -199,6 +207,59 @@ fn felt_latency(records: &[std::sync::Arc<TrialRecord>]) -> Vec<u64> {
         .collect()
 }
 
+/// Per-trial breakdown of where atropos's time goes, from the records.
+fn breakdown(fault: &[&std::sync::Arc<TrialRecord>]) {
+    let mut spans: Vec<(u64, u64)> = fault
+        .iter()
+        .map(|r| {
+            (
+                r.observation.started_ns,
+                r.observation.started_ns + r.observation.ended_ns,
+            )
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut gap = Stats {
+        name: "  gap between trials",
+        values: spans
+            .windows(2)
+            .map(|w| w[1].0.saturating_sub(w[0].1))
+            .collect(),
+    };
+    let mut read = Stats {
+        name: "  fixture print→atropos read",
+        values: Vec::new(),
+    };
+    let mut sig = Stats {
+        name: "  atropos send→fixture handler",
+        values: Vec::new(),
+    };
+    let mut startup = Stats {
+        name: "  spawn→marker printed",
+        values: Vec::new(),
+    };
+    for r in fault {
+        let o = &r.observation;
+        let ready = o.stdout_tail.iter().find(|l| l.text.starts_with("ready "));
+        let handled = o
+            .stdout_tail
+            .iter()
+            .find(|l| l.text.starts_with("handled "))
+            .and_then(|l| stamp(&l.text));
+        if let (Some(ready), Some(handled), Some(d)) = (ready, handled, o.deliveries.first()) {
+            let printed = stamp(&ready.text).unwrap_or(0);
+            read.values
+                .push((o.started_ns + ready.at_ns).saturating_sub(printed));
+            sig.values
+                .push(handled.saturating_sub(o.started_ns + d.delivered_ns));
+            startup.values.push(printed.saturating_sub(o.started_ns));
+        }
+    }
+    for s in [&mut gap, &mut read, &mut sig, &mut startup] {
+        println!("{}", s.show());
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and `cargo test --benches` probe benches this way.
@@ -207,24 +268,57 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    let rounds = 5;
+    let per_round = n.div_ceil(rounds);
     let exe = fixture();
     let dir = tempfile::tempdir().expect("a temp dir");
-    let path = experiment(dir.path(), &exe, n);
+    let path = experiment(dir.path(), &exe, per_round);
     println!(
-        "atropos engine benchmark: {n} trials per measurement, {} cores",
+        "atropos engine benchmark: {} trials per measurement in {rounds} interleaved rounds, {} cores",
+        per_round * rounds,
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
 
     // Warm the page cache and the fixture binary.
     let _ = bare_loop(&exe, 20);
-    let (mut bare_wall, mut bare_latency, bare_secs) = bare_loop(&exe, n);
-
-    let (records, seq_secs) = engine(&path, 1);
+    // Bare loop and atropos alternate, so that load from elsewhere hits both alike.
+    let mut bare_wall = Stats {
+        name: "bare loop: per-trial wall",
+        values: Vec::new(),
+    };
+    let mut bare_latency = Stats {
+        name: "bare loop: marker→handler",
+        values: Vec::new(),
+    };
+    let mut bare_startup = Stats {
+        name: "bare loop: spawn→marker printed",
+        values: Vec::new(),
+    };
+    let (mut bare_secs, mut seq_secs, mut par_secs) = (0.0, 0.0, 0.0);
+    let mut records = Vec::new();
+    let mut par_records = Vec::new();
+    for _ in 0..rounds {
+        let (w, l, secs, s) = bare_loop(&exe, per_round);
+        bare_wall.values.extend(w.values);
+        bare_latency.values.extend(l.values);
+        bare_startup.values.extend(s.values);
+        bare_secs += secs;
+        let (r, secs) = engine(&path, 1);
+        records.extend(r);
+        seq_secs += secs;
+        let (r, secs) = engine(&path, 2);
+        par_records.extend(r);
+        par_secs += secs;
+    }
     let fault: Vec<_> = records
         .iter()
         .filter(|r| r.fault != plan::BASELINE)
         .collect();
     let failed = fault
+        .iter()
+        .filter(|r| r.verdict != atropos::record::Verdict::Pass)
+        .count();
+    let par_failed = par_records
         .iter()
         .filter(|r| r.verdict != atropos::record::Verdict::Pass)
         .count();
@@ -240,65 +334,6 @@ fn main() {
         name: "atropos: per-trial wall (record)",
         values: fault.iter().map(|r| r.duration_ns).collect(),
     };
-
-    if std::env::var_os("ATROPOS_BENCH_GAPS").is_some() {
-        let mut spans: Vec<(u64, u64, u64)> = fault
-            .iter()
-            .map(|r| {
-                (
-                    r.observation.started_ns,
-                    r.observation.started_ns + r.observation.ended_ns,
-                    r.duration_ns,
-                )
-            })
-            .collect();
-        spans.sort();
-        let gaps: Vec<u64> = spans
-            .windows(2)
-            .map(|w| w[1].0.saturating_sub(w[0].1))
-            .collect();
-        let mut g = Stats {
-            name: "gap between trials",
-            values: gaps,
-        };
-        println!("{}", g.show());
-        let mut read = Stats {
-            name: "fixture print→atropos read",
-            values: Vec::new(),
-        };
-        let mut sig = Stats {
-            name: "atropos send→fixture handler",
-            values: Vec::new(),
-        };
-        for r in &fault {
-            let o = &r.observation;
-            let ready = o.stdout_tail.iter().find(|l| l.text.starts_with("ready "));
-            let handled = o
-                .stdout_tail
-                .iter()
-                .find(|l| l.text.starts_with("handled "))
-                .and_then(|l| stamp(&l.text));
-            if let (Some(ready), Some(handled), Some(d)) = (ready, handled, o.deliveries.first()) {
-                read.values.push(
-                    (o.started_ns + ready.at_ns).saturating_sub(stamp(&ready.text).unwrap_or(0)),
-                );
-                sig.values
-                    .push(handled.saturating_sub(o.started_ns + d.delivered_ns));
-            }
-        }
-        println!("{}", read.show());
-        println!("{}", sig.show());
-        let mut obs = Stats {
-            name: "observation span",
-            values: spans.iter().map(|s| s.1 - s.0).collect(),
-        };
-        println!("{}", obs.show());
-    }
-    let (par_records, par_secs) = engine(&path, 2);
-    let par_failed = par_records
-        .iter()
-        .filter(|r| r.verdict != atropos::record::Verdict::Pass)
-        .count();
     let mut par_felt = Stats {
         name: "atropos --jobs 2: marker→handler",
         values: felt_latency(&par_records),
@@ -308,10 +343,14 @@ fn main() {
     println!("{}", felt.show());
     println!("{}", injected.show());
     println!("{}", par_felt.show());
+    println!("{}", bare_startup.show());
     println!("{}", bare_wall.show());
     println!("{}", trial_wall.show());
-    let bare_per = bare_secs / n as f64;
-    let seq_per = seq_secs / (n + 1) as f64;
+    println!("where atropos's time goes (--jobs 1):");
+    breakdown(&fault);
+    let trials = (per_round * rounds) as f64;
+    let bare_per = bare_secs / trials;
+    let seq_per = seq_secs / (trials + rounds as f64);
     println!(
         "per-trial wall, whole run / trials: bare {:.3}ms · atropos --jobs 1 {:.3}ms · ratio {:.2}x (target ≤ 1.30x)",
         bare_per * 1e3,
@@ -319,15 +358,13 @@ fn main() {
         seq_per / bare_per
     );
     println!(
-        "throughput: atropos --jobs 2 {:.0} trials/s ({} trials in {:.2}s; target ≥ 200/s) · --jobs 1 {:.0} trials/s · bare loop {:.0}/s",
-        (n + 1) as f64 / par_secs,
-        n + 1,
-        par_secs,
-        (n + 1) as f64 / seq_secs,
-        n as f64 / bare_secs
+        "throughput: atropos --jobs 2 {:.0} trials/s (target ≥ 200/s) · --jobs 1 {:.0} trials/s · bare loop {:.0}/s",
+        (trials + rounds as f64) / par_secs,
+        (trials + rounds as f64) / seq_secs,
+        trials / bare_secs
     );
     println!(
-        "targets: p50 felt latency {:.1}µs (≤ 100µs) · p99 {:.1}µs (≤ 1000µs) · trials not passing: {failed} + {par_failed}",
+        "targets: felt latency p50 {:.1}µs (≤ 100µs) · p99 {:.1}µs (≤ 1000µs) · trials not passing: {failed} + {par_failed}",
         felt.pct(0.5) as f64 / 1e3,
         felt.pct(0.99) as f64 / 1e3
     );

@@ -31,18 +31,17 @@ pub(crate) fn with_registry<T>(f: impl FnOnce(&HashSet<i32>) -> T) -> T {
     f(&registry())
 }
 
-fn guardian() -> Option<std::os::fd::RawFd> {
-    static GUARDIAN: OnceLock<Option<OwnedFd>> = OnceLock::new();
+fn guardian() -> Option<&'static unix::GuardTable> {
+    static GUARDIAN: OnceLock<Option<unix::GuardTable>> = OnceLock::new();
     GUARDIAN
         .get_or_init(|| match unix::start_guardian() {
-            Ok(fd) => Some(fd),
+            Ok(table) => Some(table),
             Err(err) => {
                 tracing::warn!(%err, "no guardian: targets may outlive atropos if it is killed");
                 None
             }
         })
         .as_ref()
-        .map(AsRawFd::as_raw_fd)
 }
 
 /// Starts the guardian that kills every target group if atropos dies; idempotent.
@@ -51,14 +50,14 @@ pub fn start_guardian() -> bool {
 }
 
 fn watch_group(pid: i32) {
-    if let Some(fd) = guardian() {
-        unix::tell_guardian(fd, pid);
+    if let Some(table) = guardian() {
+        table.watch(pid);
     }
 }
 
 fn forget_group(pid: i32) {
-    if let Some(fd) = guardian() {
-        unix::tell_guardian(fd, -pid);
+    if let Some(table) = guardian() {
+        table.forget(pid);
     }
 }
 

@@ -62,20 +62,75 @@ pub fn isolate(command: &mut std::process::Command) {
 
 const GUARD_SLOTS: usize = 4096;
 
-/// Starts the guardian: a forked child that holds the read end of a pipe and a table of
-/// process groups. atropos writes `+pgid` after each spawn and `-pgid` before each reap; when
-/// atropos dies for any reason (SIGKILL included) the pipe reaches end-of-file and the
-/// guardian SIGKILLs every group still in its table, then exits.
+/// The table of live target groups, shared with the guardian process.
+pub struct GuardTable {
+    slots: &'static [std::sync::atomic::AtomicI32],
+    _pipe: OwnedFd,
+}
+
+impl GuardTable {
+    /// Records `pgid` as a live target group.
+    pub fn watch(&self, pgid: i32) {
+        use std::sync::atomic::Ordering;
+        for slot in self.slots {
+            if slot
+                .compare_exchange(0, pgid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Forgets `pgid` (call before reaping its leader).
+    pub fn forget(&self, pgid: i32) {
+        use std::sync::atomic::Ordering;
+        for slot in self.slots {
+            if slot
+                .compare_exchange(pgid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts the guardian: a forked child that shares a table of target process groups with
+/// atropos (anonymous shared memory, so recording a group costs one atomic store and no
+/// wake-up) and holds the read end of a pipe that atropos never writes. When atropos dies
+/// for any reason, SIGKILL included, the pipe reaches end-of-file and the guardian SIGKILLs
+/// every group still in the table, then exits.
 ///
-/// Returns the write end. Call once, early; the child runs only async-signal-safe calls.
-pub fn start_guardian() -> io::Result<OwnedFd> {
+/// Call once, early; the child runs only async-signal-safe calls.
+pub fn start_guardian() -> io::Result<GuardTable> {
+    let bytes = GUARD_SLOTS * std::mem::size_of::<i32>();
+    // SAFETY: a fresh anonymous shared mapping; checked for failure below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the mapping is zeroed, aligned, `bytes` long and never unmapped; AtomicI32 has
+    // the layout of i32.
+    let slots: &'static [std::sync::atomic::AtomicI32] = unsafe {
+        std::slice::from_raw_parts(map.cast::<std::sync::atomic::AtomicI32>(), GUARD_SLOTS)
+    };
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills the two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the child below calls only async-signal-safe functions (close, signal, read,
-    // kill, _exit) on stack memory, as POSIX requires after fork in a threaded process.
+    // kill, _exit) and atomic loads, as POSIX requires after fork in a threaded process.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -94,25 +149,18 @@ pub fn start_guardian() -> io::Result<OwnedFd> {
             libc::signal(libc::SIGTERM, libc::SIG_IGN);
             libc::signal(libc::SIGHUP, libc::SIG_IGN);
             libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-            let mut groups = [0 as libc::pid_t; GUARD_SLOTS];
-            let mut msg = [0u8; 4];
+            let mut byte = 0u8;
             loop {
-                let n = libc::read(fds[0], msg.as_mut_ptr().cast(), 4);
-                if n == 4 {
-                    let v = i32::from_ne_bytes(msg);
-                    if v > 0 {
-                        if let Some(slot) = groups.iter_mut().find(|g| **g == 0) {
-                            *slot = v;
-                        }
-                    } else if let Some(slot) = groups.iter_mut().find(|g| **g == -v) {
-                        *slot = 0;
-                    }
-                } else if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                let n = libc::read(fds[0], (&raw mut byte).cast(), 1);
+                if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
                     break;
                 }
             }
-            for g in groups.iter().filter(|g| **g > 1) {
-                libc::kill(-*g, libc::SIGKILL);
+            for slot in slots {
+                let g = slot.load(std::sync::atomic::Ordering::Acquire);
+                if g > 1 {
+                    libc::kill(-g, libc::SIGKILL);
+                }
             }
             libc::_exit(0);
         }
@@ -120,16 +168,10 @@ pub fn start_guardian() -> io::Result<OwnedFd> {
     // SAFETY: both descriptors were just created and are owned here.
     unsafe {
         libc::close(fds[0]);
-        Ok(OwnedFd::from_raw_fd(fds[1]))
-    }
-}
-
-/// Tells the guardian about a group: `+pgid` to watch, `-pgid` to forget.
-pub fn tell_guardian(fd: RawFd, message: i32) {
-    let bytes = message.to_ne_bytes();
-    // SAFETY: writes 4 bytes from a stack array; a pipe write of ≤ PIPE_BUF bytes is atomic.
-    unsafe {
-        libc::write(fd, bytes.as_ptr().cast(), 4);
+        Ok(GuardTable {
+            slots,
+            _pipe: OwnedFd::from_raw_fd(fds[1]),
+        })
     }
 }
 
