@@ -1,5 +1,6 @@
 //! `atropos run experiments/examples` as CI runs it: verdicts, reasons, exit code, JSON and
 //! JUnit, and no process left behind.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 

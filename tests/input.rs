@@ -1,5 +1,6 @@
 //! Bad input gets exit 2 with file:line:col, the field and what was expected, and runs
 //! nothing; `validate`, `schema` and `--dry-run` show what would happen.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 
@@ -205,4 +206,35 @@ fn the_same_seed_gives_the_same_offsets_twice() {
     assert_eq!(f1, f2, "phase fractions replay exactly");
     assert_ne!(w1, w3, "another seed gives other offsets");
     assert!(processes_with(&tok).is_empty());
+}
+
+#[test]
+fn filter_and_trials_narrow_the_plan() {
+    let out = atropos()
+        .args([
+            "run",
+            "--dry-run",
+            "--trials",
+            "2",
+            "--filter",
+            "^well-behaved/sig(term|int)-ready$",
+            "experiments/examples",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("· 5 trials (nothing is spawned)"),
+        "a baseline and 2 × 2 trials: {stdout}"
+    );
+    assert!(
+        stdout.contains("sigterm-ready × 2: SIGTERM → main process at ready + 10ms"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sigint-ready × 2"), "{stdout}");
+    assert!(
+        !stdout.contains("kill-mid-init") && !stdout.contains("hangs-on-sigint"),
+        "{stdout}"
+    );
 }

@@ -1,5 +1,6 @@
 //! SIGINT to atropos mid-run: it stops starting trials, kills every target (also one that
 //! left its session), writes what it has, exits 3, and leaves no process behind.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 
@@ -91,5 +92,59 @@ spec:
         assert_eq!(t["verdict"], "error");
         assert_eq!(t["observation"]["stop"], "interrupted");
         assert!(t["reasons"][0].as_str().unwrap().starts_with("interrupted"));
+    }
+}
+
+#[test]
+fn sigkill_to_atropos_still_leaves_no_target_behind() {
+    let dir = tempdir();
+    let tok = token("guardian");
+    let path = dir.path().join("slow.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: slow }}
+spec:
+  target:
+    run:
+      command: ["sh", "-c", "sleep 61 & echo ready; exec sleep 60", "{tok}"]
+      env: {{ E2E_MARKER: "{tok}" }}
+  phases:
+    - {{ name: ready, marker: {{ stdout: "^ready$" }} }}
+    - {{ name: never, marker: {{ stdout: "^never$" }} }}
+  faults:
+    - {{ name: usr-ready, signal: SIGUSR2, at: {{ phase: ready, offset: 1h }} }}
+  trials: 4
+  timeout: 50s
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = atropos()
+        .args(["run", "--jobs", "2"])
+        .arg(&path)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while processes_with(&tok).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the targets never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL: atropos gets no chance to clean up; its guardian must.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&tok).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "targets outlived a SIGKILLed atropos: {:?}",
+            processes_with(&tok)
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -61,22 +61,49 @@ fn human(d: Duration) -> String {
     human_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// What the target did, in a few words: how it ended and its last stderr (or stdout) line.
+/// What the target did, in a few words: how it ended and its most telling output line.
 pub fn what_happened(obs: &Observation) -> String {
     let mut s = match &obs.exit {
         Some(exit) => format!("{exit} at {}", human_ns(exit.at_ns)),
         None => "no exit observed".to_owned(),
     };
-    let last = obs.stderr_tail.last().or(obs.stdout_tail.last());
-    if let Some(line) = last {
-        let stream = if obs.stderr_tail.last().is_some() {
-            "stderr"
-        } else {
-            "stdout"
-        };
-        s.push_str(&format!(", last {stream}: `{}`", clip(&line.text, 120)));
+    if let Some((stream, line)) = telling_line(obs) {
+        s.push_str(&format!(", {stream}: `{}`", clip(line, 120)));
     }
     s
+}
+
+/// The output line that best says what went wrong: the first stderr line that starts like
+/// a panic or an error (a Go or Rust panic prints its message first and a trace after it),
+/// else the last unindented stderr line, else the last stdout line.
+fn telling_line(obs: &Observation) -> Option<(&'static str, &str)> {
+    let starts_bad = |t: &str| {
+        let l = t.trim_start().to_ascii_lowercase();
+        [
+            "panic",
+            "fatal",
+            "error",
+            "thread '",
+            "exception",
+            "traceback",
+        ]
+        .iter()
+        .any(|p| l.starts_with(p))
+    };
+    let err = &obs.stderr_tail;
+    err.iter()
+        .find(|l| starts_bad(&l.text))
+        .or_else(|| {
+            err.iter()
+                .rev()
+                .find(|l| !l.text.starts_with([' ', '\t']) && !l.text.trim().is_empty())
+        })
+        .map(|l| ("stderr", l.text.as_str()))
+        .or_else(|| {
+            obs.stdout_tail
+                .last()
+                .map(|l| ("last stdout", l.text.as_str()))
+        })
 }
 
 fn clip(text: &str, max: usize) -> String {
@@ -175,14 +202,16 @@ pub fn judge(
         .map(|c| format!("exit code {c}"))
         .collect();
     accepted.extend(exit_spec.signals.iter().map(|s| format!("killed by {s}")));
-    let expected_exit = if accepted.is_empty() {
-        format!("to exit within {} of {after_what}", human(grace))
-    } else {
-        format!(
+    let nothing_sent = obs.deliveries.is_empty() && obs.stop_signal.is_none();
+    let expected_exit = match (accepted.is_empty(), nothing_sent) {
+        (true, true) => "to exit".to_owned(),
+        (true, false) => format!("to exit within {} of {after_what}", human(grace)),
+        (false, true) => accepted.join(" or "),
+        (false, false) => format!(
             "{} within {} of {after_what}",
             accepted.join(" or "),
             human(grace)
-        )
+        ),
     };
     match obs.stop {
         StopReason::Hung => push(
@@ -435,6 +464,8 @@ pub fn judge(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     #[test]

@@ -51,6 +51,12 @@ pub struct ExperimentPlan {
     pub baseline: PlannedTrial,
     /// The fault trials.
     pub trials: Vec<PlannedTrial>,
+    /// The target's working directory, resolved once.
+    pub cwd: PathBuf,
+    /// Whether any string of the experiment uses `${trial.port}` (else none is reserved).
+    pub needs_port: bool,
+    /// Whether any string uses `${trial.dir}` (else none is created).
+    pub needs_dir: bool,
 }
 
 /// One trial before it runs.
@@ -158,11 +164,17 @@ pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions)
             seed: exp_seed,
             planned_trials: trials.len() + 1,
         };
+        let cwd = target_cwd(&loaded);
+        let needs_port = loaded.source.contains("${trial.port}");
+        let needs_dir = loaded.source.contains("${trial.dir}");
         experiments.push(ExperimentPlan {
             loaded,
             info,
             baseline,
             trials,
+            cwd,
+            needs_port,
+            needs_dir,
         });
     }
     RunPlan {
@@ -302,9 +314,9 @@ fn resolve(cwd: &Path, path: &str) -> PathBuf {
 }
 
 /// The command to spawn, templates expanded, a relative program made absolute from `cwd`.
-pub fn command(loaded: &Loaded, vars: &Vars<'_>) -> inj::RunTarget {
+pub fn command(loaded: &Loaded, cwd: &Path, vars: &Vars<'_>) -> inj::RunTarget {
     let run = &loaded.experiment.spec.target.run;
-    let cwd = target_cwd(loaded);
+    let cwd = cwd.to_owned();
     let mut argv: Vec<String> = run
         .command
         .iter()
@@ -333,7 +345,7 @@ pub fn injector_plan(
 ) -> (inj::TrialPlan, Option<u64>) {
     let spec = &exp.loaded.experiment.spec;
     let vars = env.vars(trial);
-    let target = command(&exp.loaded, &vars);
+    let target = command(&exp.loaded, &exp.cwd, &vars);
     let cwd = target.cwd.clone();
     let phases = phase_plans(spec, &vars, &cwd);
     let hold = spec.hold.unwrap_or(DEFAULT_HOLD);
@@ -380,10 +392,11 @@ pub fn injector_plan(
         steps,
         watches,
         finish: if trial.fault.is_none() {
-            inj::Finish::Stop { hold }
+            inj::Finish::Stop
         } else {
             inj::Finish::AwaitExit
         },
+        hold,
         grace,
         timeout: spec.timeout.unwrap_or(DEFAULT_TIMEOUT),
         sample_resources: trial.expect.resources.is_some(),

@@ -141,11 +141,11 @@ async fn run_trial(
     }
     let started = now_ns();
     let dir = shared.run_dir.join(&trial.id);
-    let _ = std::fs::create_dir_all(&dir);
-    let env = TrialEnv {
-        port: shared.port(),
-        dir,
-    };
+    if exp.needs_dir {
+        let _ = std::fs::create_dir_all(&dir);
+    }
+    let port = if exp.needs_port { shared.port() } else { 0 };
+    let env = TrialEnv { port, dir };
     let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths);
     let obs = inj::run_trial(&iplan, &shared.cancel).await;
     let after = if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
@@ -195,7 +195,7 @@ async fn after_checks(
 ) -> After {
     let expect = &trial.expect;
     let vars = env.vars(trial);
-    let cwd = plan::target_cwd(&exp.loaded);
+    let cwd = exp.cwd.clone();
     let mut after = After::default();
     if let Some(files) = &expect.files {
         let state = |p: &String, must_exist: bool| {
@@ -251,7 +251,7 @@ async fn after_checks(
     if let Some(recover) = &expect.recover
         && let Some(index) = exp.info.phases.iter().position(|p| *p == recover.reaches)
     {
-        let target = plan::command(&exp.loaded, &vars);
+        let target = plan::command(&exp.loaded, &cwd, &vars);
         let rplan = inj::TrialPlan {
             id: format!("{}-r", trial.id),
             target,
@@ -259,6 +259,7 @@ async fn after_checks(
             steps: Vec::new(),
             watches: Vec::new(),
             finish: inj::Finish::UntilPhase(index),
+            hold: Duration::ZERO,
             grace: Duration::from_millis(100),
             timeout: recover.within + Duration::from_millis(50),
             sample_resources: false,

@@ -53,6 +53,8 @@ pub fn expand(text: &str, vars: &Vars<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     #[test]

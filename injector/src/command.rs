@@ -3,13 +3,14 @@
 //! The command runs in its own process group (so a timeout kills all it started) and its
 //! output is kept as a bounded tail.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use nix::poll::{PollFd, PollFlags, ppoll};
 
 use crate::clock::now_ns;
+use crate::output::StreamState;
 use crate::process::spawn;
 use crate::record::Exit;
 
@@ -22,16 +23,36 @@ pub struct CommandResult {
     pub timed_out: bool,
     /// How long it ran, ns.
     pub duration_ns: u64,
-    /// The last lines of stdout and stderr, interleaved in read order.
+    /// The last lines of stdout, then those of stderr.
     pub output: Vec<String>,
     /// Why it could not be started.
     pub error: Option<String>,
 }
 
-/// Runs `argv` in `cwd` with `env` added, for at most `limit`.
+/// Runs `argv` in `cwd` with `env` added, for at most `limit`, on a blocking thread.
 pub async fn run_command(
     argv: &[String],
     cwd: &Path,
+    env: &[(String, String)],
+    limit: Duration,
+    tail: usize,
+) -> CommandResult {
+    let (argv, cwd, env) = (argv.to_vec(), cwd.to_owned(), env.to_vec());
+    tokio::task::spawn_blocking(move || run_command_blocking(&argv, &cwd, &env, limit, tail))
+        .await
+        .unwrap_or_else(|err| CommandResult {
+            exit: None,
+            timed_out: false,
+            duration_ns: 0,
+            output: Vec::new(),
+            error: Some(format!("the command thread failed: {err}")),
+        })
+}
+
+/// Runs `argv` in `cwd` with `env` added, for at most `limit`, on this thread.
+pub fn run_command_blocking(
+    argv: &[String],
+    cwd: &PathBuf,
     env: &[(String, String)],
     limit: Duration,
     tail: usize,
@@ -64,44 +85,67 @@ pub async fn run_command(
             return result;
         }
     };
-    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for fd in [
-        child.stdout.take().map(std::os::fd::OwnedFd::from),
-        child.stderr.take().map(std::os::fd::OwnedFd::from),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
-            continue;
+    let mut streams = [
+        StreamState::new(
+            child.stdout.take().map(Into::into),
+            Vec::new(),
+            Vec::new(),
+            tail,
+        ),
+        StreamState::new(
+            child.stderr.take().map(Into::into),
+            Vec::new(),
+            Vec::new(),
+            tail,
+        ),
+    ];
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = started + u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX / 2);
+    // Read until the output ends (the command and anything holding its pipes is gone),
+    // or the limit passes.
+    loop {
+        let now = now_ns();
+        if now >= deadline {
+            result.timed_out = child.peek().is_none();
+            break;
+        }
+        let open: Vec<usize> = (0..2).filter(|i| streams[*i].is_open()).collect();
+        if open.is_empty() {
+            break;
+        }
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = open
+                .iter()
+                .filter_map(|i| streams[*i].fd())
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                .collect();
+            let timeout =
+                nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(deadline - now));
+            if ppoll(&mut fds, Some(timeout), None).is_err() {
+                continue;
+            }
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
         };
-        let tx = lines_tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = tx.send(line);
+        for (i, hit) in open.into_iter().zip(ready) {
+            if hit {
+                streams[i].read_available(&mut buf);
             }
-        });
+        }
     }
-    drop(lines_tx);
-    let exit = match tokio::time::timeout(limit, child.exited()).await {
-        Ok(()) => child.reap(),
-        Err(_) => {
-            result.timed_out = true;
-            child.kill_and_reap().await
-        }
+    result.exit = if result.timed_out {
+        child.kill_and_reap()
+    } else if child.wait_exit(Duration::from_nanos(deadline.saturating_sub(now_ns()))) {
+        child.reap()
+    } else {
+        result.timed_out = true;
+        child.kill_and_reap()
     };
-    // Output still buffered in the pipes arrives right after the exit.
-    let drain = async {
-        while let Some(line) = lines_rx.recv().await {
-            result.output.push(line);
-            if result.output.len() > tail {
-                result.output.remove(0);
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
-    result.exit = exit;
+    result.output = streams
+        .iter()
+        .flat_map(|s| s.tail.iter().map(|l| l.text.clone()))
+        .collect();
     result.duration_ns = now_ns() - started;
     result
 }

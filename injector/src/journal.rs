@@ -63,8 +63,12 @@ pub fn clear(pid: i32, starttime: u64) {
 
 /// Resumes every process the journal still holds as paused; returns how many were resumed.
 pub fn resume_leftovers() -> usize {
-    let dir = dir();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    resume_leftovers_in(&dir())
+}
+
+/// [`resume_leftovers`] for the journal in `dir`.
+pub fn resume_leftovers_in(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     let mut resumed = 0;
@@ -90,4 +94,60 @@ pub fn resume_leftovers() -> usize {
         let _ = std::fs::remove_file(entry.path());
     }
     resumed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn a_pause_left_by_a_dead_injector_is_resumed_and_a_live_ones_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .args(["30", "atropos-journal-test"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let stat = crate::procfs::ProcStat::read(pid).unwrap();
+        let pin = process::pin(pid, stat.starttime).unwrap();
+        assert_eq!(
+            process::send_pidfd(&pin.pidfd, Signal::STOP),
+            crate::DeliveryOutcome::Delivered
+        );
+        let stopped = || crate::procfs::ProcStat::read(pid).is_some_and(|s| s.state == 'T');
+        while !stopped() {
+            std::thread::yield_now();
+        }
+        // An entry owned by this (live) process is left alone.
+        std::fs::write(
+            dir.path()
+                .join(format!("{}-{pid}.{}", owner(), stat.starttime)),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(resume_leftovers_in(dir.path()), 0);
+        assert!(stopped());
+        // An entry whose owner is gone is resumed and removed.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(
+            dir.path()
+                .join(format!("999999999.1-{pid}.{}", stat.starttime)),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(resume_leftovers_in(dir.path()), 1);
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+        for _ in 0..1000 {
+            if !stopped() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(!stopped(), "the process was resumed");
+        process::send_pidfd(&pin.pidfd, Signal::KILL);
+        child.wait().unwrap();
+    }
 }

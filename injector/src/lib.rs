@@ -6,9 +6,9 @@
 //!
 //! 1. The target is spawned in its own process group, with `ATROPOS_TRIAL=<trial id>` in its
 //!    environment and a pidfd opened at once (the child is unreaped, so its pid is ours).
-//! 2. stdout and stderr are read line by line, each line stamped with `CLOCK_MONOTONIC` as
-//!    its read returns; markers (output regexes, listening ports, HTTP endpoints, files, log
-//!    lines, delays) report phase entries to the trial's driver task.
+//! 2. One thread per trial waits in `ppoll` on the target's stdout, stderr and pidfd. Lines
+//!    are stamped with `CLOCK_MONOTONIC` as their read returns; markers (output regexes,
+//!    listening ports, HTTP endpoints, files, log lines, delays) mark phase entries.
 //! 3. The driver fires each step when it is due: at a phase plus an offset, after the previous
 //!    step, or after the target exited (while it is a zombie, or once reaped). Signals go
 //!    through pidfds; process groups only while their leader is held unreaped. Every delivery
@@ -45,8 +45,10 @@ pub use tokio_util::sync::CancellationToken;
 pub use trial::run as run_trial;
 
 /// Prepares this process to run trials: becomes a child subreaper (so orphans of targets come
-/// back to it) and resumes any process a crashed injector left paused.
+/// back to it), starts the guardian that kills every target group should atropos die, and
+/// resumes any process a crashed injector left paused. Returns how many were resumed.
 pub fn init() -> std::io::Result<usize> {
     unix::become_child_subreaper()?;
+    process::start_guardian();
     Ok(journal::resume_leftovers())
 }

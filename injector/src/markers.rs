@@ -1,164 +1,205 @@
-//! Markers that are polled rather than read from output: a listening port, an HTTP URL
-//! answering 2xx, a file existing, a line appended to a log file, a delay since start.
+//! Markers that are polled rather than read from output: a listening port, a file existing,
+//! a line appended to a log file, a delay since start, and an HTTP URL answering 2xx.
+//!
+//! The trial loop calls [`Polled::check`] on every tick (1 ms while one is pending). HTTP
+//! is the one check that can block, so it runs on a thread of its own and only its result
+//! is polled.
 
-use std::path::Path;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use regex::Regex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::clock::now_ns;
 use crate::plan::Marker;
-use crate::trial::Event;
 
-const FAST_POLL: Duration = Duration::from_millis(1);
-const HTTP_POLL: Duration = Duration::from_millis(5);
+/// How often pending markers are checked.
+pub const TICK: Duration = Duration::from_millis(1);
 
-/// Polls one marker until it is seen (or the task is aborted), then reports the phase.
-pub async fn poll(index: usize, marker: Marker, started_ns: u64, events: UnboundedSender<Event>) {
-    let evidence = match marker {
-        Marker::Stdout(_) | Marker::Stderr(_) => return,
-        Marker::Delay(delay) => {
-            let target = started_ns + u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-            tokio::time::sleep(Duration::from_nanos(target.saturating_sub(now_ns()))).await;
-            let _ = events.send(Event::Phase {
-                index,
-                at: target.max(now_ns()),
-                evidence: format!("{} elapsed", humanize(delay)),
-            });
-            return;
-        }
-        Marker::Listen(port) => {
-            while !crate::procfs::tcp_listening(port) {
-                tokio::time::sleep(FAST_POLL).await;
-            }
-            format!("port {port} listening")
-        }
-        Marker::File(path) => {
-            while !path.exists() {
-                tokio::time::sleep(FAST_POLL).await;
-            }
-            format!("{} exists", path.display())
-        }
-        Marker::Http(url) => loop {
-            if let Some(status) = http_status(&url).await
-                && (200..300).contains(&status)
-            {
-                break format!("GET {url} answered {status}");
-            }
-            tokio::time::sleep(HTTP_POLL).await;
-        },
-        Marker::Log { path, regex } => match follow_log(&path, &regex).await {
-            Some(line) => line,
-            None => return,
-        },
-    };
-    let _ = events.send(Event::Phase {
-        index,
-        at: now_ns(),
-        evidence,
-    });
+/// One polled marker and what it needs between checks.
+pub enum Polled {
+    /// A TCP port listening.
+    Listen(u16),
+    /// A file existing.
+    File(PathBuf),
+    /// A log file followed from its end at spawn time.
+    Log {
+        /// The file.
+        path: PathBuf,
+        /// The regex lines must match.
+        regex: Regex,
+        /// How far it was read.
+        offset: u64,
+        /// An incomplete last line.
+        pending: String,
+    },
+    /// A moment: spawn time plus the delay (monotonic ns).
+    Delay(u64),
+    /// An HTTP check running on its own thread: set once it answered 2xx.
+    Http(Arc<Mutex<Option<(u64, String)>>>),
 }
 
-fn humanize(d: Duration) -> String {
-    format!("{d:?}")
-}
-
-/// Follows `path` from its current end (or its start, if it appears later) until a line matches.
-async fn follow_log(path: &Path, regex: &str) -> Option<String> {
-    let re = Regex::new(regex).ok()?;
-    let mut offset = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let mut pending = String::new();
-    loop {
-        if let Ok(mut file) = tokio::fs::File::open(path).await {
-            use tokio::io::AsyncSeekExt;
-            let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-            if len < offset {
-                offset = 0; // truncated or replaced
+impl Polled {
+    /// The polled form of `marker`; `None` for output markers.
+    pub fn new(
+        marker: &Marker,
+        started_ns: u64,
+        stop: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<Polled> {
+        Some(match marker {
+            Marker::Stdout(_) | Marker::Stderr(_) => return None,
+            Marker::Listen(port) => Polled::Listen(*port),
+            Marker::File(path) => Polled::File(path.clone()),
+            Marker::Log { path, regex } => Polled::Log {
+                path: path.clone(),
+                regex: Regex::new(regex).ok()?,
+                offset: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+                pending: String::new(),
+            },
+            Marker::Delay(d) => {
+                Polled::Delay(started_ns + u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
             }
-            if len > offset && file.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                let mut bytes = Vec::new();
-                if let Ok(n) = file.read_to_end(&mut bytes).await {
-                    offset += n as u64;
-                    pending.push_str(&String::from_utf8_lossy(&bytes));
-                    while let Some(nl) = pending.find('\n') {
-                        let line: String = pending.drain(..=nl).collect();
-                        let line = line.trim_end_matches(['\n', '\r']);
-                        if re.is_match(line) {
-                            return Some(line.to_owned());
+            Marker::Http(url) => {
+                let slot = Arc::new(Mutex::new(None));
+                let (url, out, stop) = (url.clone(), slot.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("atropos-http-marker".into())
+                    .spawn(move || {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            if let Some(status) = http_status(&url)
+                                && (200..300).contains(&status)
+                            {
+                                *out.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some((now_ns(), format!("GET {url} answered {status}")));
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(5));
                         }
-                    }
-                }
+                    })
+                    .ok()?;
+                Polled::Http(slot)
             }
-        }
-        tokio::time::sleep(FAST_POLL * 2).await;
+        })
     }
+
+    /// When a delay marker is due; the loop wakes exactly then instead of ticking.
+    pub fn due_at(&self) -> Option<u64> {
+        match self {
+            Polled::Delay(at) => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// Checks once: `Some((time, evidence))` when the marker is seen.
+    pub fn check(&mut self) -> Option<(u64, String)> {
+        match self {
+            Polled::Listen(port) => crate::procfs::tcp_listening(*port)
+                .then(|| (now_ns(), format!("port {port} listening"))),
+            Polled::File(path) => path
+                .exists()
+                .then(|| (now_ns(), format!("{} exists", path.display()))),
+            Polled::Delay(at) => (now_ns() >= *at).then(|| (*at, "delay elapsed".to_owned())),
+            Polled::Http(slot) => slot.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            Polled::Log {
+                path,
+                regex,
+                offset,
+                pending,
+            } => follow(path, regex, offset, pending).map(|l| (now_ns(), l)),
+        }
+    }
+}
+
+/// Reads what was appended to `path` since `offset`; returns the first new line matching.
+fn follow(path: &Path, regex: &Regex, offset: &mut u64, pending: &mut String) -> Option<String> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    if len < *offset {
+        *offset = 0; // truncated or replaced
+    }
+    if len == *offset {
+        return None;
+    }
+    file.seek(std::io::SeekFrom::Start(*offset)).ok()?;
+    let mut bytes = Vec::new();
+    let n = file.read_to_end(&mut bytes).ok()?;
+    *offset += n as u64;
+    pending.push_str(&String::from_utf8_lossy(&bytes));
+    while let Some(nl) = pending.find('\n') {
+        let line: String = pending.drain(..=nl).collect();
+        let line = line.trim_end_matches(['\n', '\r']);
+        if regex.is_match(line) {
+            return Some(line.to_owned());
+        }
+    }
+    None
 }
 
 /// GETs a plain-HTTP URL on this machine and returns the status code.
 ///
 /// A dozen lines of HTTP/1.0 keep the injector free of an HTTP client stack; markers are
 /// health endpoints of the target itself, reached over loopback.
-async fn http_status(url: &str) -> Option<u16> {
+pub fn http_status(url: &str) -> Option<u16> {
+    use std::net::ToSocketAddrs;
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let connect = tokio::net::TcpStream::connect(authority);
-    let mut stream = tokio::time::timeout(Duration::from_millis(200), connect)
-        .await
-        .ok()?
+    let addr = authority.to_socket_addrs().ok()?.next()?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
         .ok()?;
     let request =
         format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: atropos\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut head = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut head))
-        .await
-        .ok()?
-        .ok()?;
+    let n = stream.read(&mut head).ok()?;
     let text = std::str::from_utf8(&head[..n]).ok()?;
     text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
-    #[tokio::test]
-    async fn reads_the_status_of_a_loopback_http_server() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    #[test]
+    fn reads_the_status_of_a_loopback_http_server() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
             let mut buf = [0u8; 512];
-            let _ = sock.read(&mut buf).await;
-            sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-                .await
-                .unwrap();
+            let _ = sock.read(&mut buf);
+            sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
         });
-        assert_eq!(
-            http_status(&format!("http://{addr}/healthz")).await,
-            Some(204)
-        );
+        assert_eq!(http_status(&format!("http://{addr}/healthz")), Some(204));
+        server.join().unwrap();
     }
 
-    #[tokio::test]
-    async fn follows_a_log_file_that_appears_later() {
+    #[test]
+    fn follows_a_log_file_that_appears_later() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.log");
-        let writer_path = path.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            std::fs::write(&writer_path, "booting\nlistening on 9\n").unwrap();
-        });
-        let line = tokio::time::timeout(
-            Duration::from_secs(5),
-            follow_log(&path, "listening on \\d+"),
+        let mut polled = Polled::new(
+            &Marker::Log {
+                path: path.clone(),
+                regex: "listening on \\d+".into(),
+            },
+            now_ns(),
+            &Default::default(),
         )
-        .await
         .unwrap();
-        assert_eq!(line.as_deref(), Some("listening on 9"));
+        assert!(polled.check().is_none());
+        std::fs::write(&path, "booting\nlistening on 9\n").unwrap();
+        assert_eq!(
+            polled.check().map(|(_, l)| l).as_deref(),
+            Some("listening on 9")
+        );
     }
 }

@@ -19,25 +19,37 @@ pub const TOKEN_VAR: &str = "ATROPOS_TRIAL";
 /// Live processes of trial `token` whose main process (and group leader) was `main_pid`;
 /// call once the main process is reaped.
 pub fn find(token: &str, main_pid: i32) -> Vec<ProcStat> {
+    scan(token, main_pid, false)
+}
+
+/// One pass over atropos's children: the live processes of the trial (with their
+/// descendants), and, when `reap` is set, every stray zombie reaped on the way.
+fn scan(token: &str, main_pid: i32, reap: bool) -> Vec<ProcStat> {
     let me = std::process::id() as i32;
     let entry = format!("{TOKEN_VAR}={token}");
-    let registered = process::with_registry(|reg| reg.clone());
     let mut found: Vec<ProcStat> = Vec::new();
-    for pid in procfs::children(me) {
-        if registered.contains(&pid) {
-            continue;
+    // When a process dies its children go to the subreaper's first live thread, the main
+    // thread: one children file holds every orphan of every trial.
+    process::with_registry(|registered| {
+        for pid in procfs::thread_children(me, me) {
+            if registered.contains(&pid) {
+                continue;
+            }
+            let Some(stat) = ProcStat::read(pid) else {
+                continue;
+            };
+            if stat.is_zombie() {
+                if reap {
+                    process::reap_stray(pid);
+                }
+                continue;
+            }
+            if stat.pgid == main_pid || stat.sid == main_pid || procfs::environ_has(pid, &entry) {
+                found.extend(procfs::descendants_of(pid));
+                found.push(stat);
+            }
         }
-        let Some(stat) = ProcStat::read(pid) else {
-            continue;
-        };
-        if stat.is_zombie() {
-            continue;
-        }
-        if stat.pgid == main_pid || stat.sid == main_pid || procfs::environ_has(pid, &entry) {
-            found.extend(procfs::descendants_of(pid));
-            found.push(stat);
-        }
-    }
+    });
     found.retain(|p| !p.is_zombie() && p.pid != me);
     found.sort_by_key(|p| p.pid);
     found.dedup_by_key(|p| p.pid);
@@ -45,8 +57,11 @@ pub fn find(token: &str, main_pid: i32) -> Vec<ProcStat> {
 }
 
 /// Kills every process of the trial still alive and reaps those re-parented to atropos.
-pub async fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
-    let found = find(token, main_pid);
+pub fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
+    let found = scan(token, main_pid, true);
+    if found.is_empty() {
+        return Vec::new();
+    }
     let mut orphans = Vec::with_capacity(found.len());
     let mut pinned: Vec<Found> = Vec::new();
     for stat in found {
@@ -67,17 +82,17 @@ pub async fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
             killed,
         });
     }
-    reap_pinned(pinned).await;
+    reap_pinned(pinned);
     reap_strays();
     orphans
 }
 
-async fn reap_pinned(mut pinned: Vec<Found>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while !pinned.is_empty() && tokio::time::Instant::now() < deadline {
+fn reap_pinned(mut pinned: Vec<Found>) {
+    let deadline = crate::clock::now_ns() + 2_000_000_000;
+    while !pinned.is_empty() && crate::clock::now_ns() < deadline {
         pinned.retain(|p| ProcStat::read(p.pid).is_some_and(|s| !s.is_zombie()));
         if !pinned.is_empty() {
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }

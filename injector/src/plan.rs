@@ -25,6 +25,10 @@ pub struct TrialPlan {
     pub watches: Vec<Watch>,
     /// How the trial ends once the steps are done.
     pub finish: Finish,
+    /// How long the last phase runs before atropos stops a target that is still running when
+    /// it must end: the end of a baseline, or before a step due after the exit.
+    #[serde(with = "crate::plan::nanos")]
+    pub hold: Duration,
     /// Time the target has to exit after a terminating step or a stop signal.
     #[serde(with = "crate::plan::nanos")]
     pub grace: Duration,
@@ -180,11 +184,7 @@ pub enum Finish {
     /// The target must exit within `grace` of the last step; if not it is killed (hung).
     AwaitExit,
     /// Without faults: `hold` after the last phase, stop with SIGTERM, then `grace`.
-    Stop {
-        /// How long to let the last phase run.
-        #[serde(with = "crate::plan::nanos")]
-        hold: Duration,
-    },
+    Stop,
     /// A recovery probe: as soon as this phase is entered, kill the target.
     UntilPhase(usize),
 }

@@ -6,13 +6,12 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::{Child, ChildStderr, ChildStdout, Command};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-use tokio::io::unix::AsyncFd;
 
 use crate::clock::now_ns;
 use crate::record::{DeliveryOutcome, Exit};
@@ -32,11 +31,41 @@ pub(crate) fn with_registry<T>(f: impl FnOnce(&HashSet<i32>) -> T) -> T {
     f(&registry())
 }
 
+fn guardian() -> Option<&'static unix::GuardTable> {
+    static GUARDIAN: OnceLock<Option<unix::GuardTable>> = OnceLock::new();
+    GUARDIAN
+        .get_or_init(|| match unix::start_guardian() {
+            Ok(table) => Some(table),
+            Err(err) => {
+                tracing::warn!(%err, "no guardian: targets may outlive atropos if it is killed");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// Starts the guardian that kills every target group if atropos dies; idempotent.
+pub fn start_guardian() -> bool {
+    guardian().is_some()
+}
+
+fn watch_group(pid: i32) {
+    if let Some(table) = guardian() {
+        table.watch(pid);
+    }
+}
+
+fn forget_group(pid: i32) {
+    if let Some(table) = guardian() {
+        table.forget(pid);
+    }
+}
+
 /// A child process held by its pidfd until it is reaped.
 #[derive(Debug)]
 pub struct Spawned {
     pid: i32,
-    pidfd: AsyncFd<OwnedFd>,
+    pidfd: OwnedFd,
     reaped: Option<Exit>,
     /// Its standard output, when piped.
     pub stdout: Option<ChildStdout>,
@@ -54,8 +83,9 @@ pub fn spawn(command: &mut Command) -> io::Result<Spawned> {
     let pid = child.id() as i32;
     reg.insert(pid);
     drop(reg);
+    watch_group(pid);
     // The child is ours and unreaped, so `pid` cannot name another process yet.
-    let pidfd = match unix::pidfd_open(pid).and_then(unix::async_pidfd) {
+    let pidfd = match unix::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(err) => {
             let _ = child.kill();
@@ -80,22 +110,40 @@ impl Spawned {
         self.pid
     }
 
-    /// Waits until the process has exited; it stays a zombie until [`Spawned::reap`].
-    pub async fn exited(&self) {
+    /// A second descriptor for the same pidfd, for another thread to signal through.
+    pub fn pidfd_dup(&self) -> io::Result<OwnedFd> {
+        self.pidfd.try_clone()
+    }
+
+    /// The pidfd, to wait on with poll(2): it turns readable when the process exits.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Waits up to `limit` for the process to exit (it stays a zombie until
+    /// [`Spawned::reap`]); returns whether it has.
+    pub fn wait_exit(&self, limit: std::time::Duration) -> bool {
+        use nix::poll::{PollFd, PollFlags, ppoll};
         if self.reaped.is_some() {
-            return;
+            return true;
         }
-        // A pidfd turns readable when its process exits.
+        let deadline = now_ns() + u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX / 2);
         loop {
-            match self.pidfd.readable().await {
-                Ok(mut guard) => {
-                    if self.peek().is_some() {
-                        return;
-                    }
-                    guard.clear_ready();
-                }
-                Err(_) => return,
+            if self.peek().is_some() {
+                return true;
             }
+            let left = deadline.saturating_sub(now_ns());
+            if left == 0 {
+                return false;
+            }
+            let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+            let _ = ppoll(
+                &mut fds,
+                Some(nix::sys::time::TimeSpec::from_duration(
+                    std::time::Duration::from_nanos(left),
+                )),
+                None,
+            );
         }
     }
 
@@ -105,7 +153,7 @@ impl Spawned {
             return Some(exit.clone());
         }
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::PIDFd(self.pidfd.get_ref().as_fd()), flags) {
+        match waitid(Id::PIDFd(self.pidfd.as_fd()), flags) {
             Ok(status) => Exit::from_wait(status, now_ns()),
             Err(_) => None,
         }
@@ -116,8 +164,11 @@ impl Spawned {
         if let Some(exit) = &self.reaped {
             return Some(exit.clone());
         }
+        self.peek()?;
+        // Forget the group before the reap: until then the zombie leader holds the number.
+        forget_group(self.pid);
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
-        let status = waitid(Id::PIDFd(self.pidfd.get_ref().as_fd()), flags).ok()?;
+        let status = waitid(Id::PIDFd(self.pidfd.as_fd()), flags).ok()?;
         let exit = Exit::from_wait(status, now_ns())?;
         registry().remove(&self.pid);
         self.reaped = Some(exit.clone());
@@ -133,14 +184,14 @@ impl Spawned {
     pub fn signal(&self, signal: Signal) -> DeliveryOutcome {
         if self.reaped.is_some() {
             // The pidfd still refers to the dead process: the kernel answers ESRCH.
-            return send_pidfd(self.pidfd.get_ref(), signal);
+            return send_pidfd(&self.pidfd, signal);
         }
         if self.peek().is_some() {
             // Exited, not yet reaped: the kernel accepts the signal and drops it.
-            let _ = send_pidfd(self.pidfd.get_ref(), signal);
+            let _ = send_pidfd(&self.pidfd, signal);
             return DeliveryOutcome::Zombie;
         }
-        send_pidfd(self.pidfd.get_ref(), signal)
+        send_pidfd(&self.pidfd, signal)
     }
 
     /// Sends `signal` to the process group this process leads.
@@ -152,11 +203,11 @@ impl Spawned {
     }
 
     /// Kills the whole group and the leader, then waits for the leader and reaps it.
-    pub async fn kill_and_reap(&mut self) -> Option<Exit> {
+    pub fn kill_and_reap(&mut self) -> Option<Exit> {
         if self.reaped.is_none() {
             let _ = self.signal_group(Signal::KILL);
-            let _ = send_pidfd(self.pidfd.get_ref(), Signal::KILL);
-            self.exited().await;
+            let _ = send_pidfd(&self.pidfd, Signal::KILL);
+            self.wait_exit(std::time::Duration::from_secs(10));
         }
         self.reap()
     }
@@ -167,11 +218,8 @@ impl Drop for Spawned {
         if self.reaped.is_none() {
             // Never leave a process or a zombie behind, also on early returns and panics.
             let _ = unix::killpg(self.pid, Signal::KILL.number());
-            let _ = send_pidfd(self.pidfd.get_ref(), Signal::KILL);
-            let _ = waitid(
-                Id::PIDFd(self.pidfd.get_ref().as_fd()),
-                WaitPidFlag::WEXITED,
-            );
+            let _ = send_pidfd(&self.pidfd, Signal::KILL);
+            let _ = waitid(Id::PIDFd(self.pidfd.as_fd()), WaitPidFlag::WEXITED);
             registry().remove(&self.pid);
         }
     }

@@ -109,6 +109,17 @@ pub fn children(pid: i32) -> Vec<i32> {
     out
 }
 
+/// The children of one thread `tid` of process `pid`.
+pub fn thread_children(pid: i32, tid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
+        .map(|text| {
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every live descendant of `root` (excluded), walking the kernel's child lists.
 pub fn descendants_of(root: i32) -> Vec<ProcStat> {
     let mut out = Vec::new();
@@ -201,6 +212,8 @@ pub fn tcp_listening(port: u16) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     #[test]
@@ -236,7 +249,8 @@ mod tests {
         let mut found = Vec::new();
         for _ in 0..200 {
             found = descendants_of(pid);
-            if !found.is_empty() {
+            // The forked shell shows as `sh` until it has exec'd `sleep`.
+            if found.len() == 1 && found[0].comm == "sleep" {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));

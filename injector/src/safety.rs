@@ -33,6 +33,8 @@ pub fn may_signal_group(pgid: i32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     #[test]

@@ -112,6 +112,8 @@ impl<'de> Deserialize<'de> for Signal {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     #[test]

@@ -1,4 +1,5 @@
 //! The trial driver against real processes: `sh` scripts spawned by these tests only.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ fn plan(
             regex: "^cleanup done$".into(),
         }],
         finish,
+        hold: Duration::from_millis(30),
         grace: Duration::from_millis(500),
         timeout: Duration::from_secs(10),
         sample_resources: true,
@@ -152,15 +154,15 @@ async fn signals_after_exit_are_zombie_then_already_finished() {
 async fn a_child_that_left_the_session_is_reported_and_killed() {
     atropos_injector::init().unwrap();
     let script = "setsid sh -c 'echo detached; exec sleep 30' & sleep 0.3; exit 0";
-    let p = plan(
+    let mut p = plan(
         script,
         vec![("detached", Marker::Stdout("^detached$".into()))],
         vec![],
-        Finish::Stop {
-            hold: Duration::from_secs(5),
-        },
+        Finish::Stop,
     );
+    p.hold = Duration::from_secs(5); // let the shell exit by itself
     let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.exit.as_ref().and_then(|e| e.code), Some(0), "{obs:#?}");
     assert_eq!(obs.orphans.len(), 1, "{obs:#?}");
     let orphan = &obs.orphans[0];
     assert!(orphan.left_group && orphan.killed, "{orphan:?}");
@@ -178,7 +180,7 @@ async fn descendant_aim_hits_only_the_matching_child() {
     let script = "sleep 31 & sleep 32 & echo ready; wait; echo children gone";
     let steps = vec![StepPlan {
         action: Action::Signal(Signal::KILL),
-        aim: Aim::Descendant("sleep 31".into()),
+        aim: Aim::Descendant("^sleep 31$".into()),
         when: When::Phase {
             index: 0,
             offset: Duration::from_millis(20),
@@ -208,14 +210,7 @@ async fn baseline_stops_a_server_after_its_last_phase() {
         ("b", Marker::Stdout("^b$".into())),
         ("d", Marker::Delay(Duration::from_millis(5))),
     ];
-    let p = plan(
-        script,
-        phases,
-        vec![],
-        Finish::Stop {
-            hold: Duration::from_millis(30),
-        },
-    );
+    let p = plan(script, phases, vec![], Finish::Stop);
     let obs = run_trial(&p, &CancellationToken::new()).await;
     assert_eq!(obs.stop, StopReason::Exited, "{obs:#?}");
     assert!(obs.phases.iter().all(|p| p.entered_ns.is_some()));
@@ -302,4 +297,106 @@ async fn cancellation_kills_the_target_at_once() {
     let obs = run_trial(&p, &cancel).await;
     assert_eq!(obs.stop, StopReason::Interrupted);
     assert_eq!(obs.exit.unwrap().signal, Some(Signal::KILL));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_matching_no_descendant_is_no_target() {
+    atropos_injector::init().unwrap();
+    let steps = vec![StepPlan {
+        action: Action::Signal(Signal::KILL),
+        aim: Aim::Descendant("no-such-worker".into()),
+        when: When::Phase {
+            index: 0,
+            offset: Duration::ZERO,
+        },
+    }];
+    let p = plan(
+        "echo ready; sleep 0.05",
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        steps,
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(
+        obs.deliveries[0].outcome,
+        DeliveryOutcome::NoTarget,
+        "{obs:#?}"
+    );
+    assert!(obs.deliveries[0].pids.is_empty());
+    assert_eq!(obs.exit.unwrap().code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_file_markers_open_their_phases() {
+    atropos_injector::init().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The "health endpoint" answers 503 twice, then 200.
+    let server = std::thread::spawn(move || {
+        for status in [
+            "503 Service Unavailable",
+            "503 Service Unavailable",
+            "200 OK",
+        ] {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let _ = std::io::Read::read(&mut sock, &mut buf);
+            std::io::Write::write_all(&mut sock, format!("HTTP/1.1 {status}\r\n\r\n").as_bytes())
+                .unwrap();
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("ready.flag");
+    let script = format!("sleep 0.05; touch {}; sleep 0.3", flag.display());
+    let phases = vec![
+        ("healthy", Marker::Http(format!("http://{addr}/healthz"))),
+        ("flag", Marker::File(flag)),
+    ];
+    let steps = vec![StepPlan {
+        action: Action::Signal(Signal::TERM),
+        aim: Aim::Main,
+        when: When::Phase {
+            index: 1,
+            offset: Duration::ZERO,
+        },
+    }];
+    let obs = run_trial(
+        &plan(&script, phases, steps, Finish::AwaitExit),
+        &CancellationToken::new(),
+    )
+    .await;
+    server.join().unwrap();
+    assert!(
+        obs.phases[0]
+            .evidence
+            .as_deref()
+            .unwrap()
+            .ends_with("answered 200"),
+        "{obs:#?}"
+    );
+    let flag_at = obs.phases[1].entered_ns.unwrap();
+    assert!(
+        flag_at >= 50_000_000,
+        "the file marker waited for the file: {flag_at}"
+    );
+    assert_eq!(obs.deliveries[0].phase, "flag");
+    assert_eq!(obs.exit.unwrap().signal, Some(Signal::TERM));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_are_sampled_while_the_target_runs() {
+    atropos_injector::init().unwrap();
+    let mut p = plan(
+        "echo ready; sleep 0.1",
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        vec![],
+        Finish::AwaitExit,
+    );
+    p.sample_resources = true;
+    p.hold = Duration::from_secs(1);
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    let r = obs.resources.unwrap();
+    assert!(r.samples >= 5, "sampled every 10ms for 100ms: {r:?}");
+    assert_eq!(r.max_threads, 1);
+    assert!(r.max_rss_bytes > 100 * 1024, "{r:?}");
 }

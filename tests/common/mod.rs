@@ -1,6 +1,6 @@
 //! Shared helpers of the end-to-end tests: run the built `atropos` as CI would, read its
 //! JSON, and look for leftover processes by a unique token in their argv (never by name).
-
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use std::path::{Path, PathBuf};

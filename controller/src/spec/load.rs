@@ -172,6 +172,8 @@ fn typo_hint(message: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {

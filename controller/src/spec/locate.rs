@@ -57,6 +57,8 @@ fn spot(doc: &str, offset: usize) -> Spot {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     const DOC: &str = "spec:

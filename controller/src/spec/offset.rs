@@ -104,6 +104,8 @@ impl<'de> Deserialize<'de> for Offset {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     #[test]

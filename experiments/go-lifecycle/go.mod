@@ -1,0 +1,3 @@
+module atropos.dev/golifecycle
+
+go 1.19

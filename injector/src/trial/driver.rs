@@ -1,0 +1,58 @@
+//! The state one trial's thread keeps about its target.
+
+use std::time::Duration;
+
+use crate::markers::Polled;
+use crate::output::StreamState;
+use crate::plan::TrialPlan;
+use crate::process;
+use crate::process::Spawned;
+use crate::record::{Delivery, Exit, Resources, Skipped, StopReason, StopSignal};
+
+/// The longest the loop sleeps without looking at cancellation.
+pub(super) const CANCEL_CHECK: u64 = 10_000_000;
+/// How often resources are sampled when asked for.
+pub(super) const SAMPLE_EVERY: u64 = 10_000_000;
+/// How long the streams may take to end once the target and its orphans are gone.
+pub(super) const DRAIN: u64 = 200_000_000;
+
+/// Processes stopped by a pause step, waiting for their SIGCONT.
+pub(super) struct Paused {
+    pub(super) resume_at: u64,
+    pub(super) delivery: usize,
+    pub(super) pinned: Vec<(process::Found, u64)>,
+    pub(super) group: Option<i32>,
+}
+
+pub(super) struct Driver<'a> {
+    pub(super) plan: &'a TrialPlan,
+    pub(super) child: Spawned,
+    pub(super) t0: u64,
+    pub(super) entered: Vec<Option<(u64, String)>>,
+    pub(super) exited_at: Option<u64>,
+    pub(super) exit: Option<Exit>,
+    pub(super) next_step: usize,
+    pub(super) last_step_at: Option<u64>,
+    pub(super) deliveries: Vec<Delivery>,
+    pub(super) skipped: Vec<Skipped>,
+    pub(super) paused: Option<Paused>,
+    pub(super) stop_signal: Option<StopSignal>,
+    pub(super) stop_sent_at: Option<u64>,
+    pub(super) kill_reason: Option<StopReason>,
+    pub(super) streams: [StreamState; 2],
+    pub(super) polled: Vec<(usize, Polled)>,
+    pub(super) resources: Option<Resources>,
+    pub(super) next_sample: u64,
+    pub(super) buf: Vec<u8>,
+}
+
+/// What the driver waits for next.
+pub(super) enum Wake {
+    At(u64),
+    Event,
+}
+
+/// A duration in nanoseconds, saturating.
+pub(super) fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2)
+}

@@ -1,0 +1,152 @@
+//! The wait: one ppoll over the pipes and the pidfd, and what each wake-up brings in.
+
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, ppoll};
+use tokio_util::sync::CancellationToken;
+
+use super::driver::*;
+use crate::clock::now_ns;
+use crate::markers::TICK;
+use crate::output::{Hits, StreamState};
+use crate::procfs;
+use crate::record::StopReason;
+use crate::signal::Signal;
+
+impl Driver<'_> {
+    /// The loop: one ppoll over the pipes and the pidfd, until the trial ends.
+    pub(super) fn drive(&mut self, cancel: &CancellationToken) -> StopReason {
+        let deadline = self.t0 + ns(self.plan.timeout);
+        loop {
+            if let Some(reason) = self.kill_reason {
+                return reason;
+            }
+            let wake = match self.advance() {
+                Ok(wake) => wake,
+                Err(reason) => return reason,
+            };
+            let now = now_ns();
+            if cancel.is_cancelled() {
+                self.kill(StopReason::Interrupted);
+                continue;
+            }
+            if now >= deadline {
+                self.kill(StopReason::Timeout);
+                continue;
+            }
+            let mut until = match wake {
+                Wake::At(at) => at.min(deadline),
+                Wake::Event => deadline,
+            };
+            until = until.min(now + CANCEL_CHECK);
+            for (index, polled) in &self.polled {
+                if self.entered[*index].is_none() {
+                    until = until.min(polled.due_at().unwrap_or(now + ns(TICK)));
+                }
+            }
+            if self.resources.is_some() && self.exited_at.is_none() {
+                until = until.min(self.next_sample);
+            }
+            self.wait(until.saturating_sub(now));
+            self.check_polled();
+            self.sample();
+        }
+    }
+
+    /// Waits up to `timeout_ns` for output or the exit, and takes in what came.
+    pub(super) fn wait(&mut self, timeout_ns: u64) {
+        let watch_exit = self.exited_at.is_none();
+        let ready = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+            let mut which: Vec<usize> = Vec::with_capacity(3);
+            for (i, s) in self.streams.iter().enumerate() {
+                if let Some(fd) = s.fd() {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    which.push(i);
+                }
+            }
+            if watch_exit {
+                fds.push(PollFd::new(self.child.pidfd(), PollFlags::POLLIN));
+                which.push(2);
+            }
+            let timeout = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(timeout_ns));
+            if fds.is_empty() {
+                std::thread::sleep(Duration::from_nanos(timeout_ns));
+                return;
+            }
+            if ppoll(&mut fds, Some(timeout), None).is_err() {
+                return;
+            }
+            which
+                .into_iter()
+                .zip(
+                    fds.iter()
+                        .map(|f| f.revents().is_some_and(|r| !r.is_empty())),
+                )
+                .filter_map(|(w, hit)| hit.then_some(w))
+                .collect::<Vec<_>>()
+        };
+        for w in ready {
+            if w < 2 {
+                let hits = self.streams[w].read_available(&mut self.buf);
+                self.on_hits(hits);
+            } else if self.child.peek().is_some() {
+                self.exited_at = Some(now_ns());
+                self.exit = self.child.peek();
+            }
+        }
+    }
+
+    pub(super) fn on_hits(&mut self, hits: Hits) {
+        for (index, at, evidence) in hits {
+            if self.entered[index].is_none() {
+                self.entered[index] = Some((at, evidence));
+            }
+        }
+    }
+
+    pub(super) fn check_polled(&mut self) {
+        for (index, polled) in &mut self.polled {
+            if self.entered[*index].is_none()
+                && let Some(seen) = polled.check()
+            {
+                self.entered[*index] = Some(seen);
+            }
+        }
+    }
+
+    pub(super) fn sample(&mut self) {
+        let now = now_ns();
+        if let Some(r) = self.resources.as_mut()
+            && self.exited_at.is_none()
+            && now >= self.next_sample
+        {
+            if let Some(usage) = procfs::usage(self.child.pid()) {
+                r.max_threads = r.max_threads.max(usage.threads);
+                r.max_rss_bytes = r.max_rss_bytes.max(usage.rss_bytes);
+                r.samples += 1;
+            }
+            self.next_sample = now + SAMPLE_EVERY;
+        }
+    }
+
+    /// Reads the streams to their end: they end when the last holder of the pipes is gone.
+    pub(super) fn drain(&mut self) {
+        let until = now_ns() + DRAIN;
+        while self.streams.iter().any(StreamState::is_open) {
+            let now = now_ns();
+            if now >= until {
+                break;
+            }
+            self.wait(until - now);
+        }
+    }
+
+    pub(super) fn kill(&mut self, reason: StopReason) {
+        if self.exited_at.is_none() {
+            let _ = self.child.signal_group(Signal::KILL);
+            let _ = self.child.signal(Signal::KILL);
+        }
+        self.kill_reason = Some(reason);
+    }
+}

@@ -1,0 +1,89 @@
+//! Expectations that the examples do not exercise, each failing with its one-line reason:
+//! resource bounds, a check command, files present, phases reached, stderr patterns.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use common::{processes_with, root, run_json, tempdir, token, trials};
+
+#[test]
+fn each_expectation_fails_with_what_was_expected_and_what_happened() {
+    let dir = tempdir();
+    let tok = token("expect");
+    let fixture = root().join("target/debug/well-behaved");
+    let path = dir.path().join("x.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: expectations }}
+spec:
+  target:
+    run: {{ command: ["{fixture}", "--port", "${{trial.port}}", "--token", "{tok}"] }}
+  phases:
+    - {{ name: init, marker: {{ stdout: "^init: loading config" }} }}
+    - {{ name: ready, marker: {{ listen: "${{trial.port}}" }} }}
+  faults:
+    - {{ name: term-ready, signal: SIGTERM, at: {{ phase: ready }} }}
+  expect:
+    exit: {{ codes: [0], within: 2s }}
+    reaches: [ready]
+    resources: {{ max_threads: 1, max_rss: 1GiB }}
+    stderr: {{ not_contains: ["panic"] }}
+    files: {{ present: ["${{trial.dir}}/never-written"] }}
+    check: {{ command: ["sh", "-c", "echo 'lost 3 records' >&2; exit 4"], within: 5s }}
+  trials: 2
+"#,
+            fixture = fixture.display()
+        ),
+    )
+    .unwrap();
+    let (out, report) = run_json(&[path.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    for t in trials(&report, "expectations", "term-ready") {
+        let by_name = |n: &str| {
+            t["expectations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == n)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(by_name("exit")["passed"], true);
+        assert_eq!(by_name("reaches ready")["passed"], true);
+        assert_eq!(by_name("stderr.not_contains[0]")["passed"], true);
+        assert_eq!(by_name("resources.max_rss")["passed"], true);
+        let threads = by_name("resources.max_threads");
+        assert_eq!(threads["passed"], false);
+        assert_eq!(
+            threads["actual"], "peaked at 2",
+            "main thread and signal thread"
+        );
+        let file = by_name("files.present[0]");
+        assert_eq!(file["passed"], false);
+        assert!(
+            file["expected"]
+                .as_str()
+                .unwrap()
+                .ends_with("/never-written to exist")
+        );
+        let check = by_name("check");
+        assert_eq!(check["passed"], false);
+        assert_eq!(check["actual"], "it exited 4: `lost 3 records`");
+        assert_eq!(t["check"]["code"], 4);
+        let reasons: Vec<&str> = t["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(
+            reasons.contains(&"resources.max_threads: expected at most 1 threads, but peaked at 2"),
+            "{reasons:?}"
+        );
+    }
+    assert!(processes_with(&tok).is_empty());
+}
