@@ -25,11 +25,7 @@ pub(super) fn main(args: HistoryArgs) -> u8 {
 }
 
 fn verdict(counts: &query::Counts, status: &str) -> String {
-    if status == "running" {
-        "running".to_owned()
-    } else {
-        counts.state().as_str().to_uppercase()
-    }
+    counts.run_verdict(status).to_uppercase()
 }
 
 async fn history(args: HistoryArgs) -> anyhow::Result<u8> {

@@ -12,10 +12,13 @@
 //!   writer waits instead of failing while another one commits.
 //! - Experiments are stored by name, and each distinct YAML document (by content hash) as a
 //!   version of that name.
-//! - Two aggregate tables are kept up to date in the same transaction as each trial: verdict
-//!   counts per run × experiment (`run_experiments`) and coverage counts per version × phase ×
-//!   fault × verdict (`coverage_counts`). The overview and experiment pages read only those,
-//!   so they stay fast however many trials the file holds.
+//! - A trial is written by one `INSERT` into the view `trial_records`, whose trigger spreads
+//!   it over `trials`, `phase_events` and `expectation_results`; triggers on `trials` keep two
+//!   aggregate tables in step in the same statement: verdict counts per run × experiment
+//!   (`run_experiments`) and coverage counts per version × phase × fault × verdict
+//!   (`coverage_counts`). One statement is one transaction: one round trip per trial. The
+//!   overview and experiment pages read only the aggregates, so they stay fast however many
+//!   trials the file holds.
 //! - [`Store`] is the reader: a small pool answering the dashboard's and the CLI's queries
 //!   ([`query`]) with plain serialisable views.
 

@@ -114,6 +114,16 @@ impl Counts {
         }
     }
 
+    /// What a run (or a run of one experiment) with these counts and `status` shows:
+    /// `running`, the worst verdict of its trials, or `none` without trials.
+    pub fn run_verdict(&self, status: &str) -> &'static str {
+        match self.state() {
+            _ if status == "running" => "running",
+            CellState::Uncovered => "none",
+            state => state.as_str(),
+        }
+    }
+
     /// The verdict a run with these counts gets: the worst of its trials.
     pub fn verdict(&self) -> Option<Verdict> {
         match self.state() {
