@@ -146,19 +146,58 @@ async fn each_trial_is_visible_to_readers_as_soon_as_it_is_recorded() {
     let mut recorder = Recorder::open(&db).await.unwrap();
     let store = Store::open(&db, false).await.unwrap();
     recorder.record(&events[0]).await.unwrap();
+    let page = query::run(&store, "live", RunFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.run.status.as_str(), page.matching),
+        ("running", 0),
+        "the start is committed"
+    );
     for (n, event) in events[1..events.len() - 1].iter().enumerate() {
         recorder.record(event).await.unwrap();
-        let page = query::run(&store, "live", RunFilter::default())
-            .await
-            .unwrap();
-        assert_eq!(page.run.status, "running");
-        assert_eq!(page.matching, n as u64 + 1);
+        // The writer commits it at once, without the run waiting for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let page = query::run(&store, "live", RunFilter::default())
+                .await
+                .unwrap();
+            assert_eq!(page.run.status, "running");
+            if page.matching == n as u64 + 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "trial {n} not committed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
     recorder.record(events.last().unwrap()).await.unwrap();
     let page = query::run(&store, "live", RunFilter::default())
         .await
         .unwrap();
-    assert_eq!(page.run.status, "finished");
+    assert_eq!(
+        page.run.status, "finished",
+        "the end is committed when record returns"
+    );
+    assert_eq!(page.matching, events.len() as u64 - 2);
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_reported_by_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("atropos.db");
+    let exps = vec![synthetic::experiment(8, 2, 2)];
+    let events = events_of("twice", 5, &exps);
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    recorder.record_batch(&events).await.unwrap();
+    let err = recorder.record(&events[0]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("twice"), "{err:#}");
+    assert!(
+        recorder.record(&events[1]).await.is_err(),
+        "and stays failed"
+    );
 }
 
 #[tokio::test]

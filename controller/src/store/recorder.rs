@@ -1,16 +1,28 @@
 //! [`Recorder`]: the writer `atropos run` hands its events to.
+//!
+//! The recorder queues each event for a writer task that owns the connection. The writer
+//! commits at once whatever is queued: one trial alone when trials come slower than a commit
+//! takes, several in one transaction when they come faster (group commit). So a trial is
+//! committed as soon as the writer can, the run never waits for the disk, and the cost of a
+//! commit is shared when trials are cheap. A run's start and end are committed before
+//! [`Recorder::record`] returns.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
+use tokio::sync::{mpsc, oneshot};
 
 use super::owner::{Owner, mark_dead_runs_interrupted};
 use super::write::{RunIds, finish_run, insert_run, insert_trial};
 use crate::record::{RunEvent, unix_now};
 
-/// Writes the events of runs to a store file, one transaction per event.
+/// Most events committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Writes the events of runs to a store file.
 ///
 /// ```no_run
 /// # async fn demo(events: Vec<atropos::record::RunEvent>) -> anyhow::Result<()> {
@@ -18,52 +30,42 @@ use crate::record::{RunEvent, unix_now};
 /// for event in &events {
 ///     recorder.record(event).await?;
 /// }
+/// recorder.close().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct Recorder {
+    queue: mpsc::UnboundedSender<Message>,
+    writer: tokio::task::JoinHandle<()>,
+    /// The first error of the writer, reported by the next call.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+#[derive(Debug)]
+enum Message {
+    Event(RunEvent),
+    /// Answered once every event queued before it is committed (or failed).
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// The writer task's side: the connection and the ids of the run being written.
+struct Writer {
     conn: SqliteConnection,
     owner: Owner,
     run: Option<RunIds>,
 }
 
-impl Recorder {
-    /// Opens (or creates) the store at `path`, applies the migrations, and marks runs whose
-    /// atropos died as interrupted.
-    pub async fn open(path: &Path) -> anyhow::Result<Recorder> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("failed to create the folder {}", dir.display()))?;
-        }
-        let mut conn = SqliteConnection::connect_with(&super::connect_options(path, true))
-            .await
-            .with_context(|| format!("failed to open the results store {}", path.display()))?;
-        super::open::migrate(&mut conn, path).await?;
-        mark_dead_runs_interrupted(&mut conn).await?;
-        Ok(Recorder {
-            conn,
-            owner: Owner::current(),
-            run: None,
-        })
-    }
-
-    /// Writes one event and commits it: a run's start, one trial, or the run's end.
-    pub async fn record(&mut self, event: &RunEvent) -> anyhow::Result<()> {
-        if let RunEvent::Trial(trial) = event {
-            // One statement, so its own transaction: no BEGIN and COMMIT round trips.
+impl Writer {
+    /// Commits `events`: one statement for a lone trial, else one transaction.
+    async fn write(&mut self, events: &[RunEvent]) -> anyhow::Result<()> {
+        let now = unix_now();
+        if let [RunEvent::Trial(trial)] = events {
             let run = self
                 .run
                 .as_ref()
                 .context("a trial was recorded before its run started")?;
-            return insert_trial(&mut self.conn, run, trial, unix_now()).await;
+            return insert_trial(&mut self.conn, run, trial, now).await;
         }
-        self.record_batch(std::slice::from_ref(event)).await
-    }
-
-    /// Writes several events in one transaction (imports and benchmarks: `atropos run`
-    /// records each event on its own so that a killed run keeps its trials).
-    pub async fn record_batch(&mut self, events: &[RunEvent]) -> anyhow::Result<()> {
-        let now = unix_now();
         // The run's ids change only once the transaction is committed.
         let mut run = self.run.clone();
         let mut tx = self.conn.begin().await?;
@@ -93,9 +95,130 @@ impl Recorder {
         Ok(())
     }
 
-    /// Closes the connection, checkpointing the write-ahead log.
-    pub async fn close(self) -> anyhow::Result<()> {
-        self.conn.close().await?;
-        Ok(())
+    /// Commits what is queued, as it comes, until the recorder is dropped or closed.
+    async fn run(
+        mut self,
+        mut queue: mpsc::UnboundedReceiver<Message>,
+        failed: Arc<Mutex<Option<String>>>,
+    ) {
+        let mut events = Vec::new();
+        let mut acks = Vec::new();
+        while let Some(first) = queue.recv().await {
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Event(e) => events.push(e),
+                    Message::Flush(ack) => acks.push(ack),
+                }
+                if events.len() < MAX_BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            let result = if events.is_empty() {
+                Ok(())
+            } else {
+                self.write(&events).await.map_err(|e| format!("{e:#}"))
+            };
+            events.clear();
+            if let Err(e) = &result {
+                tracing::warn!(error = e.as_str(), "failed to record in the results store");
+                let mut failed = failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                failed.get_or_insert_with(|| e.clone());
+            }
+            for ack in acks.drain(..) {
+                let _ = ack.send(result.clone());
+            }
+        }
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %e, "failed to close the results store");
+        }
+    }
+}
+
+impl Recorder {
+    /// Opens (or creates) the store at `path`, applies the migrations, and marks runs whose
+    /// atropos died as interrupted. Call it within a tokio runtime: the writer is a task.
+    pub async fn open(path: &Path) -> anyhow::Result<Recorder> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("failed to create the folder {}", dir.display()))?;
+        }
+        let mut conn = SqliteConnection::connect_with(&super::connect_options(path, true))
+            .await
+            .with_context(|| format!("failed to open the results store {}", path.display()))?;
+        super::open::migrate(&mut conn, path).await?;
+        mark_dead_runs_interrupted(&mut conn).await?;
+        let writer = Writer {
+            conn,
+            owner: Owner::current(),
+            run: None,
+        };
+        let (queue, rx) = mpsc::unbounded_channel();
+        let failed = Arc::new(Mutex::new(None));
+        let writer = tokio::spawn(writer.run(rx, failed.clone()));
+        Ok(Recorder {
+            queue,
+            writer,
+            failed,
+        })
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match failed.as_ref() {
+            Some(e) => Err(anyhow!("{e}")),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&self, message: Message) -> anyhow::Result<()> {
+        self.queue
+            .send(message)
+            .map_err(|_| anyhow!("the results store's writer has stopped"))
+    }
+
+    /// Records one event: a trial is committed by the writer as soon as it can (without
+    /// waiting here); a run's start and end are committed before this returns. An error of
+    /// an earlier commit is returned by the next call.
+    pub async fn record(&mut self, event: &RunEvent) -> anyhow::Result<()> {
+        self.check()?;
+        self.send(Message::Event(event.clone()))?;
+        match event {
+            RunEvent::Trial(_) => Ok(()),
+            RunEvent::Started(_) | RunEvent::Finished(_) => self.flush().await,
+        }
+    }
+
+    /// Records several events and waits until they are committed (imports, benchmarks).
+    pub async fn record_batch(&mut self, events: &[RunEvent]) -> anyhow::Result<()> {
+        self.check()?;
+        for event in events {
+            self.send(Message::Event(event.clone()))?;
+        }
+        self.flush().await
+    }
+
+    /// Waits until every event recorded so far is committed.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        let (ack, done) = oneshot::channel();
+        self.send(Message::Flush(ack))?;
+        done.await
+            .map_err(|_| anyhow!("the results store's writer has stopped"))?
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Commits what is queued and closes the file (checkpointing the write-ahead log).
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        let flushed = self.flush().await;
+        drop(self.queue);
+        self.writer
+            .await
+            .context("the results store's writer failed")?;
+        flushed
     }
 }
