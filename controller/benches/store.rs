@@ -9,7 +9,7 @@
 //!    `target/bench/` and reused by later runs with the same sizes);
 //! 2. times the overview and experiment pages through the real router (HTML and JSON),
 //!    `ATROPOS_BENCH_REQUESTS` times each (default 300), and prints p50 / p99 / max;
-//! 3. measures what recording adds to a run: the real `atropos run` on
+//! 3. (alone with `ATROPOS_BENCH_ONLY=overhead`) measures what recording adds to a run: the real `atropos run` on
 //!    `tests/fixtures/store/trivial.yaml` (501 trials of `sh -c 'exit 0'`, the cheapest trial
 //!    there is) with `--no-db` and with `--db`, alternated, medians of
 //!    `ATROPOS_BENCH_OVERHEAD_ROUNDS` (default 7); and the bare cost of one commit.
@@ -235,6 +235,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        if std::env::var("ATROPOS_BENCH_ONLY").is_ok_and(|v| v == "overhead") {
+            return overhead().await;
+        }
         if !db.exists() {
             eprintln!("filling {} ...", db.display());
             let partial = db.with_extension("partial");
