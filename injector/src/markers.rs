@@ -95,8 +95,9 @@ impl Polled {
     /// Checks once: `Some((time, evidence))` when the marker is seen.
     pub fn check(&mut self) -> Option<(u64, String)> {
         match self {
-            Polled::Listen(port) => crate::procfs::tcp_listening(*port)
-                .then(|| (now_ns(), format!("port {port} listening"))),
+            Polled::Listen(port) => {
+                tcp_listening(*port).then(|| (now_ns(), format!("port {port} listening")))
+            }
             Polled::File(path) => path
                 .exists()
                 .then(|| (now_ns(), format!("{} exists", path.display()))),
@@ -110,6 +111,21 @@ impl Polled {
             } => follow(path, regex, offset, pending).map(|l| (now_ns(), l)),
         }
     }
+}
+
+/// Whether something accepts TCP connections on loopback `port` (IPv4, then IPv6).
+///
+/// A connect probe, as a TCP readiness probe does: the target sees one connection that
+/// closes at once, and refused probes before it. Reading `/proc/net/tcp` would be silent, but
+/// it cost 11 ms per read on the CI kernel, which delayed steps due in the meantime.
+pub fn tcp_listening(port: u16) -> bool {
+    let addrs = [
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    ];
+    addrs
+        .iter()
+        .any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_millis(50)).is_ok())
 }
 
 /// Reads what was appended to `path` since `offset`; returns the first new line matching.
@@ -180,6 +196,15 @@ mod tests {
         });
         assert_eq!(http_status(&format!("http://{addr}/healthz")), Some(204));
         server.join().unwrap();
+    }
+
+    #[test]
+    fn sees_a_listening_socket_by_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(tcp_listening(port));
+        drop(listener);
+        assert!(!tcp_listening(port));
     }
 
     #[test]

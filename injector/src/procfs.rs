@@ -195,21 +195,6 @@ pub fn usage(pid: i32) -> Option<Usage> {
     Some(usage)
 }
 
-/// Whether some socket in this network namespace listens on TCP `port` (IPv4 or IPv6).
-pub fn tcp_listening(port: u16) -> bool {
-    let needle = format!(":{port:04X} ");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
-        fs::read_to_string(path).is_ok_and(|text| {
-            text.lines().skip(1).any(|line| {
-                let mut cols = line.split_ascii_whitespace();
-                let local = cols.nth(1).unwrap_or_default();
-                let state = cols.nth(1).unwrap_or_default();
-                state == "0A" && format!("{local} ").ends_with(&needle)
-            })
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
@@ -280,14 +265,5 @@ mod tests {
         let mut found: Vec<i32> = descendants(&procs, &[10]).iter().map(|s| s.pid).collect();
         found.sort();
         assert_eq!(found, vec![11, 12, 14]);
-    }
-
-    #[test]
-    fn sees_a_listening_socket_by_port() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert!(tcp_listening(port));
-        drop(listener);
-        assert!(!tcp_listening(port));
     }
 }
