@@ -11,8 +11,9 @@
 //!    `ATROPOS_BENCH_REQUESTS` times each (default 300), and prints p50 / p99 / max;
 //! 3. (alone with `ATROPOS_BENCH_ONLY=overhead`) measures what recording adds to a run: the real `atropos run` on
 //!    `tests/fixtures/store/trivial.yaml` (501 trials of `sh -c 'exit 0'`, the cheapest trial
-//!    there is) with `--no-db` and with `--db`, alternated, medians of
-//!    `ATROPOS_BENCH_OVERHEAD_ROUNDS` (default 7); and the bare cost of one commit.
+//!    there is) and `steady.yaml` with `--no-db` and with `--db` (one store file for all
+//!    rounds, as `./atropos.db` is kept between runs), alternated: medians of the wall time
+//!    over `ATROPOS_BENCH_OVERHEAD_ROUNDS` (default 7), and the total CPU time of the runs.
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
@@ -129,13 +130,28 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
+/// CPU time (user + system) of this process's reaped children, in seconds.
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // After the command name: field 3 is the state; cutime and cstime are fields 16 and 17.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(16) + ticks(17)) / 100.0
+}
+
 /// Wall time of `atropos run` on `fixture` (in `tests/fixtures/store/`) with `extra` args.
 fn atropos_run(
     dir: &Path,
     fixture: &str,
     extra: &[&str],
     db: Option<&Path>,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, f64)> {
     let fixture = format!(
         "{}/../tests/fixtures/store/{fixture}",
         env!("CARGO_MANIFEST_DIR")
@@ -148,12 +164,12 @@ fn atropos_run(
         Some(db) => cmd.arg("--db").arg(db),
         None => cmd.arg("--no-db"),
     };
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), children_cpu());
     let status = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()?;
-    let took = start.elapsed();
+    let took = (start.elapsed(), children_cpu() - cpu);
     anyhow::ensure!(status.code() == Some(0), "atropos run failed: {status}");
     Ok(took)
 }
@@ -162,20 +178,28 @@ fn atropos_run(
 fn compare_runs(label: &str, fixture: &str, extra: &[&str], rounds: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (mut without, mut with) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
+    let (mut cpu_without, mut cpu_with) = (0.0, 0.0);
+    // One store for all rounds, made by a first run, as `./atropos.db` is between runs.
+    let db = dir.path().join("atropos.db");
+    atropos_run(dir.path(), fixture, extra, Some(&db))?;
+    for _ in 0..rounds {
         // Alternate, so that drift on the machine hits both alike.
-        without.push(atropos_run(dir.path(), fixture, extra, None)?);
-        let db = dir.path().join(format!("o{round}.db"));
-        with.push(atropos_run(dir.path(), fixture, extra, Some(&db))?);
+        let (wall, cpu) = atropos_run(dir.path(), fixture, extra, None)?;
+        without.push(wall);
+        cpu_without += cpu;
+        let (wall, cpu) = atropos_run(dir.path(), fixture, extra, Some(&db))?;
+        with.push(wall);
+        cpu_with += cpu;
     }
     without.sort();
     with.sort();
     let (a, b) = (without[rounds / 2], with[rounds / 2]);
     println!(
-        "{label:<44} --no-db {:>9}  --db {:>9}  overhead {:+.1}% (medians of {rounds})",
+        "{label:<44} wall: --no-db {:>9}  --db {:>9}  {:+.1}% (medians of {rounds}); CPU of the run: {:+.1}%",
         ms(a),
         ms(b),
-        (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0
+        (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0,
+        (cpu_with / cpu_without - 1.0) * 100.0
     );
     Ok(())
 }
@@ -202,20 +226,7 @@ async fn overhead() -> anyhow::Result<()> {
     } else {
         println!("atropos run has no --db/--no-db yet: write overhead of a real run not measured");
     }
-    // The cost of committing one trial on its own, as `atropos run` does.
-    let exp = synthetic::experiment(1, PHASES, FAULTS);
-    let events = synthetic::run("commit", 1.0, 2, std::slice::from_ref(&exp), 200);
-    let mut recorder = Recorder::open(&dir.path().join("commit.db")).await?;
-    let start = Instant::now();
-    for e in &events {
-        recorder.record(e).await?;
-        recorder.flush().await?;
-    }
-    println!(
-        "one trial committed alone     {:.0}µs each ({} trials, each waited for)",
-        start.elapsed().as_secs_f64() * 1e6 / events.len() as f64,
-        events.len()
-    );
+    let _ = dir;
     Ok(())
 }
 

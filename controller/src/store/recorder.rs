@@ -1,11 +1,12 @@
 //! [`Recorder`]: the writer `atropos run` hands its events to.
 //!
 //! The recorder queues each event for a writer task that owns the connection. The writer
-//! commits at once whatever is queued: one trial alone when trials come slower than a commit
-//! takes, several in one transaction when they come faster (group commit). So a trial is
-//! committed as soon as the writer can, the run never waits for the disk, and the cost of a
-//! commit is shared when trials are cheap. A run's start and end are committed before
-//! [`Recorder::record`] returns.
+//! commits whatever is queued: a trial that ends more than [`COALESCE`] after the last commit
+//! is committed at once, alone; trials that end faster than that share one transaction,
+//! committed [`COALESCE`] after the previous one (group commit). So the run never waits for
+//! the disk, a killed run loses at most the trials of its last few milliseconds, and when
+//! trials are cheap the cost of a commit (and of waking the connection's thread) is shared.
+//! A run's start and end are committed before [`Recorder::record`] returns.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,10 @@ use crate::record::{RunEvent, unix_now};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// The shortest time between two commits of trials: trials that end within it of the last
+/// commit wait for the next one, with those that end meanwhile.
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Writes the events of runs to a store file.
 ///
@@ -103,15 +108,32 @@ impl Writer {
     ) {
         let mut events = Vec::new();
         let mut acks = Vec::new();
+        let mut last_commit = tokio::time::Instant::now() - COALESCE;
         while let Some(first) = queue.recv().await {
             let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Event(e) => events.push(e),
-                    Message::Flush(ack) => acks.push(ack),
+            loop {
+                while let Some(message) = next.take() {
+                    match message {
+                        Message::Event(e) => events.push(e),
+                        Message::Flush(ack) => acks.push(ack),
+                    }
+                    if events.len() < MAX_BATCH {
+                        next = queue.try_recv().ok();
+                    }
                 }
-                if events.len() < MAX_BATCH {
-                    next = queue.try_recv().ok();
+                // Right after a commit, let trials that end meanwhile join the next one
+                // (unless someone waits for it).
+                let due = last_commit + COALESCE;
+                if !acks.is_empty()
+                    || events.len() >= MAX_BATCH
+                    || tokio::time::Instant::now() >= due
+                {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+                next = queue.try_recv().ok();
+                if next.is_none() {
+                    break;
                 }
             }
             let result = if events.is_empty() {
@@ -120,6 +142,7 @@ impl Writer {
                 self.write(&events).await.map_err(|e| format!("{e:#}"))
             };
             events.clear();
+            last_commit = tokio::time::Instant::now();
             if let Err(e) = &result {
                 tracing::warn!(error = e.as_str(), "failed to record in the results store");
                 let mut failed = failed
