@@ -199,3 +199,13 @@ pub fn precise_timers() {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0);
     }
 }
+
+/// Restores the default action of SIGPIPE (the Rust runtime ignores it), so that a short
+/// command whose output is piped into `head` ends quietly like other Unix tools instead of
+/// failing on EPIPE. Not for servers: a peer closing a socket must not kill them.
+pub fn default_sigpipe() {
+    // SAFETY: installs the default disposition; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -58,6 +58,12 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if matches!(
+        cli.command,
+        Command::Validate(_) | Command::Schema | Command::History(_) | Command::Coverage(_)
+    ) {
+        atropos_injector::default_sigpipe();
+    }
     let code = match cli.command {
         Command::Run(args) => run::main(args),
         Command::Validate(args) => validate::main(&args),

@@ -45,6 +45,12 @@ pub struct RunArgs {
     /// Keep each trial's `${trial.dir}` (under the system temp folder) after the run.
     #[arg(long)]
     keep_dirs: bool,
+    /// The results store (SQLite) to record the run in.
+    #[arg(long, value_name = "PATH", default_value = "atropos.db")]
+    db: PathBuf,
+    /// Record nothing in a results store.
+    #[arg(long)]
+    no_db: bool,
 }
 
 pub(super) fn main(args: RunArgs) -> u8 {
@@ -111,10 +117,12 @@ pub(super) fn main(args: RunArgs) -> u8 {
             return EXIT_HARNESS;
         }
     };
+    let db = (!args.no_db).then_some(args.db);
     runtime.block_on(run(
         plan,
         args.json,
         args.junit,
+        db,
         RunOptions {
             jobs,
             keep_dirs: args.keep_dirs,
@@ -126,8 +134,24 @@ async fn run(
     plan: RunPlan,
     json: Option<PathBuf>,
     junit: Option<PathBuf>,
+    db: Option<PathBuf>,
     options: RunOptions,
 ) -> u8 {
+    // Open the store before anything runs: a store that cannot be opened is a configuration
+    // error, and nothing should run unrecorded by surprise.
+    let mut recorder = match &db {
+        Some(path) => match crate::store::Recorder::open(path).await {
+            Ok(r) => Some(r),
+            Err(err) => {
+                eprintln!("error: --db {}: {err:#}", path.display());
+                eprintln!(
+                    "help: choose another file with --db PATH, or record nothing with --no-db"
+                );
+                return EXIT_INVALID;
+            }
+        },
+        None => None,
+    };
     if let Err(err) = atropos_injector::init() {
         eprintln!("error: failed to become the reaper of orphaned targets: {err}");
         return EXIT_HARNESS;
@@ -168,6 +192,19 @@ async fn run(
                 RunEvent::Trial(record) => progress.trial(record),
                 RunEvent::Finished(_) => progress.finish(),
             }
+            if let Some(r) = recorder.as_mut()
+                && let Err(err) = r.record(&event).await
+            {
+                progress.line(&format!(
+                    "warning: results store: {err:#}; the rest of this run is not recorded"
+                ));
+                recorder = None;
+            }
+        }
+        if let Some(r) = recorder
+            && let Err(err) = r.close().await
+        {
+            eprintln!("warning: results store: {err:#}");
         }
     });
     let _ = events.send(RunEvent::Started(info.clone()));
