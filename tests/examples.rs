@@ -174,6 +174,18 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
 
     // Nothing the run started is still alive.
     let run_id = report["run"]["id"].as_str().unwrap();
+    // The run is in the results store, every trial committed.
+    let history = common::atropos()
+        .args(["history", "--db"])
+        .arg(dir.path().join("atropos.db"))
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    let line = history
+        .lines()
+        .find(|l| l.contains(run_id))
+        .unwrap_or_else(|| panic!("{run_id} not in:\n{history}"));
+    assert!(line.contains("FAIL") && line.contains("finished"), "{line}");
     assert_eq!(
         processes_with(run_id),
         vec![],

@@ -110,11 +110,6 @@ impl Spawned {
         self.pid
     }
 
-    /// A second descriptor for the same pidfd, for another thread to signal through.
-    pub fn pidfd_dup(&self) -> io::Result<OwnedFd> {
-        self.pidfd.try_clone()
-    }
-
     /// The pidfd, to wait on with poll(2): it turns readable when the process exits.
     pub fn pidfd(&self) -> BorrowedFd<'_> {
         self.pidfd.as_fd()

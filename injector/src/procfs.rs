@@ -3,7 +3,7 @@
 //! Every scan is a snapshot; a process found here may be gone a microsecond later, so callers
 //! treat a missing entry as "already finished", never as an error.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 
 /// One process as `/proc/PID/stat` describes it.
@@ -59,19 +59,6 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
         sid,
         starttime,
     })
-}
-
-/// Every process visible in `/proc` right now.
-pub fn all() -> Vec<ProcStat> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|entry| {
-        let name = entry.ok()?.file_name();
-        let pid: i32 = name.to_str()?.parse().ok()?;
-        ProcStat::read(pid)
-    })
-    .collect()
 }
 
 /// The command line of `pid`, arguments joined by spaces; empty for zombies and kernel threads.
@@ -132,26 +119,6 @@ pub fn descendants_of(root: i32) -> Vec<ProcStat> {
         if let Some(stat) = ProcStat::read(pid) {
             queue.extend(children(pid));
             out.push(stat);
-        }
-    }
-    out
-}
-
-/// Every process in `procs` that descends from one of `roots` (the roots excluded).
-pub fn descendants(procs: &[ProcStat], roots: &[i32]) -> Vec<ProcStat> {
-    let mut children: HashMap<i32, Vec<&ProcStat>> = HashMap::new();
-    for p in procs {
-        children.entry(p.ppid).or_default().push(p);
-    }
-    let mut seen: HashSet<i32> = roots.iter().copied().collect();
-    let mut queue: Vec<i32> = roots.to_vec();
-    let mut out = Vec::new();
-    while let Some(pid) = queue.pop() {
-        for child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
-            if seen.insert(child.pid) {
-                queue.push(child.pid);
-                out.push((*child).clone());
-            }
         }
     }
     out
@@ -248,22 +215,5 @@ mod tests {
         let pinned = crate::process::pin(found[0].pid, found[0].starttime).unwrap();
         crate::process::send_pidfd(&pinned.pidfd, crate::Signal::KILL);
         child.wait().unwrap();
-    }
-
-    #[test]
-    fn descendants_follow_parent_links_transitively() {
-        let p = |pid, ppid| ProcStat {
-            pid,
-            comm: String::new(),
-            state: 'S',
-            ppid,
-            pgid: pid,
-            sid: pid,
-            starttime: 0,
-        };
-        let procs = vec![p(10, 1), p(11, 10), p(12, 11), p(13, 1), p(14, 12)];
-        let mut found: Vec<i32> = descendants(&procs, &[10]).iter().map(|s| s.pid).collect();
-        found.sort();
-        assert_eq!(found, vec![11, 12, 14]);
     }
 }

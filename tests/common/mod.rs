@@ -26,7 +26,8 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temp dir can be made")
 }
 
-/// Runs `atropos run ARGS... --json FILE` and returns its output and the parsed JSON.
+/// Runs `atropos run ARGS... --json FILE --db DIR/atropos.db` (the results store in `dir`,
+/// never in the work tree) and returns its output and the parsed JSON.
 pub fn run_json(args: &[&str], dir: &Path) -> (Output, serde_json::Value) {
     let json = dir.join("report.json");
     let output = atropos()
@@ -34,6 +35,8 @@ pub fn run_json(args: &[&str], dir: &Path) -> (Output, serde_json::Value) {
         .args(args)
         .arg("--json")
         .arg(&json)
+        .arg("--db")
+        .arg(dir.join("atropos.db"))
         .output()
         .expect("atropos runs");
     let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
