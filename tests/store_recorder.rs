@@ -50,16 +50,16 @@ async fn coverage_counts_match_the_trials_that_were_recorded() {
     for (i, uid) in ["r1", "r2", "r3"].iter().enumerate() {
         let events = events_of(uid, i as u64 + 1, &exps);
         for event in &events {
-            if let RunEvent::Trial(t) = event {
-                if t.fault != "baseline" {
-                    let key = (
-                        t.injected_phase.clone().unwrap_or_default(),
-                        t.fault.clone(),
-                    );
-                    let e = expected.entry(key).or_default();
-                    e.0 += 1;
-                    e.1 += u64::from(t.verdict != Verdict::Pass);
-                }
+            if let RunEvent::Trial(t) = event
+                && t.fault != "baseline"
+            {
+                let key = (
+                    t.injected_phase.clone().unwrap_or_default(),
+                    t.fault.clone(),
+                );
+                let e = expected.entry(key).or_default();
+                e.0 += 1;
+                e.1 += u64::from(t.verdict != Verdict::Pass);
             }
         }
         recorder.record_batch(&events).await.unwrap();

@@ -75,7 +75,7 @@ impl Progress {
                 bar.set_message(format!("{}/{}", r.experiment, r.fault));
             }
             None => {
-                if self.done % 100 == 0 || self.done == self.total {
+                if self.done.is_multiple_of(100) || self.done == self.total {
                     self.line(&format!("… {}/{} trials done", self.done, self.total));
                 }
             }

@@ -226,8 +226,9 @@ pub fn trial(
         });
         // One experiment in three has a flaky cell: a fault hitting its second phase fails
         // one time in four. Elsewhere a failure is rare.
-        let flaky = target == 1 && exp.content_hash.as_bytes()[0] % 3 == 0 && rng.below(4) == 0;
-        let flaky = flaky || (exp.seed % 3 == 0 && rng.below(200) == 0);
+        let flaky =
+            target == 1 && exp.content_hash.as_bytes()[0].is_multiple_of(3) && rng.below(4) == 0;
+        let flaky = flaky || (exp.seed.is_multiple_of(3) && rng.below(200) == 0);
         if rng.below(400) == 0 {
             verdict = Verdict::Error;
         } else if flaky || rng.below(300) == 0 {
