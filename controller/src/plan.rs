@@ -304,7 +304,8 @@ pub fn target_cwd(loaded: &Loaded) -> PathBuf {
     std::fs::canonicalize(&cwd).unwrap_or(cwd)
 }
 
-fn resolve(cwd: &Path, path: &str) -> PathBuf {
+/// `path` as is when absolute, else taken from `cwd`.
+pub fn resolve(cwd: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
         p.to_owned()
@@ -313,20 +314,23 @@ fn resolve(cwd: &Path, path: &str) -> PathBuf {
     }
 }
 
-/// The command to spawn, templates expanded, a relative program made absolute from `cwd`.
-pub fn command(loaded: &Loaded, cwd: &Path, vars: &Vars<'_>) -> inj::RunTarget {
-    let run = &loaded.experiment.spec.target.run;
-    let cwd = cwd.to_owned();
-    let mut argv: Vec<String> = run
-        .command
-        .iter()
-        .map(|a| template::expand(a, vars))
-        .collect();
+/// `command` with templates expanded and a relative program path (`../bin/api`) made
+/// absolute from `cwd`; a bare name (`sh`) is left for the PATH lookup.
+pub fn argv(command: &[String], cwd: &Path, vars: &Vars<'_>) -> Vec<String> {
+    let mut argv: Vec<String> = command.iter().map(|a| template::expand(a, vars)).collect();
     if let Some(program) = argv.first_mut()
         && program.contains('/')
     {
-        *program = resolve(&cwd, program).to_string_lossy().into_owned();
+        *program = resolve(cwd, program).to_string_lossy().into_owned();
     }
+    argv
+}
+
+/// The command to spawn, templates expanded, a relative program made absolute from `cwd`.
+pub fn command(loaded: &Loaded, cwd: &Path, vars: &Vars<'_>) -> inj::RunTarget {
+    let run = &loaded.experiment.spec.target.run;
+    let argv = argv(&run.command, cwd, vars);
+    let cwd = cwd.to_owned();
     let env = run
         .env
         .iter()

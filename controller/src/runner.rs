@@ -200,15 +200,11 @@ async fn after_checks(
     if let Some(files) = &expect.files {
         let state = |p: &String, must_exist: bool| {
             let expanded = template::expand(p, &vars);
-            let path = if std::path::Path::new(&expanded).is_absolute() {
-                PathBuf::from(&expanded)
-            } else {
-                cwd.join(&expanded)
-            };
+            let exists = plan::resolve(&cwd, &expanded).exists();
             FileState {
                 path: expanded,
                 must_exist,
-                exists: path.exists(),
+                exists,
             }
         };
         after
@@ -219,17 +215,7 @@ async fn after_checks(
             .extend(files.absent.iter().map(|p| state(p, false)));
     }
     if let Some(check) = &expect.check {
-        let mut argv: Vec<String> = check
-            .command
-            .iter()
-            .map(|a| template::expand(a, &vars))
-            .collect();
-        if let Some(program) = argv.first_mut()
-            && program.contains('/')
-            && !program.starts_with('/')
-        {
-            *program = cwd.join(&*program).to_string_lossy().into_owned();
-        }
+        let argv = plan::argv(&check.command, &cwd, &vars);
         let env_vars = vec![("ATROPOS_TRIAL".to_owned(), format!("{}-check", trial.id))];
         let limit = check.within.unwrap_or(DEFAULT_CHECK_LIMIT);
         let result = inj::command::run_command(&argv, &cwd, &env_vars, limit, 20).await;
