@@ -105,8 +105,9 @@ mod tests {
     #[test]
     fn a_pause_left_by_a_dead_injector_is_resumed_and_a_live_ones_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .args(["30", "atropos-journal-test"])
+        // `sh -c 'exec sleep 30' TOKEN`: the token in argv without making `sleep` fail on it.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exec sleep 30", "atropos-journal-test"])
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
@@ -117,8 +118,13 @@ mod tests {
             crate::DeliveryOutcome::Delivered
         );
         let stopped = || crate::procfs::ProcStat::read(pid).is_some_and(|s| s.state == 'T');
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !stopped() {
-            std::thread::yield_now();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIGSTOP did not stop the child"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // An entry owned by this (live) process is left alone.
         std::fs::write(
