@@ -238,3 +238,35 @@ fn filter_and_trials_narrow_the_plan() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_plain_lines() {
+    let exe = env!("CARGO_BIN_EXE_atropos");
+    let args = "run --no-db --filter '^hangs-on-sigint/sigterm' experiments/examples";
+    // `script` runs atropos on a pseudo-terminal, as a person at a shell would.
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &format!("{exe} {args}"), "/dev/null"])
+        .current_dir(common::root())
+        .output()
+        .expect("script(1) from util-linux is on every Debian machine");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        shown.contains("/3 trials") && shown.contains('\u{1b}'),
+        "no progress bar on a terminal:\n{shown}"
+    );
+    let piped = atropos()
+        .args([
+            "run",
+            "--no-db",
+            "--filter",
+            "^hangs-on-sigint/sigterm",
+            "experiments/examples",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        stderr.contains("… 3/3 trials done") && !stderr.contains('\u{1b}'),
+        "plain lines without a terminal:\n{stderr}"
+    );
+}
