@@ -201,11 +201,9 @@ async fn run(
                 recorder = None;
             }
         }
-        if let Some(r) = recorder
-            && let Err(err) = r.close().await
-        {
-            eprintln!("warning: results store: {err:#}");
-        }
+        // Everything is committed by now (the run's end waited for it): closing the file
+        // (a checkpoint and two fsyncs) goes on while the summary and reports are written.
+        recorder.map(|r| tokio::spawn(r.close()))
     });
     let _ = events.send(RunEvent::Started(info.clone()));
     let records = runner::execute(plan, &options, events.clone(), cancel.clone()).await;
@@ -224,7 +222,7 @@ async fn run(
     });
     let _ = events.send(RunEvent::Finished(end.clone()));
     drop(events);
-    let _ = listener.await;
+    let closing = listener.await.ok().flatten();
 
     let refs: Vec<&TrialRecord> = records.iter().map(Arc::as_ref).collect();
     let mut out = String::new();
@@ -278,6 +276,11 @@ async fn run(
     {
         eprintln!("error: failed to write {}: {err}", path.display());
         code = EXIT_HARNESS;
+    }
+    if let Some(closing) = closing
+        && let Ok(Err(err)) = closing.await
+    {
+        eprintln!("warning: results store: {err:#}");
     }
     drop(interrupted);
     code

@@ -3,8 +3,9 @@
 //!
 //! # Theory of operation
 //! - [`Recorder`] is the writer. `atropos run` hands it every [`RunEvent`](crate::record::RunEvent);
-//!   each trial is committed in its own transaction as soon as it arrives, so a run killed
-//!   at any point keeps every trial that had ended.
+//!   a trial is committed as soon as it arrives, or, when trials end faster than every
+//!   [`recorder::COALESCE`] (20 ms), together with the others that ended meanwhile (group
+//!   commit). A run killed at any point keeps every trial that ended before its last 20 ms.
 //! - A run is written with its owner: host, boot id, pid and the pid's start time. Whoever
 //!   opens the file next ([`Recorder::open`], [`Store::open`]) marks a `running` run whose
 //!   owner is gone as `interrupted` ([`owner`]).
@@ -12,20 +13,19 @@
 //!   writer waits instead of failing while another one commits.
 //! - Experiments are stored by name, and each distinct YAML document (by content hash) as a
 //!   version of that name.
-//! - A trial is written by one `INSERT` into the view `trial_records`, whose trigger spreads
-//!   it over `trials`, `phase_events` and `expectation_results`; triggers on `trials` keep two
-//!   aggregate tables in step in the same statement: verdict counts per run × experiment
+//! - A batch of trials is one transaction and one round trip to the connection's thread: a
+//!   multi-row `INSERT` each into `trials`, `phase_events` and `expectation_results`, then the
+//!   batch's sums added to two aggregate tables: verdict counts per run × experiment
 //!   (`run_experiments`) and coverage counts per version × phase × fault × verdict
-//!   (`coverage_counts`). One statement is one transaction: one round trip per trial. The
-//!   overview and experiment pages read only the aggregates, so they stay fast however many
-//!   trials the file holds.
+//!   (`coverage_counts`). The overview and experiment pages read only the aggregates, so they
+//!   stay fast however many trials the file holds.
 //! - [`Store`] is the reader: a small pool answering the dashboard's and the CLI's queries
 //!   ([`query`]) with plain serialisable views.
 
 mod open;
 pub mod owner;
 pub mod query;
-mod recorder;
+pub mod recorder;
 pub mod synthetic;
 mod write;
 

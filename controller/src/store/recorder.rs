@@ -4,7 +4,7 @@
 //! commits whatever is queued: a trial that ends more than [`COALESCE`] after the last commit
 //! is committed at once, alone; trials that end faster than that share one transaction,
 //! committed [`COALESCE`] after the previous one (group commit). So the run never waits for
-//! the disk, a killed run loses at most the trials of its last few milliseconds, and when
+//! the disk, a killed run loses at most the trials of its last 20 ms, and when
 //! trials are cheap the cost of a commit (and of waking the connection's thread) is shared.
 //! A run's start and end are committed before [`Recorder::record`] returns.
 
@@ -17,15 +17,15 @@ use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::owner::{Owner, mark_dead_runs_interrupted};
-use super::write::{RunIds, finish_run, insert_run, insert_trial};
-use crate::record::{RunEvent, unix_now};
+use super::write::{RunIds, finish_run, insert_run, insert_trials};
+use crate::record::{RunEvent, TrialRecord, unix_now};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
 /// The shortest time between two commits of trials: trials that end within it of the last
 /// commit wait for the next one, with those that end meanwhile.
-pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Writes the events of runs to a store file.
 ///
@@ -60,36 +60,41 @@ struct Writer {
     run: Option<RunIds>,
 }
 
+/// The trials among `events`.
+fn trials(events: &[RunEvent]) -> Vec<&TrialRecord> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Trial(t) => Some(&**t),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Writer {
-    /// Commits `events`: one statement for a lone trial, else one transaction.
+    /// Commits `events` in one transaction.
     async fn write(&mut self, events: &[RunEvent]) -> anyhow::Result<()> {
         let now = unix_now();
-        if let [RunEvent::Trial(trial)] = events {
-            let run = self
-                .run
-                .as_ref()
-                .context("a trial was recorded before its run started")?;
-            return insert_trial(&mut self.conn, run, trial, now).await;
-        }
         // The run's ids change only once the transaction is committed.
         let mut run = self.run.clone();
         let mut tx = self.conn.begin().await?;
-        for event in events {
-            match event {
-                RunEvent::Started(info) => {
+        let is_trial = |e: &RunEvent| matches!(e, RunEvent::Trial(_));
+        for segment in events.chunk_by(|a, b| is_trial(a) && is_trial(b)) {
+            match segment {
+                [RunEvent::Started(info)] => {
                     run = Some(insert_run(&mut tx, info, &self.owner).await?);
                 }
-                RunEvent::Trial(trial) => {
-                    let ids = run
-                        .as_ref()
-                        .context("a trial was recorded before its run started")?;
-                    insert_trial(&mut tx, ids, trial, now).await?;
-                }
-                RunEvent::Finished(end) => {
+                [RunEvent::Finished(end)] => {
                     let ids = run
                         .take()
                         .context("a run's end was recorded before its start")?;
                     finish_run(&mut tx, ids.run, end).await?;
+                }
+                _ => {
+                    let ids = run
+                        .as_ref()
+                        .context("a trial was recorded before its run started")?;
+                    insert_trials(&mut tx, ids, &trials(segment), now).await?;
                 }
             }
         }
@@ -136,6 +141,7 @@ impl Writer {
                     break;
                 }
             }
+            tracing::trace!(events = events.len(), "committing");
             let result = if events.is_empty() {
                 Ok(())
             } else {
@@ -154,6 +160,7 @@ impl Writer {
                 let _ = ack.send(result.clone());
             }
         }
+        tracing::trace!("closing the store");
         if let Err(e) = self.conn.close().await {
             tracing::warn!(error = %e, "failed to close the results store");
         }
@@ -242,6 +249,7 @@ impl Recorder {
         self.writer
             .await
             .context("the results store's writer failed")?;
+        tracing::trace!("closed the store");
         flushed
     }
 }

@@ -6,12 +6,16 @@ use anyhow::Context;
 use sqlx::sqlite::SqliteConnection;
 
 use super::owner::Owner;
-use crate::record::{RunEnd, RunInfo, RunStatus, TrialRecord};
+use atropos_injector::record::PhaseEntry;
+
+use crate::plan::BASELINE;
+use crate::record::{ExpectationResult, RunEnd, RunInfo, RunStatus, TrialRecord, Verdict};
 
 /// The row ids of one experiment within a run being written.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ExperimentIds {
     pub run_experiment: i64,
+    pub version: i64,
 }
 
 /// The row ids of a run being written.
@@ -116,72 +120,257 @@ pub(crate) async fn insert_run(
         .fetch_one(&mut *conn)
         .await
         .with_context(|| format!("experiment {} is listed twice in run {}", exp.name, info.id))?;
-        experiments.insert(exp.name.clone(), ExperimentIds { run_experiment });
+        experiments.insert(
+            exp.name.clone(),
+            ExperimentIds {
+                run_experiment,
+                version,
+            },
+        );
     }
     Ok(RunIds { run, experiments })
 }
 
-/// Writes one trial with its phase events and expectation results, and updates the
-/// aggregate tables.
-pub(crate) async fn insert_trial(
+/// The columns of `trials` that [`insert_trials`] writes, in the order it binds them.
+const TRIAL_COLUMNS: &str = "uid, run_id, run_experiment_id, fault, idx, offset_spec, \
+    offset_fraction, offset_ns, injected_phase, latency_ns, delivery, verdict, stop, exit_code, \
+    exit_signal, duration_ns, recorded_at, reasons, observation, recovery, check_run";
+
+/// Most rows in one `INSERT` (SQLite allows 32,766 bound values in a statement; a trial has
+/// 21, a phase event 5, an expectation result 6).
+const MAX_ROWS: usize = 1000;
+
+/// `head` followed by `rows` copies of `row` separated by commas, then `tail`, as one
+/// statement of `sql`.
+fn push_values(sql: &mut String, head: &str, row: &str, rows: usize, tail: &str) {
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(tail);
+    sql.push_str(";\n");
+}
+
+/// How many trials of one verdict a batch adds to one aggregate row.
+#[derive(Default)]
+struct Counts {
+    passed: i64,
+    failed: i64,
+    errors: i64,
+}
+
+/// Writes trials with their phase events and expectation results, and adds them to the
+/// aggregate tables (verdict counts per run × experiment, coverage per version × phase ×
+/// fault × verdict). Call it inside a transaction: it is one round trip to the connection's
+/// thread, a few statements long, whatever the number of trials.
+pub(crate) async fn insert_trials(
     conn: &mut SqliteConnection,
     ids: &RunIds,
-    t: &TrialRecord,
+    trials: &[&TrialRecord],
     now: f64,
 ) -> anyhow::Result<()> {
-    let exp = ids.experiments.get(&t.experiment).with_context(|| {
-        format!(
-            "trial {} belongs to experiment {}, which its run did not announce",
-            t.id, t.experiment
-        )
-    })?;
+    for chunk in trials.chunks(MAX_ROWS) {
+        insert_chunk(conn, ids, chunk, now).await.with_context(|| {
+            let first = chunk.first().map_or("", |t| t.id.as_str());
+            match chunk.len() {
+                1 => format!("failed to store trial {first}"),
+                n => format!("failed to store trials {first} and {} more", n - 1),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+async fn insert_chunk(
+    conn: &mut SqliteConnection,
+    ids: &RunIds,
+    trials: &[&TrialRecord],
+    now: f64,
+) -> anyhow::Result<()> {
+    let experiment = |t: &TrialRecord| {
+        ids.experiments
+            .get(&t.experiment)
+            .copied()
+            .with_context(|| {
+                format!(
+                    "trial {} belongs to experiment {}, which its run did not announce",
+                    t.id, t.experiment
+                )
+            })
+    };
+    // The aggregates this batch adds to, in a stable order.
+    let mut verdicts: std::collections::BTreeMap<i64, Counts> = Default::default();
+    let mut coverage: std::collections::BTreeMap<(i64, &str, &str, &str), i64> = Default::default();
+    for t in trials {
+        let exp = experiment(t)?;
+        let counts = verdicts.entry(exp.run_experiment).or_default();
+        match t.verdict {
+            Verdict::Pass => counts.passed += 1,
+            Verdict::Fail => counts.failed += 1,
+            Verdict::Error => counts.errors += 1,
+        }
+        // Coverage leaves out the baseline; an undelivered fault counts under phase ''.
+        if t.fault != BASELINE {
+            let phase = t.injected_phase.as_deref().unwrap_or("");
+            *coverage
+                .entry((exp.version, phase, t.fault.as_str(), t.verdict.as_str()))
+                .or_default() += 1;
+        }
+    }
+    let phases: Vec<(&TrialRecord, usize, &PhaseEntry)> = trials
+        .iter()
+        .flat_map(|t| {
+            t.observation
+                .phases
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| (*t, i, p))
+        })
+        .collect();
+    let expectations: Vec<(&TrialRecord, usize, &ExpectationResult)> = trials
+        .iter()
+        .flat_map(|t| {
+            t.expectations
+                .iter()
+                .enumerate()
+                .map(move |(i, e)| (*t, i, e))
+        })
+        .collect();
+
+    let mut sql = String::new();
+    push_values(
+        &mut sql,
+        &format!("INSERT INTO trials ({TRIAL_COLUMNS})"),
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        trials.len(),
+        "",
+    );
+    const CHILD: &str = "(SELECT id FROM trials WHERE uid = ?)";
+    for part in phases.chunks(MAX_ROWS) {
+        push_values(
+            &mut sql,
+            "INSERT INTO phase_events (trial_id, seq, name, entered_ns, evidence)",
+            &format!("({CHILD}, ?, ?, ?, ?)"),
+            part.len(),
+            "",
+        );
+    }
+    for part in expectations.chunks(MAX_ROWS) {
+        push_values(
+            &mut sql,
+            "INSERT INTO expectation_results (trial_id, seq, name, passed, expected, actual)",
+            &format!("({CHILD}, ?, ?, ?, ?, ?)"),
+            part.len(),
+            "",
+        );
+    }
+    for _ in &verdicts {
+        sql.push_str(
+            "UPDATE run_experiments SET passed = passed + ?, failed = failed + ?, \
+             errors = errors + ?, updated_at = max(updated_at, ?) WHERE id = ?;\n",
+        );
+    }
+    let cells: Vec<_> = coverage.into_iter().collect();
+    for part in cells.chunks(MAX_ROWS) {
+        push_values(
+            &mut sql,
+            "INSERT INTO coverage_counts (version_id, phase, fault, verdict, trials)",
+            "(?, ?, ?, ?, ?)",
+            part.len(),
+            " ON CONFLICT (version_id, fault, phase, verdict) \
+             DO UPDATE SET trials = trials + excluded.trials",
+        );
+    }
+
+    // The text differs with the batch's shape: not worth a place in the statement cache.
+    let mut query: Query<'_> = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for t in trials {
+        query = bind_trial(query, ids.run, experiment(t)?.run_experiment, t, now)?;
+    }
+    for (t, seq, p) in &phases {
+        query = query
+            .bind(t.id.clone())
+            .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
+            .bind(p.name.clone())
+            .bind(p.entered_ns.map(ns_to_sql))
+            .bind(p.evidence.clone());
+    }
+    for (t, seq, e) in &expectations {
+        query = query
+            .bind(t.id.clone())
+            .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
+            .bind(e.name.clone())
+            .bind(e.passed)
+            .bind(e.expected.clone())
+            .bind(e.actual.clone());
+    }
+    for (run_experiment, counts) in &verdicts {
+        query = query
+            .bind(counts.passed)
+            .bind(counts.failed)
+            .bind(counts.errors)
+            .bind(now)
+            .bind(*run_experiment);
+    }
+    for ((version, phase, fault, verdict), n) in &cells {
+        query = query
+            .bind(*version)
+            .bind(phase.to_string())
+            .bind(fault.to_string())
+            .bind(verdict.to_string())
+            .bind(*n);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Binds the values of one trial's row, in the order of [`TRIAL_COLUMNS`].
+fn bind_trial<'q>(
+    query: Query<'q>,
+    run: i64,
+    run_experiment: i64,
+    t: &TrialRecord,
+    now: f64,
+) -> anyhow::Result<Query<'q>> {
     let obs = &t.observation;
     // The phases go to their own table; the rest of the observation stays JSON.
     let mut observation = serde_json::to_value(obs)?;
     if let Some(map) = observation.as_object_mut() {
         map.insert("phases".into(), serde_json::Value::Array(Vec::new()));
     }
-    // One statement: the view's trigger spreads it over trials, phase_events and
-    // expectation_results, and the triggers on trials update the aggregates.
-    sqlx::query(
-        "INSERT INTO trial_records (uid, run_id, run_experiment_id, fault, idx, offset_spec,
-            offset_fraction, offset_ns, injected_phase, latency_ns, delivery, verdict, stop,
-            exit_code, exit_signal, duration_ns, recorded_at, reasons, observation, recovery,
-            check_run, phases, expectations)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&t.id)
-    .bind(ids.run)
-    .bind(exp.run_experiment)
-    .bind(&t.fault)
-    .bind(t.index)
-    .bind(&t.offset_spec)
-    .bind(t.offset_fraction)
-    .bind(t.offset_ns.map(ns_to_sql))
-    .bind(&t.injected_phase)
-    .bind(t.latency_ns.map(ns_to_sql))
-    .bind(t.delivery.map(|d| d.as_str()))
-    .bind(t.verdict.as_str())
-    .bind(obs.stop.as_str())
-    .bind(obs.exit.as_ref().and_then(|e| e.code))
-    .bind(
-        obs.exit
-            .as_ref()
-            .and_then(|e| e.signal)
-            .map(|s| s.to_string()),
-    )
-    .bind(ns_to_sql(t.duration_ns))
-    .bind(now)
-    .bind(serde_json::to_string(&t.reasons)?)
-    .bind(serde_json::to_string(&observation)?)
-    .bind(t.recovery.as_ref().map(serde_json::to_string).transpose()?)
-    .bind(t.check.as_ref().map(serde_json::to_string).transpose()?)
-    .bind(serde_json::to_string(&obs.phases)?)
-    .bind(serde_json::to_string(&t.expectations)?)
-    .execute(&mut *conn)
-    .await
-    .with_context(|| format!("failed to store trial {}", t.id))?;
-    Ok(())
+    Ok(query
+        .bind(t.id.clone())
+        .bind(run)
+        .bind(run_experiment)
+        .bind(t.fault.clone())
+        .bind(t.index)
+        .bind(t.offset_spec.clone())
+        .bind(t.offset_fraction)
+        .bind(t.offset_ns.map(ns_to_sql))
+        .bind(t.injected_phase.clone())
+        .bind(t.latency_ns.map(ns_to_sql))
+        .bind(t.delivery.map(|d| d.as_str()))
+        .bind(t.verdict.as_str())
+        .bind(obs.stop.as_str())
+        .bind(obs.exit.as_ref().and_then(|e| e.code))
+        .bind(
+            obs.exit
+                .as_ref()
+                .and_then(|e| e.signal)
+                .map(|s| s.to_string()),
+        )
+        .bind(ns_to_sql(t.duration_ns))
+        .bind(now)
+        .bind(serde_json::to_string(&t.reasons)?)
+        .bind(serde_json::to_string(&observation)?)
+        .bind(t.recovery.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(t.check.as_ref().map(serde_json::to_string).transpose()?))
 }
 
 /// Writes how the run ended.
