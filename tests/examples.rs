@@ -142,11 +142,17 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
     }
 
     // A kill mid-rewrite corrupts the state: the restart refuses to start.
+    // The offsets are drawn over the baseline's rewrite (about 30 ms); a trial that rewrites
+    // faster than its baseline may be hit just after, in `ready`, and says so.
     let corrupt = trials(&report, "corrupts-state", "kill-mid-rewrite");
+    let phases: Vec<&str> = corrupt
+        .iter()
+        .map(|t| t["injected_phase"].as_str().unwrap_or("none"))
+        .collect();
     assert!(
-        corrupt
-            .iter()
-            .all(|t| t["injected_phase"] == "init.rewrite")
+        phases.iter().filter(|p| **p == "init.rewrite").count() >= 3
+            && phases.iter().all(|p| ["init.rewrite", "ready"].contains(p)),
+        "{phases:?}"
     );
     let failed: Vec<_> = corrupt.iter().filter(|t| t["verdict"] == "fail").collect();
     assert!(!failed.is_empty(), "the corruption is found");

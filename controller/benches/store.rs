@@ -12,8 +12,11 @@
 //! 3. (alone with `ATROPOS_BENCH_ONLY=overhead`) measures what recording adds to a run: the real `atropos run` on
 //!    `tests/fixtures/store/trivial.yaml` (501 trials of `sh -c 'exit 0'`, the cheapest trial
 //!    there is) and `steady.yaml` with `--no-db` and with `--db` (one store file for all
-//!    rounds, as `./atropos.db` is kept between runs), alternated: medians of the wall time
-//!    over `ATROPOS_BENCH_OVERHEAD_ROUNDS` (default 7), and the total CPU time of the runs.
+//!    rounds, as `./atropos.db` is kept between runs), alternated, over
+//!    `ATROPOS_BENCH_OVERHEAD_ROUNDS` rounds (default 40): the ratio of the mean wall times
+//!    with a 95% bootstrap interval (single runs on this kind of machine vary by ±10%), the
+//!    medians, the CPU time of the runs, and (from a 2-trial run) the part that is paid once
+//!    per run rather than per trial.
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
@@ -174,54 +177,98 @@ fn atropos_run(
     Ok(took)
 }
 
-/// Runs `fixture` alternately without and with a store; prints the medians.
-fn compare_runs(label: &str, fixture: &str, extra: &[&str], rounds: usize) -> anyhow::Result<()> {
+/// Runs `fixture` alternately without and with a store (in turn first, so that neither
+/// always follows the other); prints the medians, the ratio of the mean wall times with a 95%
+/// bootstrap interval, and the CPU time of the runs. Returns the mean wall times.
+fn compare_runs(
+    label: &str,
+    fixture: &str,
+    extra: &[&str],
+    rounds: usize,
+) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let (mut without, mut with) = (Vec::new(), Vec::new());
     let (mut cpu_without, mut cpu_with) = (0.0, 0.0);
     // One store for all rounds, made by a first run, as `./atropos.db` is between runs.
     let db = dir.path().join("atropos.db");
     atropos_run(dir.path(), fixture, extra, Some(&db))?;
-    for _ in 0..rounds {
-        // Alternate, so that drift on the machine hits both alike.
-        let (wall, cpu) = atropos_run(dir.path(), fixture, extra, None)?;
-        without.push(wall);
-        cpu_without += cpu;
-        let (wall, cpu) = atropos_run(dir.path(), fixture, extra, Some(&db))?;
-        with.push(wall);
-        cpu_with += cpu;
+    for round in 0..rounds {
+        for store in [round % 2 == 1, round % 2 == 0] {
+            if store {
+                let (wall, cpu) = atropos_run(dir.path(), fixture, extra, Some(&db))?;
+                with.push(wall.as_secs_f64());
+                cpu_with += cpu;
+            } else {
+                let (wall, cpu) = atropos_run(dir.path(), fixture, extra, None)?;
+                without.push(wall.as_secs_f64());
+                cpu_without += cpu;
+            }
+        }
     }
-    without.sort();
-    with.sort();
-    let (a, b) = (without[rounds / 2], with[rounds / 2]);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (a, b) = (mean(&without), mean(&with));
+    // Resample the rounds (pairs) to see how far the ratio of means moves with the noise.
+    let mut rng = synthetic::Rng::new(7);
+    let mut ratios: Vec<f64> = (0..2000)
+        .map(|_| {
+            let (mut x, mut y) = (0.0, 0.0);
+            for _ in 0..rounds {
+                let i = rng.below(rounds as u64) as usize;
+                x += without[i];
+                y += with[i];
+            }
+            y / x
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let pct = |r: f64| (r - 1.0) * 100.0;
+    let mut sorted = (without.clone(), with.clone());
+    sorted.0.sort_by(f64::total_cmp);
+    sorted.1.sort_by(f64::total_cmp);
     println!(
-        "{label:<44} wall: --no-db {:>9}  --db {:>9}  {:+.1}% (medians of {rounds}); CPU of the run: {:+.1}%",
-        ms(a),
-        ms(b),
-        (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0,
-        (cpu_with / cpu_without - 1.0) * 100.0
+        "{label:<44} --no-db {:>7.1}ms  --db {:>7.1}ms (means of {rounds}): {:+.1}% [95%: {:+.1}% .. {:+.1}%]; medians {:+.1}%; CPU of the runs {:+.1}%",
+        a * 1e3,
+        b * 1e3,
+        pct(b / a),
+        pct(ratios[ratios.len() / 40]),
+        pct(ratios[ratios.len() - ratios.len() / 40 - 1]),
+        pct(sorted.1[rounds / 2] / sorted.0[rounds / 2]),
+        pct(cpu_with / cpu_without)
     );
-    Ok(())
+    Ok((a, b))
 }
 
 async fn overhead() -> anyhow::Result<()> {
-    let rounds = env_or("ATROPOS_BENCH_OVERHEAD_ROUNDS", 7) as usize;
+    let rounds = env_or("ATROPOS_BENCH_OVERHEAD_ROUNDS", 40) as usize;
     let dir = tempfile::tempdir()?;
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_atropos"))
         .args(["run", "--help"])
         .output()?;
     if String::from_utf8_lossy(&help.stdout).contains("--no-db") {
-        compare_runs(
+        // What opening and closing the store cost a run, whatever its trials.
+        let (a, b) = compare_runs(
+            "atropos run trivial.yaml --trials 1 (2 × `exit 0`)",
+            "trivial.yaml",
+            &["--trials", "1"],
+            rounds,
+        )?;
+        let fixed = b - a;
+        let (a, b) = compare_runs(
             "atropos run trivial.yaml (501 × `exit 0`)",
             "trivial.yaml",
             &[],
             rounds,
         )?;
+        println!(
+            "  of which per run: {:.1} ms (open, migrations, close); per trial: {:.0} µs",
+            fixed * 1e3,
+            (b - a - fixed) / 501.0 * 1e6
+        );
         compare_runs(
             "atropos run steady.yaml (81 × ~100ms)",
             "steady.yaml",
             &["--trials", "40"],
-            rounds,
+            rounds.div_ceil(2),
         )?;
     } else {
         println!("atropos run has no --db/--no-db yet: write overhead of a real run not measured");

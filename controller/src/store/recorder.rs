@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, anyhow};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::owner::{Owner, mark_dead_runs_interrupted};
 use super::write::{RunIds, finish_run, insert_run, insert_trials};
@@ -41,6 +41,8 @@ pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
 #[derive(Debug)]
 pub struct Recorder {
     queue: mpsc::UnboundedSender<Message>,
+    /// Wakes the writer when a [`Message::Flush`] is queued (trials alone do not).
+    flush_wanted: Arc<Notify>,
     writer: tokio::task::JoinHandle<()>,
     /// The first error of the writer, reported by the next call.
     failed: Arc<Mutex<Option<String>>>,
@@ -109,6 +111,7 @@ impl Writer {
     async fn run(
         mut self,
         mut queue: mpsc::UnboundedReceiver<Message>,
+        flush_wanted: Arc<Notify>,
         failed: Arc<Mutex<Option<String>>>,
     ) {
         let mut events = Vec::new();
@@ -135,7 +138,11 @@ impl Writer {
                 {
                     break;
                 }
-                tokio::time::sleep_until(due).await;
+                // A flush (the run's end) cuts the wait short.
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    () = flush_wanted.notified() => {}
+                }
                 next = queue.try_recv().ok();
                 if next.is_none() {
                     break;
@@ -187,9 +194,11 @@ impl Recorder {
         };
         let (queue, rx) = mpsc::unbounded_channel();
         let failed = Arc::new(Mutex::new(None));
-        let writer = tokio::spawn(writer.run(rx, failed.clone()));
+        let flush_wanted = Arc::new(Notify::new());
+        let writer = tokio::spawn(writer.run(rx, flush_wanted.clone(), failed.clone()));
         Ok(Recorder {
             queue,
+            flush_wanted,
             writer,
             failed,
         })
@@ -237,6 +246,7 @@ impl Recorder {
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         let (ack, done) = oneshot::channel();
         self.send(Message::Flush(ack))?;
+        self.flush_wanted.notify_one();
         done.await
             .map_err(|_| anyhow!("the results store's writer has stopped"))?
             .map_err(|e| anyhow!("{e}"))
