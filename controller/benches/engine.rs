@@ -4,7 +4,16 @@
 //! ```text
 //! cargo build --release -p atropos-fixtures && cargo bench -p atropos --bench engine
 //! ```
-//! `ATROPOS_BENCH_TRIALS` sets the number of trials per measurement (default 1000).
+//! `ATROPOS_BENCH_TRIALS` sets the number of trials per measurement (default 1000), split
+//! over `ATROPOS_BENCH_ROUNDS` interleaved rounds (default 10): bare loop, atropos
+//! `--jobs 1`, atropos `--jobs 2`, again and again, so that the machine's drift hits all
+//! three alike. The wall-time ratio comes with a 95% bootstrap interval over the rounds:
+//! on a 2-vCPU virtual machine the same loop varies by ±20% from one round to the next.
+//!
+//! Each round also runs the injector alone (`run_blocking` in a plain loop, no runner) twice:
+//! as the only thread of the process, and with an idle two-worker tokio runtime alive beside
+//! it. The difference between those two lines is what the mere presence of parked threads
+//! costs on this machine, whatever atropos does.
 //!
 //! The fixture reads CLOCK_MONOTONIC just before it prints `ready <t>` and again inside its
 //! SIGTERM handler; the difference is the latency the target feels, from its marker to the
@@ -188,6 +197,57 @@ fn engine(path: &Path, jobs: usize) -> (Vec<std::sync::Arc<TrialRecord>>, f64) {
     })
 }
 
+/// The injector alone: the same trials through `run_blocking` in a plain loop on this
+/// thread, without the runner, judging or records; with `runtime` set, while an idle tokio
+/// runtime (two worker threads that have run) exists in the process, as it does in
+/// `atropos run`. Returns seconds per trial and the felt latency's p50 in ns.
+fn injector_loop(path: &Path, runtime: bool) -> (f64, u64) {
+    let rt = runtime.then(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            for _ in 0..4 {
+                let _ = tokio::spawn(async {}).await;
+            }
+        });
+        rt
+    });
+    let loaded = spec::load_all(&[path.to_owned()]).expect("the bench experiment is valid");
+    let run_plan = plan::plan(loaded, "rinj", 1, &plan::PlanOptions::default());
+    let exp = &run_plan.experiments[0];
+    atropos_injector::init().expect("subreaper");
+    let cancel = atropos_injector::CancellationToken::new();
+    let env = plan::TrialEnv {
+        port: 0,
+        dir: std::env::temp_dir(),
+    };
+    let start = Instant::now();
+    let (base, _) = plan::injector_plan(exp, &exp.baseline, &env, &Default::default());
+    let base = atropos_injector::trial::run_blocking(&base, &cancel);
+    let lengths = plan::PhaseLengths::from_baseline(&base);
+    let mut felt = Vec::new();
+    for trial in &exp.trials {
+        let (iplan, _) = plan::injector_plan(exp, trial, &env, &lengths);
+        let obs = atropos_injector::trial::run_blocking(&iplan, &cancel);
+        let at = |p: &str| {
+            obs.stdout_tail
+                .iter()
+                .find(|l| l.text.starts_with(p))
+                .and_then(|l| stamp(&l.text))
+        };
+        if let (Some(ready), Some(handled)) = (at("ready "), at("handled ")) {
+            felt.push(handled.saturating_sub(ready));
+        }
+    }
+    let per = start.elapsed().as_secs_f64() / (exp.trials.len() + 1) as f64;
+    drop(rt);
+    felt.sort_unstable();
+    (per, felt.get(felt.len() / 2).copied().unwrap_or(0))
+}
+
 fn felt_latency(records: &[std::sync::Arc<TrialRecord>]) -> Vec<u64> {
     records
         .iter()
@@ -268,7 +328,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let rounds = 5;
+    let rounds: usize = std::env::var("ATROPOS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let per_round = n.div_ceil(rounds);
     let exe = fixture();
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -295,17 +358,25 @@ fn main() {
         values: Vec::new(),
     };
     let (mut bare_secs, mut seq_secs, mut par_secs) = (0.0, 0.0, 0.0);
+    // Per round: (bare seconds, atropos --jobs 1 seconds), for the interval of the ratio.
+    let mut round_secs: Vec<(f64, f64)> = Vec::new();
+    // Per round: the injector alone, without and with an idle runtime, per trial and p50.
+    let mut alone: Vec<[(f64, u64); 2]> = Vec::new();
     let mut records = Vec::new();
     let mut par_records = Vec::new();
     for _ in 0..rounds {
         let (w, l, secs, s) = bare_loop(&exe, per_round);
+        let bare_round = secs;
         bare_wall.values.extend(w.values);
         bare_latency.values.extend(l.values);
         bare_startup.values.extend(s.values);
         bare_secs += secs;
+        alone.push([injector_loop(&path, false), injector_loop(&path, true)]);
         let (r, secs) = engine(&path, 1);
         records.extend(r);
         seq_secs += secs;
+        // The engine's round has one trial more (the baseline): compare per trial.
+        round_secs.push((bare_round / per_round as f64, secs / (per_round + 1) as f64));
         let (r, secs) = engine(&path, 2);
         par_records.extend(r);
         par_secs += secs;
@@ -351,12 +422,57 @@ fn main() {
     let trials = (per_round * rounds) as f64;
     let bare_per = bare_secs / trials;
     let seq_per = seq_secs / (trials + rounds as f64);
+    // Resample the rounds to see how far the ratio moves with the machine's noise.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut ratios: Vec<f64> = (0..2000)
+        .map(|_| {
+            let (mut b, mut a) = (0.0, 0.0);
+            for _ in 0..round_secs.len() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let (x, y) = round_secs[(seed % round_secs.len() as u64) as usize];
+                b += x;
+                a += y;
+            }
+            a / b
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let mut per_round: Vec<f64> = round_secs.iter().map(|(b, a)| a / b).collect();
+    per_round.sort_by(f64::total_cmp);
     println!(
-        "per-trial wall, whole run / trials: bare {:.3}ms · atropos --jobs 1 {:.3}ms · ratio {:.2}x (target ≤ 1.30x)",
+        "per-trial wall, whole run / trials: bare {:.3}ms · atropos --jobs 1 {:.3}ms · ratio {:.2}x [95%: {:.2}x .. {:.2}x; rounds {:.2}x .. {:.2}x] (target ≤ 1.30x)",
         bare_per * 1e3,
         seq_per * 1e3,
-        seq_per / bare_per
+        seq_per / bare_per,
+        ratios[ratios.len() / 40],
+        ratios[ratios.len() - ratios.len() / 40 - 1],
+        per_round[0],
+        per_round[per_round.len() - 1],
     );
+    // Where the rest goes: the injector alone, as the only thread of this process, and with
+    // idle runtime threads beside it.
+    for (i, label) in ["alone in the process", "beside an idle tokio runtime"]
+        .iter()
+        .enumerate()
+    {
+        let mut ratios: Vec<f64> = alone
+            .iter()
+            .zip(&round_secs)
+            .map(|(a, (bare, _))| a[i].0 / bare)
+            .collect();
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        ratios.sort_by(f64::total_cmp);
+        let mut p50s: Vec<u64> = alone.iter().map(|a| a[i].1).collect();
+        p50s.sort_unstable();
+        println!(
+            "  injector loop {label:<30} ratio mean {mean:.2}x (rounds {:.2}x .. {:.2}x) · felt p50 median {:.1}µs",
+            ratios[0],
+            ratios[ratios.len() - 1],
+            p50s[p50s.len() / 2] as f64 / 1e3
+        );
+    }
     println!(
         "throughput: atropos --jobs 2 {:.0} trials/s (target ≥ 200/s) · --jobs 1 {:.0} trials/s · bare loop {:.0}/s",
         (trials + rounds as f64) / par_secs,

@@ -44,6 +44,11 @@ fn guardian() -> Option<&'static unix::GuardTable> {
         .as_ref()
 }
 
+/// The guardian's pid, if it runs: atropos's own child, never an orphan of a trial.
+pub(crate) fn guardian_pid() -> Option<i32> {
+    guardian().map(|table| table.pid)
+}
+
 /// Starts the guardian that kills every target group if atropos dies; idempotent.
 pub fn start_guardian() -> bool {
     guardian().is_some()

@@ -64,6 +64,8 @@ const GUARD_SLOTS: usize = 4096;
 
 /// The table of live target groups, shared with the guardian process.
 pub struct GuardTable {
+    /// The guardian's pid: a child of atropos that no trial owns.
+    pub pid: i32,
     slots: &'static [std::sync::atomic::AtomicI32],
     _pipe: OwnedFd,
 }
@@ -169,6 +171,7 @@ pub fn start_guardian() -> io::Result<GuardTable> {
     unsafe {
         libc::close(fds[0]);
         Ok(GuardTable {
+            pid,
             slots,
             _pipe: OwnedFd::from_raw_fd(fds[1]),
         })
