@@ -3,15 +3,14 @@
 //! The command runs in its own process group (so a timeout kills all it started) and its
 //! output is kept as a bounded tail.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, ppoll};
 
 use crate::clock::now_ns;
 use crate::output::StreamState;
-use crate::process::spawn;
+use crate::process::{self, spawn};
 use crate::record::Exit;
 
 /// How a command ended.
@@ -52,7 +51,7 @@ pub async fn run_command(
 /// Runs `argv` in `cwd` with `env` added, for at most `limit`, on this thread.
 pub fn run_command_blocking(
     argv: &[String],
-    cwd: &PathBuf,
+    cwd: &Path,
     env: &[(String, String)],
     limit: Duration,
     tail: usize,
@@ -69,15 +68,7 @@ pub fn run_command_blocking(
         result.error = Some("the command is empty".into());
         return result;
     };
-    let mut command = Command::new(program);
-    command
-        .args(&argv[1..])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    crate::unix::isolate(&mut command);
+    let mut command = process::command(program, &argv[1..], env, cwd);
     let mut child = match spawn(&mut command) {
         Ok(child) => child,
         Err(err) => {

@@ -27,13 +27,12 @@ pub fn find(token: &str, main_pid: i32) -> Vec<ProcStat> {
 fn scan(token: &str, main_pid: i32, reap: bool) -> Vec<ProcStat> {
     let me = std::process::id() as i32;
     let entry = format!("{TOKEN_VAR}={token}");
-    let guardian = process::guardian_pid();
     let mut found: Vec<ProcStat> = Vec::new();
     // When a process dies its children go to the subreaper's first live thread, the main
     // thread: one children file holds every orphan of every trial.
     process::with_registry(|registered| {
         for pid in procfs::thread_children(me, me) {
-            if registered.contains(&pid) || Some(pid) == guardian {
+            if registered.contains(&pid) {
                 continue;
             }
             let Some(stat) = ProcStat::read(pid) else {
@@ -102,13 +101,9 @@ fn reap_pinned(mut pinned: Vec<Found>) {
 /// exited by themselves. Registered processes are left to their owners.
 pub fn reap_strays() {
     let me = std::process::id() as i32;
-    let guardian = process::guardian_pid();
     process::with_registry(|registered| {
         for pid in procfs::children(me) {
-            if !registered.contains(&pid)
-                && Some(pid) != guardian
-                && ProcStat::read(pid).is_some_and(|s| s.is_zombie())
-            {
+            if !registered.contains(&pid) && ProcStat::read(pid).is_some_and(|s| s.is_zombie()) {
                 process::reap_stray(pid);
             }
         }
@@ -120,12 +115,8 @@ pub fn reap_strays() {
 pub fn kill_run(run_prefix: &str) -> usize {
     let me = std::process::id() as i32;
     let prefix = format!("{TOKEN_VAR}={run_prefix}");
-    let guardian = process::guardian_pid();
     let mut killed = 0;
     for stat in procfs::descendants_of(me) {
-        if Some(stat.pid) == guardian {
-            continue;
-        }
         let environ = procfs::read(format!("/proc/{}/environ", stat.pid)).unwrap_or_default();
         let ours = environ
             .split(|b| *b == 0)

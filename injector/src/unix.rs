@@ -50,16 +50,6 @@ pub fn become_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
-/// Configures `command` so the child runs in its own process group.
-///
-/// No `pre_exec` hook on purpose: any hook makes the standard library fork instead of
-/// posix_spawn (vfork-like), which cost 2.4 ms per trial in the engine benchmark. The
-/// guardian ([`start_guardian`]) kills the groups if atropos dies instead of PDEATHSIG.
-pub fn isolate(command: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    command.process_group(0);
-}
-
 const GUARD_SLOTS: usize = 4096;
 
 /// The table of live target groups, shared with the guardian process.

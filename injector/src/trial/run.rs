@@ -1,6 +1,5 @@
 //! Starting a trial, and assembling its observation once it has ended.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +12,7 @@ use crate::markers::Polled;
 use crate::orphans;
 use crate::output::StreamState;
 use crate::plan::{Marker, Stream, TrialPlan};
-use crate::process::spawn;
+use crate::process::{self, spawn};
 use crate::record::{Observation, PhaseEntry, Resources, StopReason, WatchHit};
 
 /// Runs one trial to its end on a blocking thread and reports everything observed.
@@ -84,16 +83,13 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         return obs;
     };
     crate::unix::precise_timers();
-    let mut command = Command::new(program);
-    command
-        .args(&plan.target.argv[1..])
-        .envs(plan.target.env.iter().map(|(k, v)| (k, v)))
-        .env(orphans::TOKEN_VAR, &plan.id)
-        .current_dir(&plan.target.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    crate::unix::isolate(&mut command);
+    let mut command = process::command(
+        program,
+        &plan.target.argv[1..],
+        &plan.target.env,
+        &plan.target.cwd,
+    );
+    command.env(orphans::TOKEN_VAR, &plan.id);
     let mut child = match spawn(&mut command) {
         Ok(child) => child,
         Err(err) => {
