@@ -23,15 +23,9 @@ pub(super) fn main(args: CoverageArgs) -> u8 {
 
 /// Runs a store command on a small runtime; errors print with their causes.
 pub(super) fn block_on(fut: impl Future<Output = anyhow::Result<u8>>) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(None) {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: failed to start the async runtime: {err}");
-            return EXIT_HARNESS;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(fut) {
         Ok(code) => code,

@@ -74,3 +74,20 @@ pub fn main() -> ExitCode {
     };
     ExitCode::from(code)
 }
+
+/// A tokio runtime: on this thread alone with `workers` unset, else with that many worker
+/// threads. When none can be started, says so and gives the exit code.
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, u8> {
+    let mut builder = match workers {
+        None => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build().map_err(|err| {
+        eprintln!("error: failed to start the async runtime: {err}");
+        EXIT_HARNESS
+    })
+}

@@ -106,16 +106,9 @@ pub(super) fn main(args: RunArgs) -> u8 {
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
         usize::from,
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.clamp(2, 16))
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(Some(jobs.clamp(2, 16))) {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: failed to start the async runtime: {err}");
-            return EXIT_HARNESS;
-        }
+        Err(code) => return code,
     };
     let db = (!args.no_db).then_some(args.db);
     runtime.block_on(run(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{EXIT_HARNESS, EXIT_INVALID, EXIT_OK};
+use super::{EXIT_INVALID, EXIT_OK};
 use crate::dashboard::{AppState, app};
 use crate::store::Store;
 
@@ -25,16 +25,9 @@ pub struct ServeArgs {
 }
 
 pub(super) fn main(args: ServeArgs) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(Some(2)) {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: failed to start the async runtime: {err}");
-            return EXIT_HARNESS;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve(args)) {
         Ok(()) => EXIT_OK,

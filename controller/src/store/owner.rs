@@ -6,6 +6,7 @@
 //! live, non-zombie process. Runs written on another host are left alone: their owner
 //! cannot be checked from here.
 
+use atropos_injector::procfs::ProcStat;
 use sqlx::sqlite::SqliteConnection;
 
 /// The identity of a process that writes runs.
@@ -38,19 +39,6 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The state letter and start time of `pid` from `/proc/PID/stat`.
-fn stat_of(pid: i32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields after it are
-    // counted from its last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // `rest` starts at field 3 (state); starttime is field 22.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
-
 impl Owner {
     /// This process.
     pub fn current() -> Owner {
@@ -59,7 +47,7 @@ impl Owner {
             host: read_trimmed("/proc/sys/kernel/hostname"),
             boot: read_trimmed("/proc/sys/kernel/random/boot_id"),
             pid,
-            start: stat_of(pid).map_or(0, |(_, start)| start),
+            start: ProcStat::read(pid).map_or(0, |stat| stat.starttime),
         }
     }
 
@@ -71,10 +59,8 @@ impl Owner {
         if self.boot != me.boot {
             return Liveness::Dead;
         }
-        match stat_of(self.pid) {
-            Some((state, start)) if start == self.start && state != 'Z' && state != 'X' => {
-                Liveness::Alive
-            }
+        match ProcStat::read(self.pid) {
+            Some(stat) if stat.starttime == self.start && !stat.is_zombie() => Liveness::Alive,
             _ => Liveness::Dead,
         }
     }

@@ -167,7 +167,6 @@ impl Writer {
                 let _ = ack.send(result.clone());
             }
         }
-        tracing::trace!("closing the store");
         if let Err(e) = self.conn.close().await {
             tracing::warn!(error = %e, "failed to close the results store");
         }
@@ -259,7 +258,6 @@ impl Recorder {
         self.writer
             .await
             .context("the results store's writer failed")?;
-        tracing::trace!("closed the store");
         flushed
     }
 }

@@ -193,22 +193,27 @@ async fn insert_chunk(
     trials: &[&TrialRecord],
     now: f64,
 ) -> anyhow::Result<()> {
-    let experiment = |t: &TrialRecord| {
-        ids.experiments
-            .get(&t.experiment)
-            .copied()
-            .with_context(|| {
-                format!(
-                    "trial {} belongs to experiment {}, which its run did not announce",
-                    t.id, t.experiment
-                )
-            })
-    };
+    // Each trial with the ids of its experiment in this run.
+    let rows = trials
+        .iter()
+        .map(|t| {
+            let exp = ids
+                .experiments
+                .get(&t.experiment)
+                .copied()
+                .with_context(|| {
+                    format!(
+                        "trial {} belongs to experiment {}, which its run did not announce",
+                        t.id, t.experiment
+                    )
+                })?;
+            Ok((*t, exp))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // The aggregates this batch adds to, in a stable order.
     let mut verdicts: std::collections::BTreeMap<i64, Counts> = Default::default();
     let mut coverage: std::collections::BTreeMap<(i64, &str, &str, &str), i64> = Default::default();
-    for t in trials {
-        let exp = experiment(t)?;
+    for (t, exp) in &rows {
         let counts = verdicts.entry(exp.run_experiment).or_default();
         match t.verdict {
             Verdict::Pass => counts.passed += 1,
@@ -290,8 +295,8 @@ async fn insert_chunk(
 
     // The text differs with the batch's shape: not worth a place in the statement cache.
     let mut query: Query<'_> = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for t in trials {
-        query = bind_trial(query, ids.run, experiment(t)?.run_experiment, t, now)?;
+    for (t, exp) in &rows {
+        query = bind_trial(query, ids.run, exp.run_experiment, t, now)?;
     }
     for (t, seq, p) in &phases {
         query = query
