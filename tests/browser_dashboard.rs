@@ -3,39 +3,23 @@
 //! its SVG timelines. Screenshots land in `target/screenshots/` for review.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atropos::dashboard::{AppState, app};
 use atropos::store::query;
 use atropos::store::{Recorder, Store, synthetic};
+use common::Owned;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Our chromedriver, ended when dropped (it ends the browsers it started).
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -45,7 +29,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn chromedriver() -> (Driver, String) {
+/// Our chromedriver, ended when dropped (it ends the browsers it started), and its URL.
+async fn chromedriver() -> (Owned, String) {
     assert!(
         std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
         "the browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
@@ -58,7 +43,7 @@ async fn chromedriver() -> (Driver, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let driver = Driver(child);
+    let driver = Owned(child);
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

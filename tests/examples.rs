@@ -4,17 +4,7 @@
 
 mod common;
 
-use common::{processes_with, run_json, tempdir, trials};
-
-fn reasons(t: &serde_json::Value) -> String {
-    t["reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
+use common::{processes_with, reasons, run_json, tempdir, trials};
 
 #[test]
 fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {

@@ -8,18 +8,8 @@ mod common;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{processes_with, root, run_json, tempdir, trials};
+use common::{processes_with, reasons, root, run_json, tempdir, trials};
 use serde_json::Value;
-
-fn reasons(t: &Value) -> String {
-    t["reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
 
 fn all_pass(report: &Value, experiment: &str) {
     let mine: Vec<&Value> = report["trials"]

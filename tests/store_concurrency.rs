@@ -3,36 +3,21 @@
 //! ends with exactly what the run reported.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::Owned;
 
 const ATROPOS: &str = env!("CARGO_BIN_EXE_atropos");
 const STEADY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/fixtures/store/steady.yaml"
 );
-
-/// A child we spawned, ended with SIGTERM (then SIGKILL) when dropped.
-struct Owned(Child);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `atropos serve` on a free loopback port; returns it with its address.
 fn serve(db: &Path) -> (Owned, String) {

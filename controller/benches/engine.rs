@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use atropos::record::TrialRecord;
 use atropos::{plan, runner, spec};
+use atropos_injector::record::{Line, Observation};
 
 fn fixture() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,6 +49,23 @@ fn fixture() -> PathBuf {
 
 fn stamp(line: &str) -> Option<u64> {
     line.split(' ').nth(1)?.parse().ok()
+}
+
+/// The fixture's first line starting with `prefix` (`ready `, `handled `) as atropos read
+/// it, with the fixture's clock reading in it.
+fn fixture_line<'a>(obs: &'a Observation, prefix: &str) -> Option<(&'a Line, u64)> {
+    let line = obs
+        .stdout_tail
+        .iter()
+        .find(|l| l.text.starts_with(prefix))?;
+    Some((line, stamp(&line.text)?))
+}
+
+/// The latency the fixture felt: its clock in the signal handler minus at its marker.
+fn felt(obs: &Observation) -> Option<u64> {
+    let (_, ready) = fixture_line(obs, "ready ")?;
+    let (_, handled) = fixture_line(obs, "handled ")?;
+    Some(handled.saturating_sub(ready))
 }
 
 struct Stats {
@@ -232,15 +250,7 @@ fn injector_loop(path: &Path, runtime: bool) -> (f64, u64) {
     for trial in &exp.trials {
         let (iplan, _) = plan::injector_plan(exp, trial, &env, &lengths);
         let obs = atropos_injector::trial::run_blocking(&iplan, &cancel);
-        let at = |p: &str| {
-            obs.stdout_tail
-                .iter()
-                .find(|l| l.text.starts_with(p))
-                .and_then(|l| stamp(&l.text))
-        };
-        if let (Some(ready), Some(handled)) = (at("ready "), at("handled ")) {
-            felt.push(handled.saturating_sub(ready));
-        }
+        felt.extend(self::felt(&obs));
     }
     let per = start.elapsed().as_secs_f64() / (exp.trials.len() + 1) as f64;
     drop(rt);
@@ -252,18 +262,7 @@ fn felt_latency(records: &[std::sync::Arc<TrialRecord>]) -> Vec<u64> {
     records
         .iter()
         .filter(|r| r.fault != plan::BASELINE)
-        .filter_map(|r| {
-            let tail = &r.observation.stdout_tail;
-            let ready = tail
-                .iter()
-                .find(|l| l.text.starts_with("ready "))
-                .and_then(|l| stamp(&l.text))?;
-            let handled = tail
-                .iter()
-                .find(|l| l.text.starts_with("handled "))
-                .and_then(|l| stamp(&l.text))?;
-            Some(handled.saturating_sub(ready))
-        })
+        .filter_map(|r| felt(&r.observation))
         .collect()
 }
 
@@ -300,14 +299,11 @@ fn breakdown(fault: &[&std::sync::Arc<TrialRecord>]) {
     };
     for r in fault {
         let o = &r.observation;
-        let ready = o.stdout_tail.iter().find(|l| l.text.starts_with("ready "));
-        let handled = o
-            .stdout_tail
-            .iter()
-            .find(|l| l.text.starts_with("handled "))
-            .and_then(|l| stamp(&l.text));
-        if let (Some(ready), Some(handled), Some(d)) = (ready, handled, o.deliveries.first()) {
-            let printed = stamp(&ready.text).unwrap_or(0);
+        let ready = fixture_line(o, "ready ");
+        let handled = fixture_line(o, "handled ").map(|(_, at)| at);
+        if let (Some((ready, printed)), Some(handled), Some(d)) =
+            (ready, handled, o.deliveries.first())
+        {
             read.values
                 .push((o.started_ns + ready.at_ns).saturating_sub(printed));
             sig.values
