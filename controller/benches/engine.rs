@@ -10,10 +10,13 @@
 //! three alike. The wall-time ratio comes with a 95% bootstrap interval over the rounds:
 //! on a 2-vCPU virtual machine the same loop varies by ±20% from one round to the next.
 //!
-//! Each round also runs the injector alone (`run_blocking` in a plain loop, no runner) twice:
-//! as the only thread of the process, and with an idle two-worker tokio runtime alive beside
-//! it. The difference between those two lines is what the mere presence of parked threads
-//! costs on this machine, whatever atropos does.
+//! Each round also runs the injector alone (`run_blocking` in a plain loop, no runner) three
+//! times: as the only thread of the process; with an idle two-worker tokio runtime alive
+//! beside it; and with that runtime woken by one message per trial, as a runner that
+//! announced each trial the moment it ended would do. The differences between those lines
+//! are what parked threads, and waking them, cost on this machine whatever atropos does: on
+//! a 2-vCPU virtual machine a wake-up that crosses to the other, halted vCPU takes about
+//! 50 µs, against a few on the same one.
 //!
 //! The fixture reads CLOCK_MONOTONIC just before it prints `ready <t>` and again inside its
 //! SIGTERM handler; the difference is the latency the target feels, from its marker to the
@@ -215,12 +218,22 @@ fn engine(path: &Path, jobs: usize) -> (Vec<std::sync::Arc<TrialRecord>>, f64) {
     })
 }
 
+/// What else is in the process while [`injector_loop`] runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Beside {
+    /// Nothing: the loop is the process's only thread.
+    Nothing,
+    /// A tokio runtime with two worker threads that have run and now sleep.
+    IdleRuntime,
+    /// That runtime, with a task that is sent one message per trial.
+    RuntimeWokenPerTrial,
+}
+
 /// The injector alone: the same trials through `run_blocking` in a plain loop on this
-/// thread, without the runner, judging or records; with `runtime` set, while an idle tokio
-/// runtime (two worker threads that have run) exists in the process, as it does in
-/// `atropos run`. Returns seconds per trial and the felt latency's p50 in ns.
-fn injector_loop(path: &Path, runtime: bool) -> (f64, u64) {
-    let rt = runtime.then(|| {
+/// thread, without the runner, judging or records, with `beside` in the process. Returns
+/// seconds per trial and the felt latency's p50 in ns.
+fn injector_loop(path: &Path, beside: Beside) -> (f64, u64) {
+    let rt = (beside != Beside::Nothing).then(|| {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -242,6 +255,11 @@ fn injector_loop(path: &Path, runtime: bool) -> (f64, u64) {
         port: 0,
         dir: std::env::temp_dir(),
     };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let listener = rt
+        .as_ref()
+        .filter(|_| beside == Beside::RuntimeWokenPerTrial)
+        .map(|rt| rt.spawn(async move { while rx.recv().await.is_some() {} }));
     let start = Instant::now();
     let (base, _) = plan::injector_plan(exp, &exp.baseline, &env, &Default::default());
     let base = atropos_injector::trial::run_blocking(&base, &cancel);
@@ -251,6 +269,9 @@ fn injector_loop(path: &Path, runtime: bool) -> (f64, u64) {
         let (iplan, _) = plan::injector_plan(exp, trial, &env, &lengths);
         let obs = atropos_injector::trial::run_blocking(&iplan, &cancel);
         felt.extend(self::felt(&obs));
+        if listener.is_some() {
+            let _ = tx.send(felt.len());
+        }
     }
     let per = start.elapsed().as_secs_f64() / (exp.trials.len() + 1) as f64;
     drop(rt);
@@ -356,8 +377,9 @@ fn main() {
     let (mut bare_secs, mut seq_secs, mut par_secs) = (0.0, 0.0, 0.0);
     // Per round: (bare seconds, atropos --jobs 1 seconds), for the interval of the ratio.
     let mut round_secs: Vec<(f64, f64)> = Vec::new();
-    // Per round: the injector alone, without and with an idle runtime, per trial and p50.
-    let mut alone: Vec<[(f64, u64); 2]> = Vec::new();
+    // Per round: the injector alone beside nothing, an idle runtime, a runtime woken per
+    // trial; seconds per trial and felt p50.
+    let mut alone: Vec<[(f64, u64); 3]> = Vec::new();
     let mut records = Vec::new();
     let mut par_records = Vec::new();
     for _ in 0..rounds {
@@ -367,7 +389,14 @@ fn main() {
         bare_latency.values.extend(l.values);
         bare_startup.values.extend(s.values);
         bare_secs += secs;
-        alone.push([injector_loop(&path, false), injector_loop(&path, true)]);
+        alone.push(
+            [
+                Beside::Nothing,
+                Beside::IdleRuntime,
+                Beside::RuntimeWokenPerTrial,
+            ]
+            .map(|beside| injector_loop(&path, beside)),
+        );
         let (r, secs) = engine(&path, 1);
         records.extend(r);
         seq_secs += secs;
@@ -447,11 +476,15 @@ fn main() {
         per_round[0],
         per_round[per_round.len() - 1],
     );
-    // Where the rest goes: the injector alone, as the only thread of this process, and with
-    // idle runtime threads beside it.
-    for (i, label) in ["alone in the process", "beside an idle tokio runtime"]
-        .iter()
-        .enumerate()
+    // Where the rest goes: the injector alone, as the only thread of this process, with
+    // idle runtime threads beside it, and with those threads woken once per trial.
+    for (i, label) in [
+        "alone in the process",
+        "beside an idle tokio runtime",
+        "beside a runtime woken per trial",
+    ]
+    .iter()
+    .enumerate()
     {
         let mut ratios: Vec<f64> = alone
             .iter()

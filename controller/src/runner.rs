@@ -1,21 +1,25 @@
 //! Running a planned run: baselines first, then fault trials in parallel, each judged and
-//! announced as soon as it ends.
+//! announced shortly after it ends.
 //!
-//! Parallelism is a semaphore of `jobs` permits shared by all experiments; a trial holds its
-//! permit through its recovery restart and check command, so `--jobs` bounds the number of
-//! targets alive at once. Cancelling the token stops new trials from starting and makes the
-//! running ones kill their targets; a last sweep kills anything still carrying this run's
-//! token.
+//! `jobs` lanes (threads of the blocking pool) take work from one board shared by all
+//! experiments: every experiment's baseline first, then, once a baseline has measured its
+//! phases, that experiment's trials. A lane runs one trial at a time to its end, with its
+//! recovery restart and check command, judges it and takes the next, so `--jobs` bounds the
+//! number of targets alive at once. Nothing wakes another thread between two trials: on
+//! this kind of machine each cross-thread hand-off costs tens of microseconds, which the
+//! engine benchmark counts against the bare loop. Finished records reach `events` in
+//! batches, every [`ANNOUNCE_EVERY`], from the async side.
+//!
+//! Cancelling the token stops new trials from starting and makes the running ones kill
+//! their targets; a last sweep kills anything still carrying this run's token.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use atropos_injector::{self as inj, CancellationToken, clock::now_ns};
-use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinSet;
 
 use crate::judge::{self, After, FileState};
 use crate::plan::{self, ExperimentPlan, PhaseLengths, PlannedTrial, RunPlan, TrialEnv};
@@ -34,15 +38,46 @@ pub struct RunOptions {
 /// Default check command limit.
 pub const DEFAULT_CHECK_LIMIT: Duration = Duration::from_secs(10);
 
+/// How often finished trials are handed to `events`.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(20);
+
+/// One piece of work: an experiment's baseline (`trial: None`) or one of its trials.
+#[derive(Clone, Copy)]
+struct Work {
+    experiment: usize,
+    trial: Option<usize>,
+}
+
+/// What the lanes share, under one lock.
+#[derive(Default)]
+struct Board {
+    /// Work ready to start, in plan order.
+    queue: VecDeque<Work>,
+    /// Baselines not finished yet: lanes that find the queue empty wait for them.
+    baselines_left: usize,
+    /// Phase lengths per experiment, once its baseline has run.
+    lengths: Vec<Option<Arc<PhaseLengths>>>,
+    /// Every record so far, with its place in the plan.
+    done: Vec<((usize, usize), Arc<TrialRecord>)>,
+    /// Records not yet handed to `events`.
+    outbox: Vec<Arc<TrialRecord>>,
+}
+
 struct Shared {
-    permits: Semaphore,
+    experiments: Vec<Arc<ExperimentPlan>>,
+    board: Mutex<Board>,
+    /// Signalled when a baseline ends (its trials become ready) and when the last one has.
+    ready: Condvar,
     cancel: CancellationToken,
-    events: UnboundedSender<RunEvent>,
     run_dir: PathBuf,
     ports: Mutex<HashSet<u16>>,
 }
 
 impl Shared {
+    fn board(&self) -> MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A free loopback port not yet handed to another trial of this run.
     fn port(&self) -> u16 {
         for _ in 0..64 {
@@ -59,6 +94,54 @@ impl Shared {
         }
         0
     }
+
+    /// The next work for a lane, waiting while only baselines are running; `None` when
+    /// there is none left or the run is cancelled.
+    fn next(&self) -> Option<(Work, Option<Arc<PhaseLengths>>)> {
+        let mut board = self.board();
+        loop {
+            if self.cancel.is_cancelled() {
+                return None;
+            }
+            if let Some(work) = board.queue.pop_front() {
+                let lengths = board.lengths[work.experiment].clone();
+                return Some((work, lengths));
+            }
+            if board.baselines_left == 0 {
+                return None;
+            }
+            // A baseline ends within its timeout, a cancelled one at once; the timeout
+            // only bounds how late a cancellation is noticed here.
+            board = self
+                .ready
+                .wait_timeout(board, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Files a finished piece of work; a baseline that ran releases its trials.
+    fn finish(&self, work: Work, record: Option<Arc<TrialRecord>>) {
+        let mut board = self.board();
+        if work.trial.is_none() {
+            board.baselines_left -= 1;
+            if let Some(baseline) = &record {
+                let lengths = PhaseLengths::from_baseline(&baseline.observation);
+                board.lengths[work.experiment] = Some(Arc::new(lengths));
+                let count = self.experiments[work.experiment].trials.len();
+                board.queue.extend((0..count).map(|i| Work {
+                    experiment: work.experiment,
+                    trial: Some(i),
+                }));
+            }
+            self.ready.notify_all();
+        }
+        if let Some(record) = record {
+            let order = work.trial.map_or(0, |i| i + 1);
+            board.done.push(((work.experiment, order), record.clone()));
+            board.outbox.push(record);
+        }
+    }
 }
 
 /// Runs every trial of `plan`; returns the records of the trials that ran, in plan order.
@@ -69,73 +152,79 @@ pub async fn execute(
     cancel: CancellationToken,
 ) -> Vec<Arc<TrialRecord>> {
     let run_dir = std::env::temp_dir().join(format!("atropos-{}", plan.run_id));
+    let count = plan.experiments.len();
     let shared = Arc::new(Shared {
-        permits: Semaphore::new(options.jobs.max(1)),
+        experiments: plan.experiments.into_iter().map(Arc::new).collect(),
+        board: Mutex::new(Board {
+            queue: (0..count)
+                .map(|experiment| Work {
+                    experiment,
+                    trial: None,
+                })
+                .collect(),
+            baselines_left: count,
+            lengths: vec![None; count],
+            ..Board::default()
+        }),
+        ready: Condvar::new(),
         cancel: cancel.clone(),
-        events,
         run_dir: run_dir.clone(),
         ports: Mutex::new(HashSet::new()),
     });
-    let mut experiments = JoinSet::new();
-    for (order, exp) in plan.experiments.into_iter().enumerate() {
+    let mut lanes = tokio::task::JoinSet::new();
+    for _ in 0..options.jobs.max(1) {
         let shared = shared.clone();
-        experiments.spawn(async move { (order, run_experiment(Arc::new(exp), shared).await) });
+        lanes.spawn_blocking(move || lane(&shared));
     }
-    let mut by_experiment = Vec::new();
-    while let Some(done) = experiments.join_next().await {
-        if let Ok(done) = done {
-            by_experiment.push(done);
+    let announce = |shared: &Shared| {
+        let ready = std::mem::take(&mut shared.board().outbox);
+        for record in ready {
+            let _ = events.send(RunEvent::Trial(record));
+        }
+    };
+    let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            lane = lanes.join_next() => {
+                if lane.is_none() {
+                    break;
+                }
+            }
+            _ = tick.tick() => announce(&shared),
         }
     }
-    by_experiment.sort_by_key(|(order, _)| *order);
+    announce(&shared);
     // Nothing of this run may outlive it, whatever happened above.
     inj::orphans::kill_run(&plan.run_id);
     if !options.keep_dirs {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
-    by_experiment
-        .into_iter()
-        .flat_map(|(_, records)| records)
-        .collect()
+    let mut done = std::mem::take(&mut shared.board().done);
+    done.sort_by_key(|(order, _)| *order);
+    done.into_iter().map(|(_, record)| record).collect()
 }
 
-async fn run_experiment(exp: Arc<ExperimentPlan>, shared: Arc<Shared>) -> Vec<Arc<TrialRecord>> {
-    let mut records = Vec::new();
-    let Some(baseline) = run_trial(&exp, &exp.baseline, &PhaseLengths::default(), &shared).await
-    else {
-        return records;
-    };
-    let lengths = PhaseLengths::from_baseline(&baseline.observation);
-    records.push(baseline);
-    let mut trials = JoinSet::new();
-    for (i, trial) in exp.trials.iter().enumerate() {
-        let (exp, shared, lengths, trial) =
-            (exp.clone(), shared.clone(), lengths.clone(), trial.clone());
-        trials.spawn(async move { (i, run_trial(&exp, &trial, &lengths, &shared).await) });
+/// One lane: trials back to back on this thread until the board is empty.
+fn lane(shared: &Shared) {
+    while let Some((work, lengths)) = shared.next() {
+        let exp = &shared.experiments[work.experiment];
+        let (trial, lengths) = match work.trial {
+            Some(i) => (&exp.trials[i], lengths.unwrap_or_default()),
+            None => (&exp.baseline, Arc::default()),
+        };
+        let record = run_trial(exp, trial, &lengths, shared);
+        shared.finish(work, record);
     }
-    let mut done = Vec::new();
-    while let Some(result) = trials.join_next().await {
-        if let Ok((i, Some(record))) = result {
-            done.push((i, record));
-        }
-    }
-    done.sort_by_key(|(i, _)| *i);
-    records.extend(done.into_iter().map(|(_, r)| r));
-    records
 }
 
 /// Runs one trial with its after-checks and judges it; `None` if it never started.
-async fn run_trial(
+fn run_trial(
     exp: &ExperimentPlan,
     trial: &PlannedTrial,
     lengths: &PhaseLengths,
     shared: &Shared,
 ) -> Option<Arc<TrialRecord>> {
-    let _permit = tokio::select! {
-        biased;
-        () = shared.cancel.cancelled() => return None,
-        permit = shared.permits.acquire() => permit.ok()?,
-    };
     if shared.cancel.is_cancelled() {
         return None;
     }
@@ -147,9 +236,9 @@ async fn run_trial(
     let port = if exp.needs_port { shared.port() } else { 0 };
     let env = TrialEnv { port, dir };
     let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths);
-    let obs = inj::run_trial(&iplan, &shared.cancel).await;
+    let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
     let after = if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
-        after_checks(exp, trial, &env, &shared.cancel).await
+        after_checks(exp, trial, &env, &shared.cancel)
     } else {
         After::default()
     };
@@ -181,13 +270,12 @@ async fn run_trial(
         reasons: judgement.reasons,
         duration_ns: now_ns() - started,
     });
-    let _ = shared.events.send(RunEvent::Trial(record.clone()));
     Some(record)
 }
 
 /// Files, the check command and the recovery restart, in that order: files describe the
 /// state the fault left, before anything else touches it.
-async fn after_checks(
+fn after_checks(
     exp: &ExperimentPlan,
     trial: &PlannedTrial,
     env: &TrialEnv,
@@ -218,7 +306,7 @@ async fn after_checks(
         let argv = plan::argv(&check.command, &cwd, &vars);
         let env_vars = vec![("ATROPOS_TRIAL".to_owned(), format!("{}-check", trial.id))];
         let limit = check.within.unwrap_or(DEFAULT_CHECK_LIMIT);
-        let result = inj::command::run_command(&argv, &cwd, &env_vars, limit, 20).await;
+        let result = inj::command::run_command_blocking(&argv, &cwd, &env_vars, limit, 20);
         let mut output = result.output;
         if let Some(error) = result.error {
             output.push(error);
@@ -251,7 +339,7 @@ async fn after_checks(
             sample_resources: false,
             tail_lines: 10,
         };
-        let obs = inj::run_trial(&rplan, cancel).await;
+        let obs = inj::trial::run_blocking(&rplan, cancel);
         let reached_ns = obs.phases.get(index).and_then(|p| p.entered_ns);
         after.recovery = Some(Recovery {
             phase: recover.reaches.clone(),

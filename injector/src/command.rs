@@ -28,26 +28,6 @@ pub struct CommandResult {
     pub error: Option<String>,
 }
 
-/// Runs `argv` in `cwd` with `env` added, for at most `limit`, on a blocking thread.
-pub async fn run_command(
-    argv: &[String],
-    cwd: &Path,
-    env: &[(String, String)],
-    limit: Duration,
-    tail: usize,
-) -> CommandResult {
-    let (argv, cwd, env) = (argv.to_vec(), cwd.to_owned(), env.to_vec());
-    tokio::task::spawn_blocking(move || run_command_blocking(&argv, &cwd, &env, limit, tail))
-        .await
-        .unwrap_or_else(|err| CommandResult {
-            exit: None,
-            timed_out: false,
-            duration_ns: 0,
-            output: Vec::new(),
-            error: Some(format!("the command thread failed: {err}")),
-        })
-}
-
 /// Runs `argv` in `cwd` with `env` added, for at most `limit`, on this thread.
 pub fn run_command_blocking(
     argv: &[String],
