@@ -121,8 +121,9 @@ pub fn start_guardian() -> io::Result<GuardTable> {
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the child below calls only async-signal-safe functions (close, signal, read,
-    // kill, _exit) and atomic loads, as POSIX requires after fork in a threaded process.
+    // SAFETY: the child below calls only async-signal-safe functions (close, close_range,
+    // signal, read, kill, _exit) and atomic loads, as POSIX requires after fork in a threaded
+    // process.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -130,10 +131,17 @@ pub fn start_guardian() -> io::Result<GuardTable> {
     if pid == 0 {
         // SAFETY: see above.
         unsafe {
-            // Hold nothing of atropos's: no pipes of targets, no database file.
-            for fd in 3..4096 {
-                if fd != fds[0] {
-                    libc::close(fd);
+            // Hold nothing of atropos's: no pipes of targets, no database file. Two
+            // close_range calls cover every descriptor whatever the limit; a kernel older
+            // than 5.9 gets the loop.
+            let keep = fds[0] as libc::c_uint;
+            let below = libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, keep - 1, 0);
+            let above = libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0);
+            if below < 0 || above < 0 {
+                for fd in 3..65536 {
+                    if fd != fds[0] {
+                        libc::close(fd);
+                    }
                 }
             }
             // Ctrl-C and a closing terminal hit the whole group; the guardian must outlive them.
