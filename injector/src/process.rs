@@ -108,7 +108,7 @@ pub fn command(program: &str, args: &[String], env: &[(String, String)], cwd: &P
 pub fn spawn(command: &mut Command) -> io::Result<Spawned> {
     let mut reg = registry();
     let started_ns = now_ns();
-    let mut child: Child = command.spawn()?;
+    let mut child: Child = unix::with_original_timers(|| command.spawn())?;
     let pid = child.id() as i32;
     reg.insert(pid);
     drop(reg);

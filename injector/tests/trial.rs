@@ -400,3 +400,40 @@ async fn resources_are_sampled_while_the_target_runs() {
     assert_eq!(r.max_threads, 1);
     assert!(r.max_rss_bytes > 100 * 1024, "{r:?}");
 }
+
+/// atropos tunes its trial threads (1 µs timer slack, a short scheduler slice); a target
+/// must start with what the process that runs atropos has, as it would without atropos.
+#[test]
+fn a_target_inherits_neither_timer_slack_nor_slice_of_the_trial_thread() {
+    atropos_injector::init().unwrap();
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let line = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    };
+    let slack = nix::sys::prctl::get_timerslack().unwrap().to_string();
+    let slice = line(&read("/proc/thread-self/sched"), "se.slice");
+    let script = "echo slack $(cat /proc/self/timerslack_ns); \
+                  echo slice $(grep '^se.slice' /proc/self/sched | cut -d: -f2); echo ready";
+    let p = plan(
+        script,
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        vec![],
+        Finish::AwaitExit,
+    );
+    // On this thread, as a lane runs trials.
+    let obs = atropos_injector::trial::run_blocking(&p, &CancellationToken::new());
+    let said = |key: &str| {
+        obs.stdout_tail
+            .iter()
+            .find_map(|l| l.text.strip_prefix(key).map(|v| v.trim().to_owned()))
+    };
+    assert_eq!(said("slack "), Some(slack), "{obs:#?}");
+    // The trial thread itself now has the short slice; the target has what we had before.
+    let now = line(&read("/proc/thread-self/sched"), "se.slice");
+    if let (Some(before), Some(now)) = (slice, now) {
+        assert_eq!(now, "100000", "the trial thread asked for a 100 µs slice");
+        assert_eq!(said("slice "), Some(before), "{obs:#?}");
+    }
+}
