@@ -192,8 +192,8 @@ fn engine(path: &Path, jobs: usize) -> (Vec<std::sync::Arc<TrialRecord>>, f64) {
         1,
         &plan::PlanOptions::default(),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.max(2))
+    // As `atropos run` has it: the async side on this thread, the lanes on blocking threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");

@@ -1,6 +1,6 @@
 //! `atropos run PATH...`: the CI entry point.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atropos_injector::CancellationToken;
@@ -106,7 +106,7 @@ pub(super) fn main(args: RunArgs) -> u8 {
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
         usize::from,
     );
-    let runtime = match super::runtime(Some(jobs.clamp(2, 16))) {
+    let runtime = match super::runtime(None) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -216,7 +216,34 @@ async fn run(
     let _ = events.send(RunEvent::Finished(end.clone()));
     drop(events);
     let closing = listener.await.ok().flatten();
+    // The summary and reports are written on a blocking thread while this one drives the
+    // closing of the store file (a checkpoint and two fsyncs).
+    let reports = tokio::task::spawn_blocking(move || {
+        write_reports(&info, &end, &records, json.as_deref(), junit.as_deref())
+    });
+    let closed = async {
+        match closing {
+            Some(closing) => closing.await.ok(),
+            None => None,
+        }
+    };
+    let (code, closed) = tokio::join!(reports, closed);
+    if let Some(Err(err)) = closed {
+        eprintln!("warning: results store: {err:#}");
+    }
+    drop(interrupted);
+    code.unwrap_or(EXIT_HARNESS)
+}
 
+/// Prints the summary and writes the JSON and JUnit reports; returns the exit code.
+fn write_reports(
+    info: &RunInfo,
+    end: &RunEnd,
+    records: &[Arc<TrialRecord>],
+    json: Option<&Path>,
+    junit: Option<&Path>,
+) -> u8 {
+    let status = end.status;
     let refs: Vec<&TrialRecord> = records.iter().map(Arc::as_ref).collect();
     let mut out = String::new();
     for exp in &info.experiments {
@@ -258,24 +285,18 @@ async fn run(
         },
     ));
     print!("{out}");
-    if let Some(path) = &json
-        && let Err(err) = report::write_json(path, &info, &end, &refs)
+    if let Some(path) = json
+        && let Err(err) = report::write_json(path, info, end, &refs)
     {
         eprintln!("error: failed to write {}: {err}", path.display());
         code = EXIT_HARNESS;
     }
-    if let Some(path) = &junit
+    if let Some(path) = junit
         && let Err(err) = report::write_junit(path, &info.experiments, &refs)
     {
         eprintln!("error: failed to write {}: {err}", path.display());
         code = EXIT_HARNESS;
     }
-    if let Some(closing) = closing
-        && let Ok(Err(err)) = closing.await
-    {
-        eprintln!("warning: results store: {err:#}");
-    }
-    drop(interrupted);
     code
 }
 
