@@ -6,7 +6,11 @@ use anyhow::Context;
 use sqlx::sqlite::SqliteConnection;
 
 use super::owner::Owner;
-use atropos_injector::record::PhaseEntry;
+use atropos_injector::record::{
+    Delivery, Exit, Line, Observation, Orphan, PhaseEntry, Resources, Skipped, StopReason,
+    StopSignal, WatchHit,
+};
+use serde::Serialize;
 
 use crate::plan::BASELINE;
 use crate::record::{ExpectationResult, RunEnd, RunInfo, RunStatus, TrialRecord, Verdict};
@@ -344,11 +348,6 @@ fn bind_trial<'q>(
     now: f64,
 ) -> anyhow::Result<Query<'q>> {
     let obs = &t.observation;
-    // The phases go to their own table; the rest of the observation stays JSON.
-    let mut observation = serde_json::to_value(obs)?;
-    if let Some(map) = observation.as_object_mut() {
-        map.insert("phases".into(), serde_json::Value::Array(Vec::new()));
-    }
     Ok(query
         .bind(t.id.clone())
         .bind(run)
@@ -373,9 +372,78 @@ fn bind_trial<'q>(
         .bind(ns_to_sql(t.duration_ns))
         .bind(now)
         .bind(serde_json::to_string(&t.reasons)?)
-        .bind(serde_json::to_string(&observation)?)
+        .bind(serde_json::to_string(&StoredObservation::of(obs))?)
         .bind(t.recovery.as_ref().map(serde_json::to_string).transpose()?)
         .bind(t.check.as_ref().map(serde_json::to_string).transpose()?))
+}
+
+/// An observation as the `trials.observation` column keeps it: every field but the phases,
+/// which go to `phase_events` (an empty array stands in for them). Serialized straight from
+/// borrowed fields: building a `serde_json::Value` first and editing it cost more than the
+/// rest of a trial's row.
+#[derive(Serialize)]
+struct StoredObservation<'a> {
+    trial_id: &'a str,
+    pid: Option<i32>,
+    started_ns: u64,
+    ended_ns: u64,
+    phases: [(); 0],
+    deliveries: &'a [Delivery],
+    skipped: &'a [Skipped],
+    stop_signal: &'a Option<StopSignal>,
+    exit: &'a Option<Exit>,
+    stop: StopReason,
+    orphans: &'a [Orphan],
+    watches: &'a [WatchHit],
+    stdout_tail: &'a [Line],
+    stderr_tail: &'a [Line],
+    lines: (u64, u64),
+    resources: &'a Option<Resources>,
+    error: &'a Option<String>,
+}
+
+impl<'a> StoredObservation<'a> {
+    fn of(obs: &'a Observation) -> StoredObservation<'a> {
+        // Destructured so that a field added to `Observation` fails to compile here.
+        let Observation {
+            trial_id,
+            pid,
+            started_ns,
+            ended_ns,
+            phases: _,
+            deliveries,
+            skipped,
+            stop_signal,
+            exit,
+            stop,
+            orphans,
+            watches,
+            stdout_tail,
+            stderr_tail,
+            lines,
+            resources,
+            error,
+        } = obs;
+        StoredObservation {
+            trial_id,
+            pid: *pid,
+            started_ns: *started_ns,
+            ended_ns: *ended_ns,
+            phases: [],
+            deliveries,
+            skipped,
+            stop_signal,
+            exit,
+            stop: *stop,
+            orphans,
+            watches,
+            stdout_tail,
+            stderr_tail,
+            lines: *lines,
+            resources,
+            error,
+        }
+    }
 }
 
 /// Writes how the run ended.
@@ -395,4 +463,31 @@ pub(crate) async fn finish_run(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+    use crate::store::synthetic;
+
+    /// The column holds exactly what it held when it was built from a `serde_json::Value`:
+    /// the whole observation, with its phases emptied.
+    #[test]
+    fn stored_observation_is_the_observation_without_its_phases() {
+        let mut rng = synthetic::Rng::new(7);
+        let exp = synthetic::experiment(0, 3, 4);
+        for fault in [None, Some((1, "term-at-ready", 2))] {
+            let trial = synthetic::trial(&mut rng, "r0", &exp, fault);
+            let obs = &trial.observation;
+            assert!(!obs.phases.is_empty() && !obs.stdout_tail.is_empty());
+            let mut expected = serde_json::to_value(obs).unwrap();
+            expected["phases"] = serde_json::json!([]);
+            let stored: serde_json::Value =
+                serde_json::from_str(&serde_json::to_string(&StoredObservation::of(obs)).unwrap())
+                    .unwrap();
+            assert_eq!(stored, expected);
+        }
+    }
 }
