@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod common;
+
 use atropos::record::TrialRecord;
 use atropos::{plan, runner, spec};
 use atropos_injector::record::{Line, Observation};
@@ -447,23 +449,8 @@ fn main() {
     let trials = (per_round * rounds) as f64;
     let bare_per = bare_secs / trials;
     let seq_per = seq_secs / (trials + rounds as f64);
-    // Resample the rounds to see how far the ratio moves with the machine's noise.
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut ratios: Vec<f64> = (0..2000)
-        .map(|_| {
-            let (mut b, mut a) = (0.0, 0.0);
-            for _ in 0..round_secs.len() {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let (x, y) = round_secs[(seed % round_secs.len() as u64) as usize];
-                b += x;
-                a += y;
-            }
-            a / b
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
+    // How far the ratio moves with the machine's noise.
+    let (low, high) = common::ratio_interval(&round_secs);
     let mut per_round: Vec<f64> = round_secs.iter().map(|(b, a)| a / b).collect();
     per_round.sort_by(f64::total_cmp);
     println!(
@@ -471,8 +458,8 @@ fn main() {
         bare_per * 1e3,
         seq_per * 1e3,
         seq_per / bare_per,
-        ratios[ratios.len() / 40],
-        ratios[ratios.len() - ratios.len() / 40 - 1],
+        low,
+        high,
         per_round[0],
         per_round[per_round.len() - 1],
     );

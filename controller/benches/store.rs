@@ -23,6 +23,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use atropos::dashboard::{AppState, app};
 use atropos::record::ExperimentInfo;
 use atropos::store::{Recorder, Store, synthetic};
@@ -207,20 +209,9 @@ fn compare_runs(
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (a, b) = (mean(&without), mean(&with));
-    // Resample the rounds (pairs) to see how far the ratio of means moves with the noise.
-    let mut rng = synthetic::Rng::new(7);
-    let mut ratios: Vec<f64> = (0..2000)
-        .map(|_| {
-            let (mut x, mut y) = (0.0, 0.0);
-            for _ in 0..rounds {
-                let i = rng.below(rounds as u64) as usize;
-                x += without[i];
-                y += with[i];
-            }
-            y / x
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
+    // How far the ratio of means moves with the noise, resampling the rounds.
+    let pairs: Vec<(f64, f64)> = without.iter().copied().zip(with.iter().copied()).collect();
+    let (low, high) = common::ratio_interval(&pairs);
     let pct = |r: f64| (r - 1.0) * 100.0;
     let mut sorted = (without.clone(), with.clone());
     sorted.0.sort_by(f64::total_cmp);
@@ -230,8 +221,8 @@ fn compare_runs(
         a * 1e3,
         b * 1e3,
         pct(b / a),
-        pct(ratios[ratios.len() / 40]),
-        pct(ratios[ratios.len() - ratios.len() / 40 - 1]),
+        pct(low),
+        pct(high),
         pct(sorted.1[rounds / 2] / sorted.0[rounds / 2]),
         pct(cpu_with / cpu_without)
     );
@@ -240,7 +231,6 @@ fn compare_runs(
 
 async fn overhead() -> anyhow::Result<()> {
     let rounds = env_or("ATROPOS_BENCH_OVERHEAD_ROUNDS", 40) as usize;
-    let dir = tempfile::tempdir()?;
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_atropos"))
         .args(["run", "--help"])
         .output()?;
@@ -273,7 +263,6 @@ async fn overhead() -> anyhow::Result<()> {
     } else {
         println!("atropos run has no --db/--no-db yet: write overhead of a real run not measured");
     }
-    let _ = dir;
     Ok(())
 }
 
