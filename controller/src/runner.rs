@@ -66,7 +66,7 @@ struct Board {
 struct Shared {
     experiments: Vec<Arc<ExperimentPlan>>,
     board: Mutex<Board>,
-    /// Signalled when a baseline ends (its trials become ready) and when the last one has.
+    /// Signalled when a baseline ends: its trials become ready, or it was the last one.
     ready: Condvar,
     cancel: CancellationToken,
     run_dir: PathBuf,

@@ -193,7 +193,7 @@ pub fn killpg(pgid: i32, signal: i32) -> io::Result<()> {
 }
 
 thread_local! {
-    /// This thread's timer slack before [`precise_timers`] changed it.
+    /// This thread's timer slack before [`tune_trial_thread`] changed it.
     static ORIGINAL_SLACK: std::cell::Cell<Option<libc::c_ulong>> =
         const { std::cell::Cell::new(None) };
 }
@@ -204,17 +204,20 @@ thread_local! {
 /// - a 100 µs scheduler slice (the default is over 1 ms here): the thread works little and
 ///   in short bursts, and with a short slice it preempts a busy CPU sooner when a marker
 ///   wakes it. Reset on fork, so targets keep the default.
-pub fn precise_timers() {
+pub fn tune_trial_thread() {
     if ORIGINAL_SLACK.get().is_some() {
         return;
     }
     // SAFETY: prctl with integer arguments only; affects the calling thread.
     let original = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+    let Ok(original) = libc::c_ulong::try_from(original) else {
+        return; // unknown: keep the default, which children then inherit unchanged
+    };
     // SAFETY: as above.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0);
     }
-    ORIGINAL_SLACK.set(Some(original.max(1) as libc::c_ulong));
+    ORIGINAL_SLACK.set(Some(original));
     short_slice();
 }
 

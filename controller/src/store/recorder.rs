@@ -1,11 +1,12 @@
 //! [`Recorder`]: the writer `atropos run` hands its events to.
 //!
 //! The recorder queues each event for a writer task that owns the connection. The writer
-//! commits whatever is queued: a trial that ends more than [`COALESCE`] after the last commit
-//! is committed at once, alone; trials that end faster than that share one transaction,
-//! committed [`COALESCE`] after the previous one (group commit). So the run never waits for
-//! the disk, a killed run loses at most the trials of its last 20 ms, and when
-//! trials are cheap the cost of a commit (and of waking the connection's thread) is shared.
+//! commits whatever is queued: what arrives more than [`COALESCE`] after the last commit is
+//! committed at once; what arrives sooner waits for the next commit, [`COALESCE`] after the
+//! previous one, together with everything that arrived meanwhile (group commit). So the run
+//! never waits for the disk, a killed run loses at most what arrived in its last 20 ms, and
+//! when trials are cheap the cost of a commit (and of waking the connection's thread) is
+//! shared.
 //! A run's start and end are committed before [`Recorder::record`] returns.
 
 use std::path::Path;
@@ -23,8 +24,8 @@ use crate::record::{RunEvent, TrialRecord, unix_now};
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
-/// The shortest time between two commits of trials: trials that end within it of the last
-/// commit wait for the next one, with those that end meanwhile.
+/// The shortest time between two commits of trials: trials that arrive within it of the
+/// last commit wait for the next one, with those that arrive meanwhile.
 pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Writes the events of runs to a store file.

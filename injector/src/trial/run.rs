@@ -82,7 +82,7 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         obs.error = Some("the target command is empty".to_owned());
         return obs;
     };
-    crate::unix::precise_timers();
+    crate::unix::tune_trial_thread();
     let mut command = process::command(
         program,
         &plan.target.argv[1..],
