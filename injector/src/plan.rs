@@ -59,6 +59,10 @@ pub struct PhasePlan {
     pub name: String,
     /// What shows the phase has been entered.
     pub marker: Marker,
+    /// A deadline for entering it, from the target's start (a start-up SLO such as "ready
+    /// within 2s"): missing it ends the trial at once, naming the phase it was still in.
+    #[serde(default, with = "crate::plan::opt_nanos")]
+    pub within: Option<Duration>,
 }
 
 /// What shows a phase has been entered.
@@ -187,6 +191,23 @@ pub enum Finish {
     Stop,
     /// A recovery probe: as soon as this phase is entered, kill the target.
     UntilPhase(usize),
+}
+
+pub(crate) mod opt_nanos {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|n| n.map(Duration::from_nanos))
+    }
 }
 
 pub(crate) mod nanos {

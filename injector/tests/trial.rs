@@ -27,6 +27,7 @@ fn plan(
             .map(|(n, m)| PhasePlan {
                 name: n.into(),
                 marker: m,
+                within: None,
             })
             .collect(),
         steps,
