@@ -113,6 +113,10 @@ pub fn run_command_blocking(
         result.timed_out = true;
         child.kill_and_reap()
     };
+    // What the command left running is nobody's trial: end it with the command.
+    if let Some(lane) = child.lane() {
+        lane.kill_all(Duration::from_secs(2));
+    }
     result.output = streams
         .iter()
         .flat_map(|s| s.tail.iter().map(|l| l.text.clone()))

@@ -20,6 +20,7 @@
 //!
 //! The injector knows nothing of experiment files, schedules, SQL or HTML.
 
+pub mod cgroup;
 pub mod clock;
 pub mod command;
 pub mod journal;
@@ -53,3 +54,6 @@ pub fn init() -> std::io::Result<usize> {
     process::start_guardian();
     Ok(journal::resume_leftovers())
 }
+
+pub use cgroup::{Containment, containment};
+pub use process::shutdown;

@@ -1,12 +1,16 @@
 //! Finding and killing what a trial left behind.
 //!
-//! atropos is a child subreaper, so when a target's main process dies its descendants are
-//! re-parented to atropos instead of PID 1, also those that left the target's process group
-//! or session. A process belongs to a trial when it is in the trial's process group, carries
-//! the trial's `ATROPOS_TRIAL` token in its environment, or descends from one that does.
+//! A trial's processes live in its lane cgroup ([`crate::cgroup`]) from before `exec`, so the
+//! lane lists them all, also those that left the target's process group or session, and
+//! `cgroup.kill` ends them all at once. Beside that, and in place of it where there is no
+//! cgroup, atropos is a child subreaper: when a target's main process dies its descendants
+//! are re-parented to atropos instead of PID 1, and a process belongs to the trial when it
+//! is in the trial's process group, carries the trial's `ATROPOS_TRIAL` token in its
+//! environment, or descends from one that does.
 
 use std::time::Duration;
 
+use crate::cgroup::Lane;
 use crate::process::{self, Found};
 use crate::procfs::{self, ProcStat};
 use crate::record::Orphan;
@@ -18,8 +22,24 @@ pub const TOKEN_VAR: &str = "ATROPOS_TRIAL";
 
 /// Live processes of trial `token` whose main process (and group leader) was `main_pid`;
 /// call once the main process is reaped.
-pub fn find(token: &str, main_pid: i32) -> Vec<ProcStat> {
-    scan(token, main_pid, false)
+pub fn find(token: &str, main_pid: i32, lane: Option<&Lane>) -> Vec<ProcStat> {
+    let mut found = scan(token, main_pid, false);
+    if let Some(lane) = lane {
+        found.extend(lane_members(lane, main_pid));
+        found.sort_by_key(|p| p.pid);
+        found.dedup_by_key(|p| p.pid);
+    }
+    found
+}
+
+/// The live processes in `lane` other than `main_pid`.
+pub fn lane_members(lane: &Lane, main_pid: i32) -> Vec<ProcStat> {
+    lane.members()
+        .into_iter()
+        .filter(|pid| *pid != main_pid)
+        .filter_map(ProcStat::read)
+        .filter(|s| !s.is_zombie())
+        .collect()
 }
 
 /// One pass over atropos's children: the live processes of the trial (with their
@@ -56,14 +76,22 @@ fn scan(token: &str, main_pid: i32, reap: bool) -> Vec<ProcStat> {
     found
 }
 
-/// Kills every process of the trial still alive and reaps those re-parented to atropos.
-pub fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
-    let found = scan(token, main_pid, true);
+/// Kills every process of the trial still alive and reaps those re-parented to atropos;
+/// with a lane, the lane is empty when this returns (or is reported as not emptied).
+pub fn sweep(token: &str, main_pid: i32, lane: Option<&Lane>) -> Vec<Orphan> {
+    let mut found = scan(token, main_pid, true);
+    if let Some(lane) = lane
+        && lane.populated()
+    {
+        found.extend(lane_members(lane, main_pid));
+        found.sort_by_key(|p| p.pid);
+        found.dedup_by_key(|p| p.pid);
+    }
     if found.is_empty() {
         return Vec::new();
     }
     let mut orphans = Vec::with_capacity(found.len());
-    let mut pinned: Vec<Found> = Vec::new();
+    let mut pinned: Vec<(usize, Found)> = Vec::new();
     for stat in found {
         let cmdline = procfs::cmdline(stat.pid);
         let mut killed = false;
@@ -72,7 +100,7 @@ pub fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
         {
             killed =
                 process::send_pidfd(&pin.pidfd, Signal::KILL) == crate::DeliveryOutcome::Delivered;
-            pinned.push(pin);
+            pinned.push((orphans.len(), pin));
         }
         orphans.push(Orphan {
             pid: stat.pid,
@@ -82,7 +110,13 @@ pub fn sweep(token: &str, main_pid: i32) -> Vec<Orphan> {
             killed,
         });
     }
-    reap_pinned(pinned);
+    // What forked between the listing and the kills is in the lane too: kill it all.
+    if let Some(lane) = lane
+        && !lane.kill_all(Duration::from_secs(2))
+    {
+        tracing::warn!(lane = %lane.dir.display(), "the lane did not empty within 2s");
+    }
+    reap_pinned(pinned.into_iter().map(|(_, p)| p).collect());
     reap_strays();
     orphans
 }

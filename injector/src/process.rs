@@ -8,8 +8,9 @@ use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
@@ -17,7 +18,8 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use crate::clock::now_ns;
 use crate::record::{DeliveryOutcome, Exit};
 use crate::signal::Signal;
-use crate::{safety, unix};
+use crate::cgroup::{self, Lane};
+use crate::{procfs, safety, unix};
 
 /// atropos's children that have an owner: the targets and commands spawned here (until
 /// reaped) and the guardian. Sweeps leave them alone; any other child is an orphan.
@@ -37,34 +39,45 @@ pub(crate) fn with_registry<T>(f: impl FnOnce(&HashSet<i32>) -> T) -> T {
 fn guardian() -> Option<&'static unix::GuardTable> {
     static GUARDIAN: OnceLock<Option<unix::GuardTable>> = OnceLock::new();
     GUARDIAN
-        .get_or_init(|| match unix::start_guardian() {
-            Ok(table) => {
-                // Atropos's own child, reaped by nobody while the run lasts: never an orphan.
-                registry().insert(table.pid);
-                Some(table)
-            }
-            Err(err) => {
-                tracing::warn!(%err, "no guardian: targets may outlive atropos if it is killed");
-                None
+        .get_or_init(|| {
+            let cgroup = cgroup::run().and_then(|run| {
+                Some(unix::GuardCgroup {
+                    kill: run.kill.as_raw_fd(),
+                    dir: run.dir_fd.as_raw_fd(),
+                    parent: run.parent_fd.as_raw_fd(),
+                    name: std::ffi::CString::new(run.name.clone()).ok()?,
+                })
+            });
+            match unix::start_guardian(cgroup) {
+                Ok(table) => {
+                    // Atropos's own child, reaped by nobody while the run lasts: never an orphan.
+                    registry().insert(table.pid);
+                    Some(table)
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "no guardian: targets may outlive atropos if it is killed");
+                    None
+                }
             }
         })
         .as_ref()
 }
 
-/// Starts the guardian that kills every target group if atropos dies; idempotent.
+/// Starts the guardian that kills every target if atropos dies; idempotent.
 pub fn start_guardian() -> bool {
     guardian().is_some()
 }
 
-fn watch_group(pid: i32) {
-    if let Some(table) = guardian() {
-        table.watch(pid);
-    }
-}
-
-fn forget_group(pid: i32) {
-    if let Some(table) = guardian() {
-        table.forget(pid);
+/// The end of this process's use of the injector: the guardian sweeps one last time, removes
+/// the run's cgroups and exits, and is reaped, so that nothing of atropos outlives it, not
+/// even a zombie.
+pub fn shutdown() {
+    match guardian() {
+        Some(table) => {
+            table.shutdown();
+            registry().remove(&table.pid);
+        }
+        None => cgroup::remove_run(),
     }
 }
 
@@ -74,63 +87,189 @@ pub struct Spawned {
     pid: i32,
     pidfd: OwnedFd,
     reaped: Option<Exit>,
+    /// Its slot in the guardian's table, held until just before the reap.
+    guard: Option<unix::GuardSlot>,
+    /// The lane cgroup it was started in, if any.
+    lane: Option<Arc<Lane>>,
     /// Its standard output, when piped.
-    pub stdout: Option<ChildStdout>,
+    pub stdout: Option<OwnedFd>,
     /// Its standard error, when piped.
-    pub stderr: Option<ChildStderr>,
+    pub stderr: Option<OwnedFd>,
     /// Monotonic time just before the spawn.
     pub started_ns: u64,
 }
 
-/// `program` with `args` as atropos starts every process: in `cwd`, with `env` added to
-/// atropos's environment, stdin closed, stdout and stderr piped, and in a process group of
-/// its own.
-///
-/// No `pre_exec` hook on purpose: any hook makes the standard library fork instead of
-/// posix_spawn (vfork-like), which cost 2.4 ms per trial in the engine benchmark. The
-/// guardian ([`unix::start_guardian`]) kills the groups if atropos dies instead of
-/// PDEATHSIG.
-pub fn command(program: &str, args: &[String], env: &[(String, String)], cwd: &Path) -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    command
+/// A process to start: `program` with `args` in `cwd`, with `env` added to atropos's
+/// environment, stdin from `/dev/null`, stdout and stderr piped, in a process group of its
+/// own and in the calling thread's lane cgroup, every signal at its default action and none
+/// blocked.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
 }
 
-/// Spawns `command` and opens its pidfd; the child is registered until reaped.
-pub fn spawn(command: &mut Command) -> io::Result<Spawned> {
+/// A [`Launch`] of `program` with `args`.
+pub fn command(program: &str, args: &[String], env: &[(String, String)], cwd: &Path) -> Launch {
+    Launch {
+        program: program.to_owned(),
+        args: args.to_vec(),
+        env: env.to_vec(),
+        cwd: cwd.to_owned(),
+    }
+}
+
+impl Launch {
+    /// Adds (or replaces) one environment variable.
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The program as it will be executed: a path with a slash as given (relative to the
+    /// working directory), a bare name looked up on the target's `PATH`.
+    pub fn resolve(&self) -> io::Result<PathBuf> {
+        resolve_program(&self.program, &self.env, &self.cwd)
+    }
+}
+
+/// Finds `program` the way `execvp` would, on the `PATH` the target will have.
+pub fn resolve_program(
+    program: &str,
+    env: &[(String, String)],
+    cwd: &Path,
+) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the command is empty"));
+    }
+    if program.contains('/') {
+        let path = cwd.join(program);
+        return match std::fs::metadata(&path) {
+            Err(e) => Err(e),
+            Ok(m) if !m.is_file() => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not a file", path.display()),
+            )),
+            Ok(_) if !executable(&path) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not executable", path.display()),
+            )),
+            Ok(_) => Ok(path),
+        };
+    }
+    let path_var = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path_var)
+        .map(|dir| cwd.join(dir).join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("`{program}` was not found on PATH"),
+            )
+        })
+}
+
+fn cstring(text: impl Into<Vec<u8>>) -> io::Result<CString> {
+    CString::new(text).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an argument or variable contains a NUL byte",
+        )
+    })
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Spawns `launch` with its pidfd; the child is registered, and watched by the guardian,
+/// until reaped.
+pub fn spawn(launch: &Launch) -> io::Result<Spawned> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = cstring(launch.resolve()?.as_os_str().as_bytes())?;
+    let cwd = cstring(launch.cwd.as_os_str().as_bytes())?;
+    let mut argv = Vec::with_capacity(launch.args.len() + 1);
+    argv.push(cstring(launch.program.as_bytes())?);
+    for arg in &launch.args {
+        argv.push(cstring(arg.as_bytes())?);
+    }
+    let mut env: Vec<CString> = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        if launch.env.iter().any(|(k, _)| k.as_bytes() == key.as_bytes()) {
+            continue;
+        }
+        let mut entry = key.as_bytes().to_vec();
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+        env.push(cstring(entry)?);
+    }
+    for (key, value) in &launch.env {
+        env.push(cstring(format!("{key}={value}"))?);
+    }
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let env_ptrs: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let null = std::fs::File::open("/dev/null")?;
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let lane = Lane::current();
+    let table = guardian();
+    let spec = unix::SpawnSpec {
+        path: &path,
+        argv: &argv_ptrs,
+        envp: &env_ptrs,
+        cwd: &cwd,
+        stdio: [
+            null.as_raw_fd(),
+            out_write.as_raw_fd(),
+            err_write.as_raw_fd(),
+        ],
+        cgroup_procs: lane.as_ref().map(|l| l.procs.as_raw_fd()),
+    };
     let mut reg = registry();
     let started_ns = now_ns();
-    let mut child: Child = unix::with_original_timers(|| command.spawn())?;
-    let pid = child.id() as i32;
+    let (pid, pidfd) = unix::spawn(&spec)?;
     reg.insert(pid);
     drop(reg);
-    watch_group(pid);
-    // The child is ours and unreaped, so `pid` cannot name another process yet.
-    let pidfd = match unix::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(err) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            registry().remove(&pid);
-            return Err(err);
-        }
-    };
-    Ok(Spawned {
+    let mut spawned = Spawned {
         pid,
         pidfd,
         reaped: None,
-        stdout: child.stdout.take(),
-        stderr: child.stderr.take(),
+        guard: None,
+        lane,
+        stdout: Some(out_read),
+        stderr: Some(err_read),
         started_ns,
-    })
+    };
+    if let Some(table) = table {
+        let start = procfs::ProcStat::read(pid).map_or(0, |s| s.starttime);
+        match table.watch(pid, start) {
+            Ok(slot) => spawned.guard = Some(slot),
+            // Dropping `spawned` kills and reaps the child.
+            Err(full) => return Err(io::Error::other(full)),
+        }
+    }
+    Ok(spawned)
 }
 
 impl Spawned {
@@ -190,7 +329,7 @@ impl Spawned {
         }
         self.peek()?;
         // Forget the group before the reap: until then the zombie leader holds the number.
-        forget_group(self.pid);
+        self.guard = None;
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
         let status = waitid(Id::PIDFd(self.pidfd.as_fd()), flags).ok()?;
         let exit = Exit::from_wait(status, now_ns())?;
@@ -219,11 +358,22 @@ impl Spawned {
     }
 
     /// Sends `signal` to the process group this process leads.
+    ///
+    /// Only while the leader is ours and unreaped: from the reap on, the number may name
+    /// another process, so a group step then reports `already_finished` and signals nothing.
     pub fn signal_group(&self, signal: Signal) -> DeliveryOutcome {
+        if self.reaped.is_some() {
+            return DeliveryOutcome::AlreadyFinished;
+        }
         if !safety::may_signal_group(self.pid) {
             return DeliveryOutcome::Denied;
         }
         outcome_of(unix::killpg(self.pid, signal.number()))
+    }
+
+    /// The lane cgroup the process was started in, if any.
+    pub fn lane(&self) -> Option<&Arc<Lane>> {
+        self.lane.as_ref()
     }
 
     /// Kills the whole group and the leader, then waits for the leader and reaps it.
@@ -241,8 +391,14 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         if self.reaped.is_none() {
             // Never leave a process or a zombie behind, also on early returns and panics.
+            // Unreaped, so the group number is still this leader's.
             let _ = unix::killpg(self.pid, Signal::KILL.number());
             let _ = send_pidfd(&self.pidfd, Signal::KILL);
+            let _ = waitid(
+                Id::PIDFd(self.pidfd.as_fd()),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+            );
+            self.guard = None;
             let _ = waitid(Id::PIDFd(self.pidfd.as_fd()), WaitPidFlag::WEXITED);
             registry().remove(&self.pid);
         }

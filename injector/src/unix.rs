@@ -50,53 +50,198 @@ pub fn become_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
-const GUARD_SLOTS: usize = 4096;
+/// How many target groups the guardian can watch at once.
+pub const GUARD_SLOTS: usize = 4096;
+
+/// One slot of the guardian's table: a group leader atropos holds unreaped, pinned by the
+/// leader's start time so that the guardian never signals a number that was reused.
+#[repr(C)]
+struct Slot {
+    /// The group (its leader's pid); 0 when free, -1 while being filled.
+    pgid: std::sync::atomic::AtomicI32,
+    /// The leader's start time, in clock ticks since boot.
+    start: std::sync::atomic::AtomicU64,
+}
 
 /// The table of live target groups, shared with the guardian process.
 pub struct GuardTable {
     /// The guardian's pid: a child of atropos that no trial owns.
     pub pid: i32,
-    slots: &'static [std::sync::atomic::AtomicI32],
-    _pipe: OwnedFd,
+    slots: &'static [Slot],
+    pipe: std::sync::Mutex<Option<OwnedFd>>,
+}
+
+/// The guardian's table is full: more live targets than [`GUARD_SLOTS`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the guardian's table is full ({GUARD_SLOTS} live targets); a target beyond that could outlive atropos, so it is not started"
+)]
+pub struct TableFull;
+
+/// A group in the guardian's table, for as long as this guard lives; drop it before the
+/// leader is reaped, since the number is free for reuse from then on.
+#[derive(Debug)]
+pub struct GuardSlot {
+    slot: &'static Slot,
+}
+
+impl Drop for GuardSlot {
+    fn drop(&mut self) {
+        self.slot
+            .pgid
+            .store(0, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("pgid", &self.pgid)
+            .field("start", &self.start)
+            .finish()
+    }
 }
 
 impl GuardTable {
-    /// Records `pgid` as a live target group.
-    pub fn watch(&self, pgid: i32) {
+    /// Records `pgid`, whose leader started at `start`, as a live target group.
+    pub fn watch(&self, pgid: i32, start: u64) -> Result<GuardSlot, TableFull> {
         use std::sync::atomic::Ordering;
         for slot in self.slots {
             if slot
-                .compare_exchange(0, pgid, Ordering::AcqRel, Ordering::Relaxed)
+                .pgid
+                .compare_exchange(0, -1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                return;
+                slot.start.store(start, Ordering::Release);
+                slot.pgid.store(pgid, Ordering::Release);
+                return Ok(GuardSlot { slot });
             }
         }
+        Err(TableFull)
     }
 
-    /// Forgets `pgid` (call before reaping its leader).
-    pub fn forget(&self, pgid: i32) {
-        use std::sync::atomic::Ordering;
-        for slot in self.slots {
-            if slot
-                .compare_exchange(pgid, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                return;
+    /// Closes the pipe, so that the guardian does its last sweep and exits, and reaps it.
+    pub fn shutdown(&self) {
+        let pipe = self
+            .pipe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if pipe.is_none() {
+            return;
+        }
+        drop(pipe);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid), None);
+    }
+}
+
+/// What the guardian kills by cgroup: descriptors opened before the fork.
+pub struct GuardCgroup {
+    /// The run cgroup's `cgroup.kill`.
+    pub kill: RawFd,
+    /// The run cgroup's directory.
+    pub dir: RawFd,
+    /// Its parent directory.
+    pub parent: RawFd,
+    /// Its name in the parent.
+    pub name: std::ffi::CString,
+}
+
+/// Reads the start time (field 22) of `/proc/PID/stat` with system calls only: the guardian
+/// is a fork of a threaded process and may not allocate. `Err(())` when there is no such
+/// process.
+///
+/// # Safety
+/// Async-signal-safe; callable after fork.
+unsafe fn raw_starttime(pid: i32) -> Result<Option<u64>, ()> {
+    let mut path = *b"/proc/\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let mut digits = [0u8; 12];
+    let mut n = pid as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut at = 6;
+    for i in (0..len).rev() {
+        path[at] = digits[i];
+        at += 1;
+    }
+    path[at..at + 5].copy_from_slice(b"/stat");
+    // SAFETY: `path` is NUL-terminated (zeros after the copy); buffers are on the stack.
+    unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(());
+        }
+        let mut buf = [0u8; 1024];
+        let got = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        if got <= 0 {
+            return Err(());
+        }
+        let text = &buf[..got as usize];
+        let Some(close) = text.iter().rposition(|b| *b == b')') else {
+            return Ok(None);
+        };
+        // Fields after comm: state is field 3, start time is field 22.
+        let mut field = 2;
+        let mut value: u64 = 0;
+        let mut in_field = false;
+        for b in &text[close + 1..] {
+            if *b == b' ' {
+                if in_field && field == 22 {
+                    return Ok(Some(value));
+                }
+                in_field = false;
+                continue;
+            }
+            if !in_field {
+                in_field = true;
+                field += 1;
+                value = 0;
+            }
+            if field == 22 {
+                value = value * 10 + u64::from(b.wrapping_sub(b'0'));
             }
         }
+        Ok(None)
+    }
+}
+
+/// Whether the guardian may SIGKILL group `pgid`, whose leader started at `start`: yes while
+/// that very leader exists (alive or a zombie); no when another process holds the number;
+/// yes when no process holds it, since a group id is its leader's pid and the number cannot
+/// be handed out again while a member of the group lives.
+///
+/// # Safety
+/// Async-signal-safe; callable after fork.
+pub unsafe fn guardian_may_kill(pgid: i32, start: u64) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: forwarded.
+    match unsafe { raw_starttime(pgid) } {
+        Ok(Some(now)) => now == start,
+        Ok(None) => false,
+        Err(()) => true,
     }
 }
 
 /// Starts the guardian: a forked child that shares a table of target process groups with
-/// atropos (anonymous shared memory, so recording a group costs one atomic store and no
+/// atropos (anonymous shared memory, so recording a group costs two atomic stores and no
 /// wake-up) and holds the read end of a pipe that atropos never writes. When atropos dies
-/// for any reason, SIGKILL included, the pipe reaches end-of-file and the guardian SIGKILLs
-/// every group still in the table, then exits.
+/// for any reason, SIGKILL included, or calls [`GuardTable::shutdown`], the pipe reaches
+/// end-of-file and the guardian kills the run cgroup (`cgroup.kill`), then every group still
+/// in the table whose leader is still the one recorded, removes the run's cgroups, and exits.
 ///
 /// Call once, early; the child runs only async-signal-safe calls.
-pub fn start_guardian() -> io::Result<GuardTable> {
-    let bytes = GUARD_SLOTS * std::mem::size_of::<i32>();
+pub fn start_guardian(cgroup: Option<GuardCgroup>) -> io::Result<GuardTable> {
+    let bytes = GUARD_SLOTS * std::mem::size_of::<Slot>();
     // SAFETY: a fresh anonymous shared mapping; checked for failure below.
     let map = unsafe {
         libc::mmap(
@@ -111,59 +256,25 @@ pub fn start_guardian() -> io::Result<GuardTable> {
     if map == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the mapping is zeroed, aligned, `bytes` long and never unmapped; AtomicI32 has
-    // the layout of i32.
-    let slots: &'static [std::sync::atomic::AtomicI32] = unsafe {
-        std::slice::from_raw_parts(map.cast::<std::sync::atomic::AtomicI32>(), GUARD_SLOTS)
-    };
+    // SAFETY: the mapping is zeroed, aligned, `bytes` long and never unmapped; Slot is
+    // repr(C) of atomics, which have the layout of their integers.
+    let slots: &'static [Slot] =
+        unsafe { std::slice::from_raw_parts(map.cast::<Slot>(), GUARD_SLOTS) };
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills the two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the child below calls only async-signal-safe functions (close, close_range,
-    // signal, read, kill, _exit) and atomic loads, as POSIX requires after fork in a threaded
-    // process.
+    // signal, read, write, open, kill, getdents64, unlinkat, nanosleep, _exit) and atomic
+    // loads, as POSIX requires after fork in a threaded process.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
         // SAFETY: see above.
-        unsafe {
-            // Hold nothing of atropos's: no pipes of targets, no database file. Two
-            // close_range calls cover every descriptor whatever the limit; a kernel older
-            // than 5.9 gets the loop.
-            let keep = fds[0] as libc::c_uint;
-            let below = libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, keep - 1, 0);
-            let above = libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0);
-            if below < 0 || above < 0 {
-                for fd in 3..65536 {
-                    if fd != fds[0] {
-                        libc::close(fd);
-                    }
-                }
-            }
-            // Ctrl-C and a closing terminal hit the whole group; the guardian must outlive them.
-            libc::signal(libc::SIGINT, libc::SIG_IGN);
-            libc::signal(libc::SIGTERM, libc::SIG_IGN);
-            libc::signal(libc::SIGHUP, libc::SIG_IGN);
-            libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-            let mut byte = 0u8;
-            loop {
-                let n = libc::read(fds[0], (&raw mut byte).cast(), 1);
-                if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
-                    break;
-                }
-            }
-            for slot in slots {
-                let g = slot.load(std::sync::atomic::Ordering::Acquire);
-                if g > 1 {
-                    libc::kill(-g, libc::SIGKILL);
-                }
-            }
-            libc::_exit(0);
-        }
+        unsafe { guardian_child(fds[0], slots, cgroup.as_ref()) }
     }
     // SAFETY: both descriptors were just created and are owned here.
     unsafe {
@@ -171,8 +282,113 @@ pub fn start_guardian() -> io::Result<GuardTable> {
         Ok(GuardTable {
             pid,
             slots,
-            _pipe: OwnedFd::from_raw_fd(fds[1]),
+            pipe: std::sync::Mutex::new(Some(OwnedFd::from_raw_fd(fds[1]))),
         })
+    }
+}
+
+/// The guardian's whole life.
+///
+/// # Safety
+/// Only after fork; async-signal-safe calls only.
+unsafe fn guardian_child(pipe: RawFd, slots: &[Slot], cgroup: Option<&GuardCgroup>) -> ! {
+    // SAFETY: system calls on integers and stack buffers only.
+    unsafe {
+        // Hold nothing of atropos's (no pipes of targets, no database file) but the pipe and
+        // the cgroup's descriptors.
+        let mut keep = [pipe, -1, -1, -1];
+        if let Some(cg) = cgroup {
+            keep[1] = cg.kill;
+            keep[2] = cg.dir;
+            keep[3] = cg.parent;
+        }
+        keep.sort_unstable();
+        let mut from: libc::c_uint = 3;
+        for fd in keep {
+            let Ok(fd) = libc::c_uint::try_from(fd) else {
+                continue;
+            };
+            if fd > from {
+                libc::syscall(libc::SYS_close_range, from, fd - 1, 0);
+            }
+            from = from.max(fd + 1);
+        }
+        libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0);
+        // Ctrl-C and a closing terminal hit the whole group; the guardian must outlive them.
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(pipe, (&raw mut byte).cast(), 1);
+            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                break;
+            }
+        }
+        if let Some(cg) = cgroup {
+            libc::write(cg.kill, b"1".as_ptr().cast(), 1);
+        }
+        for slot in slots {
+            let pgid = slot.pgid.load(std::sync::atomic::Ordering::Acquire);
+            let start = slot.start.load(std::sync::atomic::Ordering::Acquire);
+            if guardian_may_kill(pgid, start) {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+        if let Some(cg) = cgroup {
+            remove_cgroups(cg);
+        }
+        libc::_exit(0);
+    }
+}
+
+/// Waits (at most 2 s) for the killed run cgroup to empty, then removes its sub-cgroups and
+/// itself.
+///
+/// # Safety
+/// Only after fork; async-signal-safe calls only.
+unsafe fn remove_cgroups(cg: &GuardCgroup) {
+    // SAFETY: system calls on the guardian's own descriptors and stack buffers.
+    unsafe {
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        for _ in 0..2000 {
+            let mut names = [0u8; 8192];
+            libc::lseek(cg.dir, 0, libc::SEEK_SET);
+            let got = libc::syscall(
+                libc::SYS_getdents64,
+                cg.dir,
+                names.as_mut_ptr(),
+                names.len(),
+            );
+            if got <= 0 {
+                break;
+            }
+            let mut busy = false;
+            let mut at = 0usize;
+            while at + 19 < got as usize {
+                // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name.
+                let reclen = u16::from_ne_bytes([names[at + 16], names[at + 17]]) as usize;
+                let kind = names[at + 18];
+                let name = names.as_ptr().add(at + 19).cast::<libc::c_char>();
+                if kind == libc::DT_DIR && *name != b'.' as libc::c_char {
+                    let gone = libc::unlinkat(cg.dir, name, libc::AT_REMOVEDIR);
+                    if gone < 0 && *libc::__errno_location() == libc::EBUSY {
+                        busy = true;
+                    }
+                }
+                if reclen == 0 {
+                    break;
+                }
+                at += reclen;
+            }
+            if !busy && libc::unlinkat(cg.parent, cg.name.as_ptr(), libc::AT_REMOVEDIR) == 0 {
+                break;
+            }
+            libc::nanosleep(&pause, std::ptr::null_mut());
+        }
     }
 }
 
@@ -190,6 +406,232 @@ pub fn killpg(pgid: i32, signal: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// What [`spawn`] needs, prepared in the parent: the child may not allocate.
+pub struct SpawnSpec<'a> {
+    /// The program, already found on `PATH`.
+    pub path: &'a std::ffi::CStr,
+    /// argv, null-terminated.
+    pub argv: &'a [*const libc::c_char],
+    /// envp, null-terminated.
+    pub envp: &'a [*const libc::c_char],
+    /// The working directory.
+    pub cwd: &'a std::ffi::CStr,
+    /// Descriptors for the child's stdin, stdout and stderr.
+    pub stdio: [RawFd; 3],
+    /// The lane's `cgroup.procs`, open for writing: the child joins it before `exec`.
+    pub cgroup_procs: Option<RawFd>,
+}
+
+/// Where the child failed, written by the child into the parent's memory (`CLONE_VM`).
+#[repr(C)]
+struct ChildFailure {
+    stage: std::sync::atomic::AtomicI32,
+    errno: std::sync::atomic::AtomicI32,
+}
+
+struct ChildArgs<'a> {
+    spec: &'a SpawnSpec<'a>,
+    slack: libc::c_ulong,
+    failure: &'a ChildFailure,
+}
+
+/// The highest signal number; `_NSIG - 1` on Linux.
+const MAX_SIGNAL: libc::c_int = 64;
+
+/// `struct sigaction` as the kernel takes it (`rt_sigaction(2)`): glibc's wrapper refuses the
+/// two signals it keeps for itself (32 and 33), and those must be reset too.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+fn raw_sigmask(how: libc::c_int, set: &u64, old: Option<&mut u64>) {
+    let old = old.map_or(std::ptr::null_mut(), |o| o as *mut u64);
+    // SAFETY: pointers to live 8-byte sets, the kernel's sigset size on Linux.
+    unsafe {
+        libc::syscall(libc::SYS_rt_sigprocmask, how, set as *const u64, old, 8usize);
+    }
+}
+
+const STAGE_CGROUP: i32 = 1;
+const STAGE_STDIO: i32 = 2;
+const STAGE_CWD: i32 = 3;
+const STAGE_EXEC: i32 = 4;
+
+/// The child side of [`spawn`]: runs on its own stack in the parent's memory while the
+/// parent waits (`CLONE_VM | CLONE_VFORK`), so only raw system calls, no allocation, no
+/// panics, no locks.
+extern "C" fn spawn_child(arg: *mut libc::c_void) -> libc::c_int {
+    use std::sync::atomic::Ordering::Relaxed;
+    // SAFETY: `arg` points at the parent's `ChildArgs`, alive until this child execs or
+    // exits (the parent is suspended until then).
+    let args = unsafe { &*(arg as *const ChildArgs<'_>) };
+    let spec = args.spec;
+    let fail = |stage: i32| -> ! {
+        // SAFETY: errno is this (shared) thread's; _exit ends only the child.
+        unsafe {
+            args.failure
+                .errno
+                .store(*libc::__errno_location(), Relaxed);
+            args.failure.stage.store(stage, Relaxed);
+            libc::_exit(127)
+        }
+    };
+    // SAFETY: every call below is a system call on integers or on memory the parent
+    // prepared and keeps alive; none allocates.
+    unsafe {
+        // Every signal back to its default action: a disposition inherited as "ignored"
+        // (nohup, a shell's trap '') would otherwise survive exec.
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=MAX_SIGNAL {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &raw const default,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        libc::prctl(libc::PR_SET_TIMERSLACK, args.slack, 0, 0, 0);
+        libc::setpgid(0, 0);
+        if let Some(procs) = spec.cgroup_procs
+            && libc::write(procs, b"0".as_ptr().cast(), 1) != 1
+        {
+            fail(STAGE_CGROUP);
+        }
+        for (target, fd) in spec.stdio.iter().enumerate() {
+            if libc::dup2(*fd, target as libc::c_int) < 0 {
+                fail(STAGE_STDIO);
+            }
+        }
+        // Nothing of atropos's leaks into the target, also a descriptor it inherited
+        // without close-on-exec.
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        if libc::chdir(spec.cwd.as_ptr()) < 0 {
+            fail(STAGE_CWD);
+        }
+        raw_sigmask(libc::SIG_SETMASK, &0, None);
+        libc::execve(spec.path.as_ptr(), spec.argv.as_ptr(), spec.envp.as_ptr());
+        fail(STAGE_EXEC)
+    }
+}
+
+/// Stack for the child of [`spawn`]; it runs a few system calls and no Rust frames of note.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Starts a target the way `posix_spawn` would (`clone(CLONE_VM | CLONE_VFORK)`: no copy of
+/// atropos's memory), with what `posix_spawn` cannot do here: the child joins its lane's
+/// cgroup before `exec`, every signal starts at its default action with an empty mask, and
+/// the pidfd comes from the clone itself (`CLONE_PIDFD`), so there is no moment at which
+/// the child's number is known but not pinned.
+///
+/// Returns the pid and its pidfd; the child is ours, unreaped.
+pub fn spawn(spec: &SpawnSpec<'_>) -> io::Result<(i32, OwnedFd)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    thread_local! {
+        static STACK: std::cell::RefCell<Vec<u128>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let failure = ChildFailure {
+        stage: std::sync::atomic::AtomicI32::new(0),
+        errno: std::sync::atomic::AtomicI32::new(0),
+    };
+    let slack = ORIGINAL_SLACK.get().unwrap_or_else(|| {
+        // SAFETY: prctl with integer arguments only.
+        let current = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+        libc::c_ulong::try_from(current).unwrap_or(50_000)
+    });
+    let args = ChildArgs {
+        spec,
+        slack,
+        failure: &failure,
+    };
+    let mut pidfd: libc::c_int = -1;
+    let pid = STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        if stack.is_empty() {
+            stack.resize(CHILD_STACK / 16, 0);
+        }
+        // SAFETY: the stack grows down from its end, 16-byte aligned (u128 elements).
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<libc::c_void>();
+        // Block every signal, glibc's own too, so that no handler of atropos runs in the
+        // child before it has reset them; the child unblocks just before exec.
+        let mut old = 0u64;
+        raw_sigmask(libc::SIG_SETMASK, &u64::MAX, Some(&mut old));
+        // SAFETY: `spawn_child` only reads `args` and writes `failure`, both alive until
+        // clone returns, which with CLONE_VFORK is after the child's exec or exit.
+        let pid = unsafe {
+            libc::clone(
+                spawn_child,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                (&raw const args).cast_mut().cast(),
+                &raw mut pidfd,
+            )
+        };
+        let err = io::Error::last_os_error();
+        raw_sigmask(libc::SIG_SETMASK, &old, None);
+        if pid < 0 { Err(err) } else { Ok(pid) }
+    })?;
+    // SAFETY: CLONE_PIDFD stored a new descriptor that nobody else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let stage = failure.stage.load(Relaxed);
+    if stage != 0 {
+        // The child exited before exec: reap it and say why.
+        let _ = nix::sys::wait::waitid(
+            nix::sys::wait::Id::PIDFd(std::os::fd::AsFd::as_fd(&pidfd)),
+            nix::sys::wait::WaitPidFlag::WEXITED,
+        );
+        let errno = failure.errno.load(Relaxed);
+        let what = match stage {
+            STAGE_CGROUP => "cannot join the trial's cgroup",
+            STAGE_STDIO => "cannot set up standard input and output",
+            STAGE_CWD => "cannot enter the working directory",
+            _ => "cannot execute",
+        };
+        let cause = io::Error::from_raw_os_error(errno);
+        return Err(io::Error::new(cause.kind(), format!("{what}: {cause}")));
+    }
+    Ok((pid, pidfd))
+}
+
+/// Forks a child that only joins the cgroup behind `procs` and exits: whether this cgroup
+/// takes processes at all.
+pub fn probe_join(procs: RawFd) -> io::Result<()> {
+    // SAFETY: the forked child makes two async-signal-safe calls (write, _exit); the parent
+    // then reaps it.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            let ok = libc::write(procs, b"0".as_ptr().cast(), 1) == 1;
+            libc::_exit(if ok { 0 } else { *libc::__errno_location() });
+        }
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &raw mut status, 0);
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
 }
 
 thread_local! {
@@ -219,24 +661,6 @@ pub fn tune_trial_thread() {
     }
     ORIGINAL_SLACK.set(Some(original));
     short_slice();
-}
-
-/// Runs `spawn` with this thread's original timer slack: a child takes its slack from the
-/// thread that creates it, and a target should run as it would without atropos.
-pub fn with_original_timers<T>(spawn: impl FnOnce() -> T) -> T {
-    let Some(original) = ORIGINAL_SLACK.get() else {
-        return spawn();
-    };
-    // SAFETY: prctl with integer arguments only; affects the calling thread.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, original, 0, 0, 0);
-    }
-    let spawned = spawn();
-    // SAFETY: as above.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0);
-    }
-    spawned
 }
 
 /// `struct sched_attr` up to its first version (48 bytes), as `sched_setattr(2)` takes it.

@@ -21,7 +21,8 @@ pub(super) struct Paused {
     pub(super) resume_at: u64,
     pub(super) delivery: usize,
     pub(super) pinned: Vec<(process::Found, u64)>,
-    pub(super) group: Option<i32>,
+    /// Whether the step was aimed at the group (then also SIGCONT to the group).
+    pub(super) group: bool,
 }
 
 pub(super) struct Driver<'a> {

@@ -169,7 +169,7 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         e.at_ns = driver.exited_at.unwrap_or(e.at_ns).saturating_sub(t0);
         e
     });
-    let orphans = orphans::sweep(&plan.id, driver.child.pid());
+    let orphans = orphans::sweep(&plan.id, driver.child.pid(), driver.child.lane().map(|l| &**l));
     driver.drain();
 
     obs.phases = plan

@@ -228,7 +228,10 @@ impl Driver<'_> {
             }
             Aim::Group => {
                 pids.push(self.child.pid());
-                let outcome = if self.exited_at.is_some() && self.group_is_empty() {
+                let outcome = if self.child.is_reaped() {
+                    // The leader is gone, so its number is free: nothing may be signalled.
+                    DeliveryOutcome::AlreadyFinished
+                } else if self.exited_at.is_some() && self.group_is_empty() {
                     if self.child.is_reaped() {
                         DeliveryOutcome::AlreadyFinished
                     } else {
@@ -288,7 +291,7 @@ impl Driver<'_> {
         self.record_delivery(index, trigger, offset, delivered, outcome, pids);
         if let Some(d) = pause {
             if outcome == DeliveryOutcome::Delivered {
-                let group = matches!(step.aim, Aim::Group).then_some(self.child.pid());
+                let group = matches!(step.aim, Aim::Group);
                 self.paused = Some(Paused {
                     resume_at: delivered + ns(d),
                     delivery: self.deliveries.len() - 1,
@@ -305,10 +308,10 @@ impl Driver<'_> {
 
     pub(super) fn resume(&mut self, paused: Paused) {
         let at = now_ns();
-        if let Some(pgid) = paused.group
-            && safety::may_signal_group(pgid)
-        {
-            let _ = crate::unix::killpg(pgid, Signal::CONT.number());
+        if paused.group {
+            // Members that joined the group during the pause; never once the leader is
+            // reaped (signal_group refuses then), the pinned ones below are resumed anyway.
+            let _ = self.child.signal_group(Signal::CONT);
         }
         for (pin, start) in &paused.pinned {
             let _ = process::send_pidfd(&pin.pidfd, Signal::CONT);
@@ -339,7 +342,7 @@ impl Driver<'_> {
     pub(super) fn trial_processes(&self) -> Vec<procfs::ProcStat> {
         let main = self.child.pid();
         let mut found = procfs::descendants_of(main);
-        found.extend(orphans::find(&self.plan.id, main));
+        found.extend(orphans::find(&self.plan.id, main, self.child.lane().map(|l| &**l)));
         found.sort_by_key(|p| p.pid);
         found.dedup_by_key(|p| p.pid);
         found
