@@ -1,10 +1,12 @@
 //! The pause journal: a paused process is always resumed, also after an injector crash.
 //!
 //! Before SIGSTOP the injector writes `OWNER.OWNERSTART-PID.STARTTIME` into the journal
-//! directory and removes it after SIGCONT. At start-up [`resume_leftovers`] sends SIGCONT to
-//! every process still named there whose start time matches (so a reused pid is never
-//! touched), but only for entries whose owner is dead: another injector running beside this
-//! one keeps its pauses.
+//! directory, with the boot id as its content, and removes it after SIGCONT. At start-up
+//! [`resume_leftovers`] sends SIGCONT to every process still named there whose start time
+//! matches and that was paused during this boot (a start time counts from boot, so only the
+//! three together name one process: a reused pid, or the same pid and start time after a
+//! reboot, is never touched), but only for entries whose owner is dead: another injector
+//! running beside this one keeps its pauses.
 
 use std::path::{Path, PathBuf};
 
@@ -49,11 +51,21 @@ fn alive(pid: i32, starttime: u64) -> bool {
     crate::procfs::ProcStat::read(pid).is_some_and(|s| s.starttime == starttime && !s.is_zombie())
 }
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> &'static str {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        crate::procfs::read_text("/proc/sys/kernel/random/boot_id")
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default()
+    })
+}
+
 /// Records that `pid` is about to be stopped.
 pub fn record(pid: i32, starttime: u64) -> std::io::Result<()> {
     let dir = dir();
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(entry(&dir, pid, starttime), b"")
+    std::fs::write(entry(&dir, pid, starttime), boot_id())
 }
 
 /// Records that `pid` was resumed.
@@ -82,10 +94,13 @@ pub fn resume_leftovers_in(dir: &Path) -> usize {
         else {
             continue;
         };
-        if alive(owner_pid, owner_start) {
+        let boot = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if boot.trim() == boot_id() && alive(owner_pid, owner_start) {
             continue;
         }
-        if crate::safety::may_signal(pid)
+        // An entry of another boot names no process of this one, whatever its numbers.
+        if boot.trim() == boot_id()
+            && crate::safety::may_signal(pid)
             && let Some(pin) = process::pin(pid, start)
             && process::send_pidfd(&pin.pidfd, Signal::CONT) == crate::DeliveryOutcome::Delivered
         {
@@ -130,18 +145,28 @@ mod tests {
         std::fs::write(
             dir.path()
                 .join(format!("{}-{pid}.{}", owner(), stat.starttime)),
-            b"",
+            boot_id(),
         )
         .unwrap();
         assert_eq!(resume_leftovers_in(dir.path()), 0);
         assert!(stopped());
+        // An entry of a dead owner from another boot names nobody now: removed, not resumed.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let other_boot = dir
+            .path()
+            .join(format!("999999999.1-{pid}.{}", stat.starttime));
+        std::fs::write(&other_boot, "00000000-0000-0000-0000-000000000000").unwrap();
+        assert_eq!(resume_leftovers_in(dir.path()), 0);
+        assert!(!other_boot.exists());
+        assert!(stopped(), "a pause recorded in another boot is not resumed");
         // An entry whose owner is gone is resumed and removed.
         std::fs::remove_dir_all(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path()).unwrap();
         std::fs::write(
             dir.path()
                 .join(format!("999999999.1-{pid}.{}", stat.starttime)),
-            b"",
+            boot_id(),
         )
         .unwrap();
         assert_eq!(resume_leftovers_in(dir.path()), 1);

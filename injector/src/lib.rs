@@ -35,6 +35,7 @@ pub mod safety;
 pub mod signal;
 pub mod trial;
 mod unix;
+pub mod workdir;
 
 pub use plan::{
     Action, Aim, ExitedState, Finish, Marker, PhasePlan, RunTarget, StepPlan, Stream, TrialPlan,

@@ -74,9 +74,9 @@ pub struct GuardTable {
 /// The guardian's table is full: more live targets than [`GUARD_SLOTS`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the guardian's table is full ({GUARD_SLOTS} live targets); a target beyond that could outlive atropos, so it is not started"
+    "the guardian's table is full ({0} live targets); a target beyond that could outlive atropos, so it is not started"
 )]
-pub struct TableFull;
+pub struct TableFull(pub usize);
 
 /// A group in the guardian's table, for as long as this guard lives; drop it before the
 /// leader is reaped, since the number is free for reuse from then on.
@@ -117,7 +117,7 @@ impl GuardTable {
                 return Ok(GuardSlot { slot });
             }
         }
-        Err(TableFull)
+        Err(TableFull(self.slots.len()))
     }
 
     /// Closes the pipe, so that the guardian does its last sweep and exits, and reaps it.
@@ -241,7 +241,11 @@ pub unsafe fn guardian_may_kill(pgid: i32, start: u64) -> bool {
 ///
 /// Call once, early; the child runs only async-signal-safe calls.
 pub fn start_guardian(cgroup: Option<GuardCgroup>) -> io::Result<GuardTable> {
-    let bytes = GUARD_SLOTS * std::mem::size_of::<Slot>();
+    start_guardian_with(GUARD_SLOTS, cgroup)
+}
+
+fn start_guardian_with(count: usize, cgroup: Option<GuardCgroup>) -> io::Result<GuardTable> {
+    let bytes = count * std::mem::size_of::<Slot>();
     // SAFETY: a fresh anonymous shared mapping; checked for failure below.
     let map = unsafe {
         libc::mmap(
@@ -259,7 +263,7 @@ pub fn start_guardian(cgroup: Option<GuardCgroup>) -> io::Result<GuardTable> {
     // SAFETY: the mapping is zeroed, aligned, `bytes` long and never unmapped; Slot is
     // repr(C) of atomics, which have the layout of their integers.
     let slots: &'static [Slot] =
-        unsafe { std::slice::from_raw_parts(map.cast::<Slot>(), GUARD_SLOTS) };
+        unsafe { std::slice::from_raw_parts(map.cast::<Slot>(), count) };
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills the two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -710,5 +714,86 @@ pub fn default_sigpipe() {
     // SAFETY: installs the default disposition; no handler code runs.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    fn victim(token: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sh")
+            .args(["-c", "exec sleep 30", token])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    fn start_of(pid: i32) -> u64 {
+        crate::procfs::ProcStat::read(pid).unwrap().starttime
+    }
+
+    fn exited_within(child: &mut std::process::Child, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn a_stale_guardian_slot_kills_nothing_and_a_pinned_one_kills_its_group() {
+        let token = format!("atropos-guard-test-{}", std::process::id());
+        let mut stale = victim(&token);
+        let mut pinned = victim(&token);
+        let table = start_guardian_with(8, None).unwrap();
+        // A slot whose leader "started" at another time: the number now names someone else.
+        let _stale_slot = table
+            .watch(stale.id() as i32, start_of(stale.id() as i32) + 1)
+            .unwrap();
+        let _pinned_slot = table
+            .watch(pinned.id() as i32, start_of(pinned.id() as i32))
+            .unwrap();
+        table.shutdown();
+        assert!(
+            exited_within(&mut pinned, std::time::Duration::from_secs(5)),
+            "the guardian kills a group whose leader is the one it recorded"
+        );
+        assert!(
+            !exited_within(&mut stale, std::time::Duration::from_millis(300)),
+            "a stale slot signalled a process that is not the recorded leader"
+        );
+        stale.kill().unwrap();
+        stale.wait().unwrap();
+    }
+
+    #[test]
+    fn a_full_guardian_table_refuses_and_a_dropped_guard_frees_its_slot() {
+        let table = start_guardian_with(2, None).unwrap();
+        let first = table.watch(999_999_990, 1).unwrap();
+        let _second = table.watch(999_999_991, 1).unwrap();
+        let full = table.watch(999_999_992, 1).unwrap_err();
+        assert!(full.to_string().contains("table is full (2 live targets)"), "{full}");
+        drop(first);
+        assert!(table.watch(999_999_992, 1).is_ok());
+        table.shutdown();
+    }
+
+    #[test]
+    fn the_guardian_is_reaped_at_shutdown() {
+        let table = start_guardian_with(1, None).unwrap();
+        let pid = nix::unistd::Pid::from_raw(table.pid);
+        table.shutdown();
+        // Reaped already: no such child any more, not even a zombie.
+        assert_eq!(
+            nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+            Err(nix::errno::Errno::ECHILD)
+        );
     }
 }

@@ -1,0 +1,108 @@
+//! Folders a run makes for its trials (`${trial.dir}`), and removing those of dead runs.
+//!
+//! A run's folder holds an `.owner` file naming the process that made it (pid, start time
+//! and boot id). The run removes its folder when it ends; when it was killed first, the next
+//! atropos to start on the machine finds the folder, sees that its owner is dead, and removes
+//! it. A folder kept on purpose (`--keep-dirs`) has its `.owner` file removed at the end of
+//! its run, and is never touched again.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::procfs::ProcStat;
+
+const OWNER_FILE: &str = ".owner";
+/// The prefix of every run folder's name.
+pub const PREFIX: &str = "atropos-";
+
+fn me() -> String {
+    let pid = std::process::id() as i32;
+    let start = ProcStat::read(pid).map_or(0, |s| s.starttime);
+    format!("{pid} {start} {}", crate::journal::boot_id())
+}
+
+/// Creates the run folder `dir` and marks it as this process's.
+pub fn create(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(OWNER_FILE), me())
+}
+
+/// Keeps `dir` for good: no later sweep will remove it.
+pub fn keep(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(OWNER_FILE));
+}
+
+fn owner_alive(text: &str) -> bool {
+    let mut parts = text.split_ascii_whitespace();
+    let (Some(pid), Some(start), boot) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    boot.unwrap_or_default() == crate::journal::boot_id()
+        && ProcStat::read(pid).is_some_and(|s| s.starttime == start && !s.is_zombie())
+}
+
+/// Removes every run folder in `parent` whose owner is dead; returns the removed ones.
+pub fn sweep_dead(parent: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(PREFIX))
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        // Without an owner file the folder is not a run's, or was kept on purpose.
+        let Ok(owner) = std::fs::read_to_string(path.join(OWNER_FILE)) else {
+            continue;
+        };
+        if !owner_alive(&owner) && std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn folders_of_dead_runs_go_and_live_or_kept_ones_stay() {
+        let parent = tempfile::tempdir().unwrap();
+        let live = parent.path().join("atropos-rlive");
+        create(&live).unwrap();
+        let dead = parent.path().join("atropos-rdead");
+        std::fs::create_dir_all(dead.join("trial-1")).unwrap();
+        std::fs::write(dead.join(OWNER_FILE), "999999999 1 whatever").unwrap();
+        let rebooted = parent.path().join("atropos-rboot");
+        std::fs::create_dir_all(&rebooted).unwrap();
+        // This very process, but recorded in another boot: dead.
+        let pid = std::process::id() as i32;
+        let start = ProcStat::read(pid).unwrap().starttime;
+        std::fs::write(rebooted.join(OWNER_FILE), format!("{pid} {start} other-boot")).unwrap();
+        let kept = parent.path().join("atropos-rkept");
+        create(&kept).unwrap();
+        std::fs::write(kept.join(OWNER_FILE), "999999999 1 whatever").unwrap();
+        keep(&kept);
+        let unrelated = parent.path().join("other-dead");
+        std::fs::create_dir_all(&unrelated).unwrap();
+        std::fs::write(unrelated.join(OWNER_FILE), "999999999 1 whatever").unwrap();
+
+        let mut removed = sweep_dead(parent.path());
+        removed.sort();
+        assert_eq!(removed, vec![rebooted.clone(), dead.clone()]);
+        assert!(live.exists() && kept.exists() && unrelated.exists());
+        assert!(!dead.exists() && !rebooted.exists());
+    }
+}
