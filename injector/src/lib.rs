@@ -41,7 +41,9 @@ pub use plan::{
     Action, Aim, ExitedState, Finish, Marker, PhasePlan, RunTarget, StepPlan, Stream, TrialPlan,
     Watch, When,
 };
-pub use record::{Delivery, DeliveryOutcome, Exit, Observation, Orphan, PhaseEntry, StopReason};
+pub use record::{
+    Delivery, DeliveryOutcome, Exit, MissedPhase, Observation, Orphan, PhaseEntry, StopReason,
+};
 pub use signal::Signal;
 pub use tokio_util::sync::CancellationToken;
 pub use trial::run as run_trial;

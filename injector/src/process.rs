@@ -5,20 +5,20 @@
 //! registry, so it never steals the exit status of a process someone else is waiting for.
 
 use std::collections::HashSet;
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 
+use crate::cgroup::{self, Lane};
 use crate::clock::now_ns;
 use crate::record::{DeliveryOutcome, Exit};
 use crate::signal::Signal;
-use crate::cgroup::{self, Lane};
 use crate::{procfs, safety, unix};
 
 /// atropos's children that have an owner: the targets and commands spawned here (until
@@ -137,17 +137,16 @@ impl Launch {
 }
 
 /// Finds `program` the way `execvp` would, on the `PATH` the target will have.
-pub fn resolve_program(
-    program: &str,
-    env: &[(String, String)],
-    cwd: &Path,
-) -> io::Result<PathBuf> {
+pub fn resolve_program(program: &str, env: &[(String, String)], cwd: &Path) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if program.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the command is empty"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the command is empty",
+        ));
     }
     if program.contains('/') {
         let path = cwd.join(program);
@@ -208,7 +207,11 @@ pub fn spawn(launch: &Launch) -> io::Result<Spawned> {
     }
     let mut env: Vec<CString> = Vec::new();
     for (key, value) in std::env::vars_os() {
-        if launch.env.iter().any(|(k, _)| k.as_bytes() == key.as_bytes()) {
+        if launch
+            .env
+            .iter()
+            .any(|(k, _)| k.as_bytes() == key.as_bytes())
+        {
             continue;
         }
         let mut entry = key.as_bytes().to_vec();

@@ -90,6 +90,8 @@ pub enum StopReason {
     Stopped,
     /// A recovery probe: the awaited phase was reached, and the target was then killed.
     Reached,
+    /// A phase was not entered within its deadline (`within`); atropos killed the target.
+    PhaseDeadline,
     /// The target could not be started.
     SpawnFailed,
 }
@@ -104,6 +106,7 @@ impl StopReason {
             Self::Interrupted => "interrupted",
             Self::Stopped => "stopped",
             Self::Reached => "reached",
+            Self::PhaseDeadline => "phase_deadline",
             Self::SpawnFailed => "spawn_failed",
         }
     }
@@ -250,8 +253,21 @@ pub struct Observation {
     pub lines: (u64, u64),
     /// Peak resource use, when sampled.
     pub resources: Option<Resources>,
+    /// The phase whose deadline passed before it was entered, if one did.
+    pub missed: Option<MissedPhase>,
     /// What the harness could not do, if anything.
     pub error: Option<String>,
+}
+
+/// A phase not entered within its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissedPhase {
+    /// The phase that was due.
+    pub phase: String,
+    /// Its deadline from the start.
+    pub within_ns: u64,
+    /// The phase the target was still in.
+    pub in_phase: String,
 }
 
 impl Observation {

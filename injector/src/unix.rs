@@ -122,11 +122,7 @@ impl GuardTable {
 
     /// Closes the pipe, so that the guardian does its last sweep and exits, and reaps it.
     pub fn shutdown(&self) {
-        let pipe = self
-            .pipe
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let pipe = self.pipe.lock().unwrap_or_else(|p| p.into_inner()).take();
         if pipe.is_none() {
             return;
         }
@@ -262,8 +258,7 @@ fn start_guardian_with(count: usize, cgroup: Option<GuardCgroup>) -> io::Result<
     }
     // SAFETY: the mapping is zeroed, aligned, `bytes` long and never unmapped; Slot is
     // repr(C) of atomics, which have the layout of their integers.
-    let slots: &'static [Slot] =
-        unsafe { std::slice::from_raw_parts(map.cast::<Slot>(), count) };
+    let slots: &'static [Slot] = unsafe { std::slice::from_raw_parts(map.cast::<Slot>(), count) };
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills the two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -458,7 +453,13 @@ fn raw_sigmask(how: libc::c_int, set: &u64, old: Option<&mut u64>) {
     let old = old.map_or(std::ptr::null_mut(), |o| o as *mut u64);
     // SAFETY: pointers to live 8-byte sets, the kernel's sigset size on Linux.
     unsafe {
-        libc::syscall(libc::SYS_rt_sigprocmask, how, set as *const u64, old, 8usize);
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            set as *const u64,
+            old,
+            8usize,
+        );
     }
 }
 
@@ -479,9 +480,7 @@ extern "C" fn spawn_child(arg: *mut libc::c_void) -> libc::c_int {
     let fail = |stage: i32| -> ! {
         // SAFETY: errno is this (shared) thread's; _exit ends only the child.
         unsafe {
-            args.failure
-                .errno
-                .store(*libc::__errno_location(), Relaxed);
+            args.failure.errno.store(*libc::__errno_location(), Relaxed);
             args.failure.stage.store(stage, Relaxed);
             libc::_exit(127)
         }
@@ -779,7 +778,10 @@ mod tests {
         let first = table.watch(999_999_990, 1).unwrap();
         let _second = table.watch(999_999_991, 1).unwrap();
         let full = table.watch(999_999_992, 1).unwrap_err();
-        assert!(full.to_string().contains("table is full (2 live targets)"), "{full}");
+        assert!(
+            full.to_string().contains("table is full (2 live targets)"),
+            "{full}"
+        );
         drop(first);
         assert!(table.watch(999_999_992, 1).is_ok());
         table.shutdown();

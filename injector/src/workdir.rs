@@ -90,7 +90,11 @@ mod tests {
         // This very process, but recorded in another boot: dead.
         let pid = std::process::id() as i32;
         let start = ProcStat::read(pid).unwrap().starttime;
-        std::fs::write(rebooted.join(OWNER_FILE), format!("{pid} {start} other-boot")).unwrap();
+        std::fs::write(
+            rebooted.join(OWNER_FILE),
+            format!("{pid} {start} other-boot"),
+        )
+        .unwrap();
         let kept = parent.path().join("atropos-rkept");
         create(&kept).unwrap();
         std::fs::write(kept.join(OWNER_FILE), "999999999 1 whatever").unwrap();

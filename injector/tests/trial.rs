@@ -438,3 +438,177 @@ fn a_target_inherits_neither_timer_slack_nor_slice_of_the_trial_thread() {
         assert_eq!(said("slice "), Some(before), "{obs:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_step_after_the_leader_is_reaped_signals_nothing_and_is_already_finished() {
+    atropos_injector::init().unwrap();
+    let steps = vec![
+        StepPlan {
+            action: Action::Signal(Signal::TERM),
+            aim: Aim::Group,
+            when: When::Exited(ExitedState::Reaped),
+        },
+        StepPlan {
+            action: Action::Signal(Signal::TERM),
+            aim: Aim::Group,
+            when: When::After(Duration::from_millis(50)),
+        },
+    ];
+    let p = plan("echo ready", vec![], steps, Finish::AwaitExit);
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.deliveries.len(), 2, "{obs:#?}");
+    for d in &obs.deliveries {
+        assert_eq!(d.outcome, DeliveryOutcome::AlreadyFinished, "{obs:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_missing_its_deadline_ends_the_trial_at_once_naming_both_phases() {
+    atropos_injector::init().unwrap();
+    let mut p = plan(
+        "echo init; while :; do sleep 0.01; done",
+        vec![
+            ("init", Marker::Stdout("^init$".into())),
+            ("ready", Marker::Stdout("^ready$".into())),
+        ],
+        vec![at_phase(1, Signal::TERM)],
+        Finish::AwaitExit,
+    );
+    p.phases[1].within = Some(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for the timeout"
+    );
+    assert_eq!(obs.stop, StopReason::PhaseDeadline, "{obs:#?}");
+    let missed = obs.missed.as_ref().unwrap();
+    assert_eq!(
+        (missed.phase.as_str(), missed.in_phase.as_str()),
+        ("ready", "init")
+    );
+    assert_eq!(missed.within_ns, 300_000_000);
+    assert_eq!(obs.skipped.len(), 1, "{obs:#?}");
+    assert!(
+        obs.skipped[0].reason.contains("waiting for phase `ready`"),
+        "{}",
+        obs.skipped[0].reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_left_waiting_at_the_timeout_is_skipped_with_the_phase_it_waited_for() {
+    atropos_injector::init().unwrap();
+    let mut p = plan(
+        "echo init; while :; do sleep 0.01; done",
+        vec![
+            ("init", Marker::Stdout("^init$".into())),
+            ("ready", Marker::Stdout("^ready$".into())),
+        ],
+        vec![at_phase(1, Signal::TERM)],
+        Finish::AwaitExit,
+    );
+    p.timeout = Duration::from_millis(300);
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.stop, StopReason::Timeout, "{obs:#?}");
+    assert_eq!(obs.skipped.len(), 1, "{obs:#?}");
+    let reason = &obs.skipped[0].reason;
+    assert!(
+        reason.contains("timed out after 300ms in phase `init`, waiting for phase `ready`"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_after_exit_step_against_a_target_that_ignores_the_stop_is_skipped_with_why() {
+    atropos_injector::init().unwrap();
+    let steps = vec![StepPlan {
+        action: Action::Signal(Signal::TERM),
+        aim: Aim::Main,
+        when: When::Exited(ExitedState::Zombie),
+    }];
+    let p = plan(
+        "trap '' TERM; echo ready; while :; do sleep 0.01; done",
+        vec![("ready", Marker::Stdout("^ready$".into()))],
+        steps,
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.stop, StopReason::Hung, "{obs:#?}");
+    assert!(obs.deliveries.is_empty());
+    assert_eq!(obs.skipped.len(), 1, "{obs:#?}");
+    assert!(
+        obs.skipped[0]
+            .reason
+            .contains("ignored atropos's SIGTERM for 500ms and was killed (hung)"),
+        "{}",
+        obs.skipped[0].reason
+    );
+}
+
+/// The signal state of the calling thread and process, changed for one test and put back.
+struct InheritedSignals {
+    old_mask: nix::sys::signal::SigSet,
+}
+
+impl InheritedSignals {
+    fn hostile() -> InheritedSignals {
+        use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal as S, signal};
+        // SAFETY-free: nix's `signal` is unsafe only for handlers; SIG_IGN installs none.
+        #[allow(unsafe_code)]
+        unsafe {
+            signal(S::SIGHUP, SigHandler::SigIgn).unwrap();
+            signal(S::SIGUSR2, SigHandler::SigIgn).unwrap();
+        }
+        let mut block = SigSet::empty();
+        block.add(S::SIGINT);
+        block.add(S::SIGQUIT);
+        let mut old_mask = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut old_mask))
+            .unwrap();
+        InheritedSignals { old_mask }
+    }
+}
+
+impl Drop for InheritedSignals {
+    fn drop(&mut self) {
+        use nix::sys::signal::{SigHandler, SigmaskHow, Signal as S, signal};
+        #[allow(unsafe_code)]
+        unsafe {
+            signal(S::SIGHUP, SigHandler::SigDfl).unwrap();
+            signal(S::SIGUSR2, SigHandler::SigDfl).unwrap();
+        }
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old_mask), None)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_target_starts_with_every_signal_default_and_none_blocked_whatever_atropos_inherited() {
+    atropos_injector::init().unwrap();
+    let token = format!("atropos-sigs-{}", rand_token());
+    let mut p = plan("", vec![], vec![], Finish::AwaitExit);
+    p.target.argv = vec![
+        "grep".into(),
+        "-E".into(),
+        "-e".into(),
+        "^Sig(Ign|Blk):".into(),
+        "-e".into(),
+        token,
+        "/proc/self/status".into(),
+    ];
+    let obs = {
+        let _hostile = InheritedSignals::hostile();
+        atropos_injector::trial::run_blocking(&p, &CancellationToken::new())
+    };
+    let lines: Vec<&str> = obs.stdout_tail.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(lines.len(), 2, "{obs:#?}");
+    for line in lines {
+        let (name, mask) = line.split_once(':').unwrap();
+        assert_eq!(
+            mask.trim(),
+            "0000000000000000",
+            "{name} of the target: {line}"
+        );
+    }
+}

@@ -40,6 +40,8 @@ pub(super) struct Driver<'a> {
     pub(super) stop_signal: Option<StopSignal>,
     pub(super) stop_sent_at: Option<u64>,
     pub(super) kill_reason: Option<StopReason>,
+    /// The phase whose deadline passed, by index.
+    pub(super) missed: Option<usize>,
     pub(super) streams: [StreamState; 2],
     pub(super) polled: Vec<(usize, Polled)>,
     pub(super) resources: Option<Resources>,

@@ -13,7 +13,7 @@ use crate::orphans;
 use crate::output::StreamState;
 use crate::plan::{Marker, Stream, TrialPlan};
 use crate::process::{self, spawn};
-use crate::record::{Observation, PhaseEntry, Resources, StopReason, WatchHit};
+use crate::record::{MissedPhase, Observation, PhaseEntry, Resources, StopReason, WatchHit};
 
 /// Runs one trial to its end on a blocking thread and reports everything observed.
 pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
@@ -63,6 +63,7 @@ pub(super) fn empty_observation(plan: &TrialPlan) -> Observation {
         stderr_tail: Vec::new(),
         lines: (0, 0),
         resources: None,
+        missed: None,
         error: None,
     }
 }
@@ -148,6 +149,7 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         stop_signal: None,
         stop_sent_at: None,
         kill_reason: None,
+        missed: None,
         streams,
         polled,
         resources: plan.sample_resources.then(Resources::default),
@@ -169,7 +171,11 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         e.at_ns = driver.exited_at.unwrap_or(e.at_ns).saturating_sub(t0);
         e
     });
-    let orphans = orphans::sweep(&plan.id, driver.child.pid(), driver.child.lane().map(|l| &**l));
+    let orphans = orphans::sweep(
+        &plan.id,
+        driver.child.pid(),
+        driver.child.lane().map(|l| &**l),
+    );
     driver.drain();
 
     obs.phases = plan
@@ -182,6 +188,12 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
             evidence: e.as_ref().map(|(_, ev)| ev.clone()),
         })
         .collect();
+    driver.skip_unfired(stop);
+    obs.missed = driver.missed.map(|i| MissedPhase {
+        phase: plan.phases[i].name.clone(),
+        within_ns: plan.phases[i].within.map_or(0, super::driver::ns),
+        in_phase: driver.phase_name_at(driver.exited_at.unwrap_or_else(now_ns).saturating_sub(1)),
+    });
     obs.deliveries = std::mem::take(&mut driver.deliveries);
     obs.skipped = std::mem::take(&mut driver.skipped);
     obs.stop_signal = driver.stop_signal.take();

@@ -27,6 +27,25 @@ impl Driver<'_> {
             }
         }
 
+        // A phase that must be entered within a deadline and was not: the trial fails now,
+        // not at its timeout.
+        if self.exited_at.is_none() && self.missed.is_none() {
+            for (index, phase) in self.plan.phases.iter().enumerate() {
+                let Some(within) = phase.within else { continue };
+                if self.entered[index].is_some() {
+                    continue;
+                }
+                let due = self.t0 + ns(within);
+                if now >= due {
+                    // The phase it was in is taken now, before the kill ends it.
+                    self.missed = Some(index);
+                    self.kill(StopReason::PhaseDeadline);
+                    return Err(StopReason::PhaseDeadline);
+                }
+                soonest(due);
+            }
+        }
+
         while self.paused.is_none() && self.next_step < self.plan.steps.len() {
             let step = &self.plan.steps[self.next_step];
             let (trigger, offset) = match &step.when {
@@ -170,6 +189,60 @@ impl Driver<'_> {
             self.skipped.push(Skipped { step, reason });
         }
         self.next_step = self.plan.steps.len();
+    }
+
+    /// Every step that did not fire by the end, with why: nothing vanishes from the record.
+    pub(super) fn skip_unfired(&mut self, stop: StopReason) {
+        if self.next_step >= self.plan.steps.len() {
+            return;
+        }
+        let now = self.exited_at.unwrap_or_else(now_ns);
+        let in_phase = self.phase_name_at(now.saturating_sub(1));
+        let step = &self.plan.steps[self.next_step];
+        let waiting = match &step.when {
+            When::Phase { index, offset } => match self.entered[*index] {
+                None => format!("waiting for phase `{}`", self.plan.phases[*index].name),
+                Some(_) => format!(
+                    "{} after phase `{}` was entered, before it was due",
+                    fmt_ns(ns(*offset)),
+                    self.plan.phases[*index].name
+                ),
+            },
+            When::After(d) => format!(
+                "{} after the previous step, before it was due",
+                fmt_ns(ns(*d))
+            ),
+            When::Exited(state) => format!(
+                "waiting for the target to exit ({})",
+                match state {
+                    ExitedState::Zombie => "zombie",
+                    ExitedState::Reaped => "reaped",
+                }
+            ),
+        };
+        let why = match stop {
+            StopReason::Timeout => format!(
+                "the trial timed out after {} in phase `{in_phase}`, {waiting}",
+                fmt_ns(ns(self.plan.timeout))
+            ),
+            StopReason::PhaseDeadline => {
+                let missed = self
+                    .missed
+                    .map_or("?", |i| self.plan.phases[i].name.as_str());
+                format!("phase `{missed}` missed its deadline in phase `{in_phase}`, {waiting}")
+            }
+            StopReason::Hung => match &self.stop_signal {
+                Some(sent) => format!(
+                    "the target ignored atropos's {} for {} and was killed (hung), {waiting}",
+                    sent.signal,
+                    fmt_ns(ns(self.plan.grace))
+                ),
+                None => format!("the target hung and was killed, {waiting}"),
+            },
+            StopReason::Interrupted => format!("atropos was interrupted, {waiting}"),
+            other => format!("the trial ended ({}), {waiting}", other.as_str()),
+        };
+        self.skip_rest(why);
     }
 
     pub(super) fn record_delivery(
@@ -342,7 +415,11 @@ impl Driver<'_> {
     pub(super) fn trial_processes(&self) -> Vec<procfs::ProcStat> {
         let main = self.child.pid();
         let mut found = procfs::descendants_of(main);
-        found.extend(orphans::find(&self.plan.id, main, self.child.lane().map(|l| &**l)));
+        found.extend(orphans::find(
+            &self.plan.id,
+            main,
+            self.child.lane().map(|l| &**l),
+        ));
         found.sort_by_key(|p| p.pid);
         found.dedup_by_key(|p| p.pid);
         found
@@ -376,4 +453,21 @@ pub(super) fn rank(a: DeliveryOutcome, b: DeliveryOutcome) -> DeliveryOutcome {
         DeliveryOutcome::NoTarget => 0,
     };
     if score(b) > score(a) { b } else { a }
+}
+
+/// A short duration for a reason line: `1.5s`, `200ms`, `35µs`.
+pub(super) fn fmt_ns(ns: u64) -> String {
+    let trim = |v: f64, unit: &str| {
+        let text = format!("{v:.1}");
+        format!("{}{unit}", text.trim_end_matches(".0"))
+    };
+    if ns >= 1_000_000_000 {
+        trim(ns as f64 / 1e9, "s")
+    } else if ns >= 1_000_000 {
+        trim(ns as f64 / 1e6, "ms")
+    } else if ns >= 1_000 {
+        trim(ns as f64 / 1e3, "µs")
+    } else {
+        format!("{ns}ns")
+    }
 }
