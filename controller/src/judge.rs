@@ -180,6 +180,48 @@ pub fn judge(
             ),
         }
     }
+    if let Some(missed) = &obs.missed {
+        push(
+            &format!("reaches {} within", missed.phase),
+            false,
+            format!(
+                "phase `{}` entered within {}",
+                missed.phase,
+                human_ns(missed.within_ns)
+            ),
+            format!(
+                "it was not: the target was still in phase `{}` at {}; killed with SIGKILL",
+                missed.in_phase,
+                human_ns(missed.within_ns)
+            ),
+        );
+    }
+    if trial.fault.is_none() {
+        let mut observed: Vec<(u64, usize, &str)> = obs
+            .phases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.entered_ns.map(|at| (at, i, p.name.as_str())))
+            .collect();
+        observed.sort_unstable();
+        let in_order = observed.windows(2).all(|w| w[0].1 < w[1].1);
+        if !in_order {
+            let declared: Vec<&str> = obs.phases.iter().map(|p| p.name.as_str()).collect();
+            let seen: Vec<&str> = observed.iter().map(|(_, _, n)| *n).collect();
+            push(
+                "phase order",
+                false,
+                format!(
+                    "phases entered in their declared order: {}",
+                    declared.join(", ")
+                ),
+                format!(
+                    "entered as {}; offsets and coverage assume the declared order",
+                    seen.join(", ")
+                ),
+            );
+        }
+    }
     for skipped in &obs.skipped {
         push(
             &format!("fault step {}", skipped.step + 1),
@@ -224,14 +266,28 @@ pub fn judge(
             ),
         ),
         StopReason::Timeout => {
-            let phase = obs.phase_at(obs.ended_ns);
+            // The phase it was in when the timeout fired, not `exited`, which the kill made.
+            let at = obs.exit.as_ref().map_or(obs.ended_ns, |e| e.at_ns);
+            let phase = obs.phase_at(at.saturating_sub(1));
+            let waiting = obs
+                .phases
+                .iter()
+                .find(|p| p.entered_ns.is_none())
+                .map(|p| format!(", never entered phase `{}`", p.name))
+                .unwrap_or_default();
             push(
                 "exit",
                 false,
                 expected_exit,
-                format!("the trial timed out in phase `{phase}`; killed with SIGKILL"),
+                format!("the trial timed out in phase `{phase}`{waiting}; killed with SIGKILL"),
             )
         }
+        StopReason::PhaseDeadline => push(
+            "exit",
+            false,
+            expected_exit,
+            "not reached: a phase missed its deadline and atropos killed the target".to_owned(),
+        ),
         _ => match &obs.exit {
             None => push(
                 "exit",

@@ -151,7 +151,16 @@ pub async fn execute(
     events: UnboundedSender<RunEvent>,
     cancel: CancellationToken,
 ) -> Vec<Arc<TrialRecord>> {
-    let run_dir = std::env::temp_dir().join(format!("atropos-{}", plan.run_id));
+    let run_dir = std::env::temp_dir().join(format!("{}{}", inj::workdir::PREFIX, plan.run_id));
+    // The folders of runs that were killed before they could remove their own.
+    for gone in inj::workdir::sweep_dead(&std::env::temp_dir()) {
+        tracing::info!(folder = %gone.display(), "removed the trial folders of a dead run");
+    }
+    if plan.experiments.iter().any(|e| e.needs_dir)
+        && let Err(err) = inj::workdir::create(&run_dir)
+    {
+        tracing::warn!(%err, folder = %run_dir.display(), "cannot create the run's folder");
+    }
     let count = plan.experiments.len();
     let shared = Arc::new(Shared {
         experiments: plan.experiments.into_iter().map(Arc::new).collect(),
@@ -197,8 +206,10 @@ pub async fn execute(
     announce(&shared);
     // Nothing of this run may outlive it, whatever happened above.
     inj::orphans::kill_run(&plan.run_id);
-    if !options.keep_dirs {
-        let _ = std::fs::remove_dir_all(&run_dir);
+    if options.keep_dirs {
+        inj::workdir::keep(&run_dir);
+    } else if let Err(err) = inj::workdir::remove(&run_dir) {
+        tracing::warn!(%err, folder = %run_dir.display(), "cannot remove the run's folder");
     }
     let mut done = std::mem::take(&mut shared.board().done);
     done.sort_by_key(|(order, _)| *order);

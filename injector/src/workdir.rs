@@ -5,6 +5,10 @@
 //! atropos to start on the machine finds the folder, sees that its owner is dead, and removes
 //! it. A folder kept on purpose (`--keep-dirs`) has its `.owner` file removed at the end of
 //! its run, and is never touched again.
+//!
+//! Creation and removal go through a rename, so that a kill at any moment leaves a folder
+//! the sweep recognises: one being made (`NAME.creating`, without an owner only for the
+//! instant before its owner file is written) or being removed (`NAME.removing`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,10 +25,33 @@ fn me() -> String {
     format!("{pid} {start} {}", crate::journal::boot_id())
 }
 
+const CREATING: &str = ".creating";
+const REMOVING: &str = ".removing";
+/// A folder being made that has no owner file yet is a leftover once it is this old.
+const ABANDONED: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Creates the run folder `dir` and marks it as this process's.
 pub fn create(dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(OWNER_FILE), me())
+    let staging = with_suffix(dir, CREATING);
+    std::fs::create_dir_all(&staging)?;
+    std::fs::write(staging.join(OWNER_FILE), me())?;
+    std::fs::rename(&staging, dir)
+}
+
+/// Removes the run folder `dir` with everything in it.
+pub fn remove(dir: &Path) -> io::Result<()> {
+    let doomed = with_suffix(dir, REMOVING);
+    match std::fs::rename(dir, &doomed) {
+        Ok(()) => std::fs::remove_dir_all(&doomed),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Keeps `dir` for good: no later sweep will remove it.
@@ -60,11 +87,23 @@ pub fn sweep_dead(parent: &Path) -> Vec<PathBuf> {
         {
             continue;
         }
-        // Without an owner file the folder is not a run's, or was kept on purpose.
-        let Ok(owner) = std::fs::read_to_string(path.join(OWNER_FILE)) else {
-            continue;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let dead = if name.ends_with(REMOVING) {
+            true
+        } else {
+            match std::fs::read_to_string(path.join(OWNER_FILE)) {
+                Ok(owner) => !owner_alive(&owner),
+                // Being made, and its maker killed before it wrote the owner file.
+                Err(_) if name.ends_with(CREATING) => entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > ABANDONED)),
+                // Without an owner file the folder is not a run's, or was kept on purpose.
+                Err(_) => false,
+            }
         };
-        if !owner_alive(&owner) && std::fs::remove_dir_all(&path).is_ok() {
+        if dead && std::fs::remove_dir_all(&path).is_ok() {
             removed.push(path);
         }
     }
@@ -99,14 +138,27 @@ mod tests {
         create(&kept).unwrap();
         std::fs::write(kept.join(OWNER_FILE), "999999999 1 whatever").unwrap();
         keep(&kept);
+        let removing = parent.path().join("atropos-rgone.removing");
+        std::fs::create_dir_all(removing.join("trial-2")).unwrap();
+        let creating = parent.path().join("atropos-rnew.creating");
+        std::fs::create_dir_all(&creating).unwrap();
+        let made = parent.path().join("atropos-rmade");
+        create(&made).unwrap();
+        assert!(made.join(OWNER_FILE).exists() && !with_suffix(&made, CREATING).exists());
+        remove(&made).unwrap();
+        assert!(!made.exists() && !with_suffix(&made, REMOVING).exists());
         let unrelated = parent.path().join("other-dead");
         std::fs::create_dir_all(&unrelated).unwrap();
         std::fs::write(unrelated.join(OWNER_FILE), "999999999 1 whatever").unwrap();
 
         let mut removed = sweep_dead(parent.path());
         removed.sort();
-        assert_eq!(removed, vec![rebooted.clone(), dead.clone()]);
-        assert!(live.exists() && kept.exists() && unrelated.exists());
+        assert_eq!(
+            removed,
+            vec![rebooted.clone(), dead.clone(), removing.clone()]
+        );
+        // A folder being made right now (no owner file yet, but young) is left to its maker.
+        assert!(live.exists() && kept.exists() && unrelated.exists() && creating.exists());
         assert!(!dead.exists() && !rebooted.exists());
     }
 }

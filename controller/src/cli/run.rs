@@ -200,6 +200,9 @@ async fn run(
     });
     let _ = events.send(RunEvent::Started(info.clone()));
     let records = runner::execute(plan, &options, events.clone(), cancel.clone()).await;
+    // The guardian's last sweep, its cgroups removed, and it reaped: nothing of this run
+    // outlives it.
+    atropos_injector::shutdown();
     let status = if cancel.is_cancelled() {
         RunStatus::Interrupted
     } else {

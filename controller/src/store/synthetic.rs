@@ -319,6 +319,7 @@ pub fn trial(
             stderr_tail: Vec::new(),
             lines: (4, 0),
             resources: None,
+            missed: None,
             error,
         },
         recovery: None,

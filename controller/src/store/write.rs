@@ -7,8 +7,8 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::owner::Owner;
 use atropos_injector::record::{
-    Delivery, Exit, Line, Observation, Orphan, PhaseEntry, Resources, Skipped, StopReason,
-    StopSignal, WatchHit,
+    Delivery, Exit, Line, MissedPhase, Observation, Orphan, PhaseEntry, Resources, Skipped,
+    StopReason, StopSignal, WatchHit,
 };
 use serde::Serialize;
 
@@ -399,6 +399,7 @@ struct StoredObservation<'a> {
     stderr_tail: &'a [Line],
     lines: (u64, u64),
     resources: &'a Option<Resources>,
+    missed: &'a Option<MissedPhase>,
     error: &'a Option<String>,
 }
 
@@ -422,6 +423,7 @@ impl<'a> StoredObservation<'a> {
             stderr_tail,
             lines,
             resources,
+            missed,
             error,
         } = obs;
         StoredObservation {
@@ -441,6 +443,7 @@ impl<'a> StoredObservation<'a> {
             stderr_tail,
             lines: *lines,
             resources,
+            missed,
             error,
         }
     }
