@@ -433,9 +433,15 @@ fn a_target_inherits_neither_timer_slack_nor_slice_of_the_trial_thread() {
     assert_eq!(said("slack "), Some(slack), "{obs:#?}");
     // The trial thread itself now has the short slice; the target has what we had before.
     let now = line(&read("/proc/thread-self/sched"), "se.slice");
+    // What can be known on any kernel: the target runs with the slice the thread had
+    // before. Whether the thread got its short slice depends on the kernel (6.12 and later
+    // honour `sched_runtime`; others accept and ignore it), so it is checked only where the
+    // thread's slice changed at all.
     if let (Some(before), Some(now)) = (slice, now) {
-        assert_eq!(now, "100000", "the trial thread asked for a 100 µs slice");
-        assert_eq!(said("slice "), Some(before), "{obs:#?}");
+        assert_eq!(said("slice "), Some(before.clone()), "{obs:#?}");
+        if now != before {
+            assert_eq!(now, "100000", "the trial thread asked for a 100 µs slice");
+        }
     }
 }
 
