@@ -132,6 +132,17 @@ fn cgroup_v2_root() -> Option<std::path::PathBuf> {
 /// folders of the dead runs.
 #[test]
 fn sigkill_of_atropos_at_random_moments_leaves_no_process_and_no_folder() {
+    sigkill_rounds(false);
+}
+
+/// The same where no cgroup is used: the guardian's groups and its sweep by the owner mark
+/// in the environment find the escapee.
+#[test]
+fn sigkill_of_atropos_without_cgroups_leaves_no_process_and_no_folder() {
+    sigkill_rounds(true);
+}
+
+fn sigkill_rounds(no_cgroup: bool) {
     let dir = tempdir();
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
@@ -172,6 +183,7 @@ spec:
             .args(["run", "--no-db", "--jobs", "2"])
             .arg(&exp)
             .env("TMPDIR", &tmp)
+            .env("ATROPOS_NO_CGROUP", if no_cgroup { "1" } else { "" })
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

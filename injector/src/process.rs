@@ -48,7 +48,9 @@ fn guardian() -> Option<&'static unix::GuardTable> {
                     name: std::ffi::CString::new(run.name.clone()).ok()?,
                 })
             });
-            match unix::start_guardian(cgroup) {
+            let mark = std::ffi::CString::new(format!("{OWNER_VAR}={}", owner_mark()))
+                .expect("digits and a dot");
+            match unix::start_guardian(cgroup, mark) {
                 Ok(table) => {
                     // Atropos's own child, reaped by nobody while the run lasts: never an orphan.
                     registry().insert(table.pid);
@@ -61,6 +63,20 @@ fn guardian() -> Option<&'static unix::GuardTable> {
             }
         })
         .as_ref()
+}
+
+/// The variable that every process atropos starts inherits, naming this atropos
+/// (`PID.STARTTIME`): the guardian's last resort to find what escaped cgroup and group.
+pub const OWNER_VAR: &str = "ATROPOS_OWNER";
+
+/// This process as [`OWNER_VAR`] names it.
+pub fn owner_mark() -> &'static str {
+    static MARK: OnceLock<String> = OnceLock::new();
+    MARK.get_or_init(|| {
+        let me = std::process::id() as i32;
+        let start = procfs::ProcStat::read(me).map_or(0, |s| s.starttime);
+        format!("{me}.{start}")
+    })
 }
 
 /// Starts the guardian that kills every target if atropos dies; idempotent.
@@ -222,6 +238,7 @@ pub fn spawn(launch: &Launch) -> io::Result<Spawned> {
     for (key, value) in &launch.env {
         env.push(cstring(format!("{key}={value}"))?);
     }
+    env.push(cstring(format!("{OWNER_VAR}={}", owner_mark()))?);
     let argv_ptrs: Vec<*const libc::c_char> = argv
         .iter()
         .map(|a| a.as_ptr())

@@ -143,16 +143,12 @@ pub struct GuardCgroup {
     pub name: std::ffi::CString,
 }
 
-/// Reads the start time (field 22) of `/proc/PID/stat` with system calls only: the guardian
-/// is a fork of a threaded process and may not allocate. `Err(())` when there is no such
-/// process.
-///
-/// # Safety
-/// Async-signal-safe; callable after fork.
-unsafe fn raw_starttime(pid: i32) -> Result<Option<u64>, ()> {
-    let mut path = *b"/proc/\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+/// Writes `/proc/PID` and `suffix` into `path`, NUL-terminated, without allocating.
+fn proc_path(pid: i32, suffix: &[u8], path: &mut [u8; 32]) {
+    path.fill(0);
+    path[..6].copy_from_slice(b"/proc/");
     let mut digits = [0u8; 12];
-    let mut n = pid as u32;
+    let mut n = pid.unsigned_abs();
     let mut len = 0;
     loop {
         digits[len] = b'0' + (n % 10) as u8;
@@ -167,7 +163,121 @@ unsafe fn raw_starttime(pid: i32) -> Result<Option<u64>, ()> {
         path[at] = digits[i];
         at += 1;
     }
-    path[at..at + 5].copy_from_slice(b"/stat");
+    let end = (at + suffix.len()).min(path.len() - 1);
+    path[at..end].copy_from_slice(&suffix[..end - at]);
+}
+
+/// Kills every process whose environment holds `mark` (`ATROPOS_OWNER=...`, which every
+/// target of this atropos inherits) by pidfd, scanning `/proc` until a scan finds none (or
+/// five times): the guardian's sweep where cgroups do not reach, with system calls only.
+///
+/// # Safety
+/// Async-signal-safe; callable after fork.
+unsafe fn kill_by_mark(mark: &[u8]) {
+    let me = std::process::id() as i32;
+    // SAFETY: system calls on descriptors opened here and stack buffers.
+    unsafe {
+        for _round in 0..5 {
+            let dir = libc::open(
+                c"/proc".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if dir < 0 {
+                return;
+            }
+            let mut killed = 0;
+            let mut names = [0u8; 16384];
+            loop {
+                let got = libc::syscall(libc::SYS_getdents64, dir, names.as_mut_ptr(), names.len());
+                if got <= 0 {
+                    break;
+                }
+                let mut at = 0usize;
+                while at + 19 < got as usize {
+                    let reclen = u16::from_ne_bytes([names[at + 16], names[at + 17]]) as usize;
+                    let mut pid: i32 = 0;
+                    let mut digits = 0;
+                    for b in &names[at + 19..(at + reclen).min(got as usize)] {
+                        if *b == 0 {
+                            break;
+                        }
+                        if !b.is_ascii_digit() || digits > 9 {
+                            digits = 0;
+                            break;
+                        }
+                        pid = pid * 10 + i32::from(b - b'0');
+                        digits += 1;
+                    }
+                    if digits > 0 && pid > 1 && pid != me && environ_has(pid, mark) {
+                        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as RawFd;
+                        if fd >= 0 {
+                            libc::syscall(
+                                libc::SYS_pidfd_send_signal,
+                                fd,
+                                libc::SIGKILL,
+                                std::ptr::null::<libc::siginfo_t>(),
+                                0,
+                            );
+                            libc::close(fd);
+                            killed += 1;
+                        }
+                    }
+                    if reclen == 0 {
+                        break;
+                    }
+                    at += reclen;
+                }
+            }
+            libc::close(dir);
+            if killed == 0 {
+                return;
+            }
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 5_000_000,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Whether `/proc/PID/environ` holds the entry `mark` (whole, between NULs); reads the first
+/// 64 KiB.
+///
+/// # Safety
+/// Async-signal-safe; callable after fork.
+unsafe fn environ_has(pid: i32, mark: &[u8]) -> bool {
+    let mut path = [0u8; 32];
+    proc_path(pid, b"/environ", &mut path);
+    // SAFETY: a NUL-terminated path and a stack buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let mut buf = [0u8; 65536];
+        let mut len = 0usize;
+        while len < buf.len() {
+            let got = libc::read(fd, buf.as_mut_ptr().add(len).cast(), buf.len() - len);
+            if got <= 0 {
+                break;
+            }
+            len += got as usize;
+        }
+        libc::close(fd);
+        buf[..len].split(|b| *b == 0).any(|entry| entry == mark)
+    }
+}
+
+/// Reads the start time (field 22) of `/proc/PID/stat` with system calls only: the guardian
+/// is a fork of a threaded process and may not allocate. `Err(())` when there is no such
+/// process.
+///
+/// # Safety
+/// Async-signal-safe; callable after fork.
+unsafe fn raw_starttime(pid: i32) -> Result<Option<u64>, ()> {
+    let mut path = [0u8; 32];
+    proc_path(pid, b"/stat", &mut path);
     // SAFETY: `path` is NUL-terminated (zeros after the copy); buffers are on the stack.
     unsafe {
         let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
@@ -233,14 +343,23 @@ pub unsafe fn guardian_may_kill(pgid: i32, start: u64) -> bool {
 /// wake-up) and holds the read end of a pipe that atropos never writes. When atropos dies
 /// for any reason, SIGKILL included, or calls [`GuardTable::shutdown`], the pipe reaches
 /// end-of-file and the guardian kills the run cgroup (`cgroup.kill`), then every group still
-/// in the table whose leader is still the one recorded, removes the run's cgroups, and exits.
+/// in the table whose leader is still the one recorded, then every process whose environment
+/// holds `mark` (the owner entry every target inherits), removes the run's cgroups, and
+/// exits.
 ///
 /// Call once, early; the child runs only async-signal-safe calls.
-pub fn start_guardian(cgroup: Option<GuardCgroup>) -> io::Result<GuardTable> {
-    start_guardian_with(GUARD_SLOTS, cgroup)
+pub fn start_guardian(
+    cgroup: Option<GuardCgroup>,
+    mark: std::ffi::CString,
+) -> io::Result<GuardTable> {
+    start_guardian_with(GUARD_SLOTS, cgroup, Some(mark))
 }
 
-fn start_guardian_with(count: usize, cgroup: Option<GuardCgroup>) -> io::Result<GuardTable> {
+fn start_guardian_with(
+    count: usize,
+    cgroup: Option<GuardCgroup>,
+    mark: Option<std::ffi::CString>,
+) -> io::Result<GuardTable> {
     let bytes = count * std::mem::size_of::<Slot>();
     // SAFETY: a fresh anonymous shared mapping; checked for failure below.
     let map = unsafe {
@@ -273,7 +392,7 @@ fn start_guardian_with(count: usize, cgroup: Option<GuardCgroup>) -> io::Result<
     }
     if pid == 0 {
         // SAFETY: see above.
-        unsafe { guardian_child(fds[0], slots, cgroup.as_ref()) }
+        unsafe { guardian_child(fds[0], slots, cgroup.as_ref(), mark.as_deref()) }
     }
     // SAFETY: both descriptors were just created and are owned here.
     unsafe {
@@ -290,7 +409,12 @@ fn start_guardian_with(count: usize, cgroup: Option<GuardCgroup>) -> io::Result<
 ///
 /// # Safety
 /// Only after fork; async-signal-safe calls only.
-unsafe fn guardian_child(pipe: RawFd, slots: &[Slot], cgroup: Option<&GuardCgroup>) -> ! {
+unsafe fn guardian_child(
+    pipe: RawFd,
+    slots: &[Slot],
+    cgroup: Option<&GuardCgroup>,
+    mark: Option<&std::ffi::CStr>,
+) -> ! {
     // SAFETY: system calls on integers and stack buffers only.
     unsafe {
         // Hold nothing of atropos's (no pipes of targets, no database file) but the pipe and
@@ -333,6 +457,11 @@ unsafe fn guardian_child(pipe: RawFd, slots: &[Slot], cgroup: Option<&GuardCgrou
             if guardian_may_kill(pgid, start) {
                 libc::kill(-pgid, libc::SIGKILL);
             }
+        }
+        // What left both the cgroup and the groups (a root target can move itself out of
+        // its cgroup) still carries this atropos's mark in its environment.
+        if let Some(mark) = mark {
+            kill_by_mark(mark.to_bytes());
         }
         if let Some(cg) = cgroup {
             remove_cgroups(cg);
@@ -751,7 +880,7 @@ mod tests {
         let token = format!("atropos-guard-test-{}", std::process::id());
         let mut stale = victim(&token);
         let mut pinned = victim(&token);
-        let table = start_guardian_with(8, None).unwrap();
+        let table = start_guardian_with(8, None, None).unwrap();
         // A slot whose leader "started" at another time: the number now names someone else.
         let _stale_slot = table
             .watch(stale.id() as i32, start_of(stale.id() as i32) + 1)
@@ -774,7 +903,7 @@ mod tests {
 
     #[test]
     fn a_full_guardian_table_refuses_and_a_dropped_guard_frees_its_slot() {
-        let table = start_guardian_with(2, None).unwrap();
+        let table = start_guardian_with(2, None, None).unwrap();
         let first = table.watch(999_999_990, 1).unwrap();
         let _second = table.watch(999_999_991, 1).unwrap();
         let full = table.watch(999_999_992, 1).unwrap_err();
@@ -789,7 +918,7 @@ mod tests {
 
     #[test]
     fn the_guardian_is_reaped_at_shutdown() {
-        let table = start_guardian_with(1, None).unwrap();
+        let table = start_guardian_with(1, None, None).unwrap();
         let pid = nix::unistd::Pid::from_raw(table.pid);
         table.shutdown();
         // Reaped already: no such child any more, not even a zombie.

@@ -103,7 +103,17 @@ pub fn sweep_dead(parent: &Path) -> Vec<PathBuf> {
                 Err(_) => false,
             }
         };
-        if dead && std::fs::remove_dir_all(&path).is_ok() {
+        if !dead {
+            continue;
+        }
+        // Through a rename, like the owner's own removal: killed halfway, this sweep leaves
+        // a folder the next one still recognises.
+        let gone = if name.ends_with(REMOVING) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            remove(&path)
+        };
+        if gone.is_ok() {
             removed.push(path);
         }
     }
