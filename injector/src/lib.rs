@@ -32,6 +32,7 @@ pub mod procfs;
 pub mod record;
 pub mod safety;
 pub mod signal;
+pub mod sockets;
 pub mod trial;
 mod unix;
 
