@@ -137,29 +137,56 @@ impl Polled {
     }
 }
 
+/// How long sockets found foreign are trusted to stay so before their holders are looked at
+/// again: a holder may pass its socket on, but scanning the trial's descriptors on every tick
+/// while someone else holds the port would cost more than the tick.
+const FOREIGN_RECHECK: u64 = 10_000_000;
+
 /// A `listen` marker: its port, and who listened on it before the target could have.
 pub struct ListenWatch {
     port: u16,
+    /// Where the port's listeners are looked up (a sock_diag socket kept open).
+    source: sockets::Source,
     /// The port's listeners when the trial started, but for any later found to be the
     /// target's (it could have bound the port between its spawn and this look).
     before: Vec<Listener>,
+    /// The inodes of the last listeners that no trial process held, and until when that
+    /// answer stands; a listener not among them is looked at on the next tick.
+    foreign: (Vec<u64>, u64),
 }
 
 impl ListenWatch {
     /// Looks up the listeners `port` has now, just after the target's spawn: one sock_diag
     /// exchange. Any found is someone else's, but for the race noted on `before`.
     pub fn new(port: u16) -> ListenWatch {
-        let before = sockets::tcp_listeners(port).unwrap_or_default();
-        ListenWatch { port, before }
+        let mut source = sockets::Source::new();
+        let before = source.listeners(port).unwrap_or_default();
+        ListenWatch {
+            port,
+            source,
+            before,
+            foreign: (Vec::new(), 0),
+        }
     }
 
     /// `Some((time, evidence))` once one of `owners` holds a socket listening on the port.
     pub fn check(&mut self, owners: &dyn Fn() -> Vec<i32>) -> Option<(u64, String)> {
-        let listeners = sockets::tcp_listeners(self.port).ok()?;
+        let listeners = self.source.listeners(self.port).ok()?;
         if listeners.is_empty() {
             return None;
         }
-        let (pid, listener) = sockets::holder_among(&listeners, &owners())?;
+        let now = now_ns();
+        let (known, until) = &self.foreign;
+        if now < *until && listeners.iter().all(|l| known.contains(&l.inode)) {
+            return None;
+        }
+        let Some((pid, listener)) = sockets::holder_among(&listeners, &owners()) else {
+            self.foreign = (
+                listeners.iter().map(|l| l.inode).collect(),
+                now + FOREIGN_RECHECK,
+            );
+            return None;
+        };
         let at = now_ns();
         self.before.retain(|b| b.inode != listener.inode);
         Some((
@@ -326,13 +353,31 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let mut polled = listen(port);
+        let (mut polled, mut other) = (listen(port), listen(port));
         let (child, _) = sockets::tests::listening_child(&python, port);
         let target = i32::try_from(child.0.id()).unwrap();
-        assert_eq!(polled.check(&|| vec![me()]), None, "not the test's socket");
         let (_, evidence) = polled.check(&|| sockets::process_tree(target)).unwrap();
         assert!(evidence.ends_with(&format!("pid {target})")), "{evidence}");
         assert_eq!(polled.note(), None);
+        assert_eq!(other.check(&|| vec![me()]), None, "not the test's socket");
+    }
+
+    #[test]
+    fn a_listener_found_foreign_is_looked_at_again_after_ten_milliseconds() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut polled = listen(port);
+        let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        assert_eq!(polled.check(&Vec::new), None);
+        let started = now_ns();
+        let again = polled.check(&|| vec![me()]);
+        if now_ns() - started < FOREIGN_RECHECK {
+            assert_eq!(again, None, "trusted foreign for a while");
+        }
+        std::thread::sleep(Duration::from_nanos(FOREIGN_RECHECK));
+        assert!(polled.check(&|| vec![me()]).is_some());
     }
 
     #[test]
