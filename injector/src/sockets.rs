@@ -21,40 +21,20 @@
 //! Sockets are seen in atropos's network namespace only: a target in another namespace has
 //! listeners that this module cannot see.
 
+mod diag;
+mod proc_net;
+
 use std::ffi::CString;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::IpAddr;
 
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, readlinkat};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
-    setsockopt, socket, sockopt,
-};
 use nix::sys::stat::Mode;
-use nix::sys::time::{TimeVal, TimeValLike};
 
-/// `SOCK_DIAG_BY_FAMILY` from `linux/sock_diag.h`.
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-/// `TCP_LISTEN` from `netinet/tcp.h`: the state of a listening socket.
-const TCP_LISTEN: u8 = 10;
-/// `NLMSG_ERROR` and `NLMSG_DONE` from `linux/netlink.h`.
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-/// `NLM_F_REQUEST | NLM_F_DUMP`.
-const DUMP_REQUEST: u16 = 0x1 | 0x300;
-/// `NLM_F_DUMP_INTR`: the dump saw the table change under it and may be inconsistent.
-const NLM_F_DUMP_INTR: u16 = 0x10;
-/// `sizeof(struct nlmsghdr)`.
-const NLMSG_HDRLEN: usize = 16;
-/// `sizeof(struct inet_diag_req_v2)`.
-const REQ_LEN: usize = 56;
-/// `sizeof(struct inet_diag_msg)`.
-const MSG_LEN: usize = 72;
-/// The largest datagram the kernel builds for a dump (`SKB_WITH_OVERHEAD(32768)` at most).
-const RECV_BUF: usize = 32 * 1024;
+pub use diag::Diag;
+pub use proc_net::proc_listeners;
 
 /// What went wrong asking the kernel about sockets.
 #[derive(Debug, thiserror::Error)]
@@ -160,236 +140,6 @@ impl Source {
     }
 }
 
-/// A `NETLINK_SOCK_DIAG` socket and the sequence number of its last request.
-pub struct Diag {
-    fd: OwnedFd,
-    seq: u32,
-}
-
-impl Diag {
-    /// Opens the socket.
-    pub fn open() -> Result<Diag, SocketsError> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkSockDiag,
-        )
-        .map_err(SocketsError::Open)?;
-        // The kernel answers within sendto and recv themselves; the timeout only bounds the
-        // wait should it ever not, so that a trial's loop cannot hang here.
-        setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::milliseconds(100))
-            .map_err(SocketsError::Open)?;
-        Ok(Diag { fd, seq: 0 })
-    }
-
-    /// The TCP sockets listening on `port`: one dump per address family.
-    pub fn listeners(&mut self, port: u16) -> Result<Vec<Listener>, SocketsError> {
-        let mut found = Vec::new();
-        for family in [libc::AF_INET, libc::AF_INET6] {
-            // A dump interrupted by a change of the table is repeated, a few times at most.
-            for attempt in 0.. {
-                let before = found.len();
-                self.seq = self.seq.wrapping_add(1);
-                match dump(&self.fd, self.seq, family, port, &mut found)? {
-                    true if attempt < 3 => found.truncate(before),
-                    _ => break,
-                }
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// The bytes of one dump request: `nlmsghdr` then `inet_diag_req_v2`, in native byte order
-/// but for the port, which `inet_diag_sockid` holds in network order.
-fn request(seq: u32, family: i32, port: u16) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
-    let mut req = [0u8; NLMSG_HDRLEN + REQ_LEN];
-    let len = u32::try_from(req.len()).expect("72 fits in u32");
-    req[0..4].copy_from_slice(&len.to_ne_bytes());
-    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req[6..8].copy_from_slice(&DUMP_REQUEST.to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
-    // nlmsg_pid 0: the kernel fills in our port id.
-    let body = &mut req[NLMSG_HDRLEN..];
-    body[0] = u8::try_from(family).expect("address families fit in u8");
-    body[1] = u8::try_from(libc::IPPROTO_TCP).expect("IPPROTO_TCP is 6");
-    // idiag_ext 0 (no attributes wanted), pad 0.
-    body[4..8].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
-    // id.idiag_sport: the kernel skips listening sockets of other ports.
-    body[8..10].copy_from_slice(&port.to_be_bytes());
-    req
-}
-
-/// Sends one dump request and reads its answer to `NLMSG_DONE`, appending the listeners of
-/// `port`. Returns whether the kernel flagged the dump as interrupted.
-fn dump(
-    fd: &OwnedFd,
-    seq: u32,
-    family: i32,
-    port: u16,
-    found: &mut Vec<Listener>,
-) -> Result<bool, SocketsError> {
-    let req = request(seq, family, port);
-    sendto(
-        fd.as_raw_fd(),
-        &req,
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )
-    .map_err(SocketsError::Exchange)?;
-    let mut buf = [0u8; RECV_BUF];
-    let mut interrupted = false;
-    loop {
-        let n = loop {
-            match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC) {
-                Err(Errno::EINTR) => continue,
-                other => break other.map_err(SocketsError::Exchange)?,
-            }
-        };
-        if n > buf.len() {
-            return Err(SocketsError::Malformed("a datagram larger than the buffer"));
-        }
-        match parse(&buf[..n], seq, port, found)? {
-            Parsed::More(intr) => interrupted |= intr,
-            Parsed::Done(intr) => return Ok(interrupted | intr),
-        }
-    }
-}
-
-/// Where a datagram left the dump.
-#[derive(Debug, PartialEq, Eq)]
-enum Parsed {
-    /// More datagrams follow; whether one of these messages was flagged interrupted.
-    More(bool),
-    /// `NLMSG_DONE` was seen.
-    Done(bool),
-}
-
-/// Walks the netlink messages of one datagram.
-fn parse(
-    mut data: &[u8],
-    seq: u32,
-    port: u16,
-    found: &mut Vec<Listener>,
-) -> Result<Parsed, SocketsError> {
-    let mut interrupted = false;
-    while data.len() >= NLMSG_HDRLEN {
-        let len = usize::try_from(ne_u32(&data[0..4])).unwrap_or(usize::MAX);
-        let kind = u16::from_ne_bytes([data[4], data[5]]);
-        let flags = u16::from_ne_bytes([data[6], data[7]]);
-        let msg_seq = ne_u32(&data[8..12]);
-        if len < NLMSG_HDRLEN || len > data.len() {
-            return Err(SocketsError::Malformed(
-                "a message longer than its datagram",
-            ));
-        }
-        let payload = &data[NLMSG_HDRLEN..len];
-        // NLMSG_ALIGN: messages start on 4-byte boundaries.
-        data = &data[len.next_multiple_of(4).min(data.len())..];
-        if msg_seq != seq {
-            continue; // a leftover of an earlier request
-        }
-        interrupted |= flags & NLM_F_DUMP_INTR != 0;
-        match kind {
-            NLMSG_DONE => return Ok(Parsed::Done(interrupted)),
-            NLMSG_ERROR => {
-                let code = payload.get(0..4).map_or(0, |b| i32::from_ne_bytes(ne4(b)));
-                return Err(SocketsError::Refused(Errno::from_raw(-code)));
-            }
-            SOCK_DIAG_BY_FAMILY => {
-                if let Some(listener) = listener(payload)?
-                    && listener.port == port
-                {
-                    found.push(listener);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(Parsed::More(interrupted))
-}
-
-/// One `inet_diag_msg`: family at 0, state at 1, `id` at 4 (sport, dport big-endian, then
-/// src and dst as 16 bytes each), uid at 64, inode at 68; attributes may follow.
-fn listener(msg: &[u8]) -> Result<Option<Listener>, SocketsError> {
-    if msg.len() < MSG_LEN {
-        return Err(SocketsError::Malformed(
-            "an inet_diag_msg shorter than 72 bytes",
-        ));
-    }
-    if msg[1] != TCP_LISTEN {
-        return Ok(None);
-    }
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&msg[8..24]);
-    let addr = match i32::from(msg[0]) {
-        libc::AF_INET => IpAddr::V4(Ipv4Addr::new(src[0], src[1], src[2], src[3])),
-        libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(src)),
-        _ => return Ok(None),
-    };
-    Ok(Some(Listener {
-        addr,
-        port: u16::from_be_bytes([msg[4], msg[5]]),
-        inode: u64::from(ne_u32(&msg[68..72])),
-        uid: ne_u32(&msg[64..68]),
-    }))
-}
-
-fn ne4(b: &[u8]) -> [u8; 4] {
-    [b[0], b[1], b[2], b[3]]
-}
-
-fn ne_u32(b: &[u8]) -> u32 {
-    u32::from_ne_bytes(ne4(b))
-}
-
-/// The TCP sockets listening on `port`, from `/proc/net/tcp` and `/proc/net/tcp6`: silent
-/// and always there, but slow (11 ms per read on the CI kernel).
-pub fn proc_listeners(port: u16) -> Result<Vec<Listener>, SocketsError> {
-    let mut found = Vec::new();
-    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = match crate::procfs::read_text(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // no IPv6
-            Err(e) => return Err(SocketsError::Proc(e)),
-        };
-        found.extend(
-            text.lines()
-                .skip(1)
-                .filter_map(proc_line)
-                .filter(|l| l.port == port),
-        );
-    }
-    Ok(found)
-}
-
-/// One line of `/proc/net/tcp{,6}` if it is a listening socket: `sl local rem st txq:rxq
-/// tr:when retrnsmt uid timeout inode ...`, the address as 32-bit words in host order.
-fn proc_line(line: &str) -> Option<Listener> {
-    let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-    if fields.get(3).copied()? != "0A" {
-        return None;
-    }
-    let (addr, port) = fields.get(1)?.split_once(':')?;
-    let mut bytes = Vec::with_capacity(16);
-    for i in (0..addr.len()).step_by(8) {
-        let word = u32::from_str_radix(addr.get(i..i + 8)?, 16).ok()?;
-        bytes.extend_from_slice(&word.to_ne_bytes());
-    }
-    let addr = match bytes.len() {
-        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
-        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
-        _ => return None,
-    };
-    Some(Listener {
-        addr,
-        port: u16::from_str_radix(port, 16).ok()?,
-        uid: fields.get(7)?.parse().ok()?,
-        inode: fields.get(9)?.parse().ok()?,
-    })
-}
-
 /// Whether process `pid` holds a socket with one of `inodes`: the first such inode. A process
 /// that is gone or whose descriptors we may not read holds nothing.
 ///
@@ -466,7 +216,7 @@ pub fn process_tree(root: i32) -> Vec<i32> {
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-    use std::net::TcpListener;
+    use std::net::{Ipv6Addr, TcpListener};
     use std::process::{Child, Command};
     use std::time::{Duration, Instant};
 
