@@ -156,8 +156,8 @@ pub struct ListenWatch {
 }
 
 impl ListenWatch {
-    /// Looks up the listeners `port` has now, just after the target's spawn: one sock_diag
-    /// exchange. Any found is someone else's, but for the race noted on `before`.
+    /// Looks up the listeners `port` has now, just after the target's spawn: a sock_diag
+    /// socket and its two dumps, tens of microseconds. Any found is someone else's, but for the race noted on `before`.
     pub fn new(port: u16) -> ListenWatch {
         let mut source = sockets::Source::new();
         let before = source.listeners(port).unwrap_or_default();
@@ -187,10 +187,10 @@ impl ListenWatch {
             );
             return None;
         };
-        let at = now_ns();
         self.before.retain(|b| b.inode != listener.inode);
+        // Seen at the dump, not after the scan: a large descriptor table takes a while.
         Some((
-            at,
+            now,
             format!(
                 "port {} listening ({}, pid {pid})",
                 self.port, listener.addr
@@ -204,14 +204,18 @@ impl ListenWatch {
         let holder = match sockets::find_holder(first.inode) {
             Some((pid, cmd)) => format!("held by pid {pid} `{cmd}`"),
             None => format!(
-                "socket inode {} of uid {}, its holder no longer found",
+                "(socket inode {}, uid {}) whose holder atropos could not see",
                 first.inode, first.uid
             ),
         };
+        let more = match self.before.len() - 1 {
+            0 => String::new(),
+            n => format!(" and {n} more socket(s)"),
+        };
         Some(format!(
-            "port {} was already in use before the trial started: {first} {holder}; the \
-             `listen` marker counts only the target's own socket\nhelp: stop that process, or \
-             give the target a port of its own with `${{trial.port}}`",
+            "port {} was already in use before the trial started: {first} {holder}{more}; \
+             the `listen` marker counts only the target's own socket: stop that process, or \
+             give the target a port of its own (`${{trial.port}}`)",
             self.port
         ))
     }
