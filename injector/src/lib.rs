@@ -33,6 +33,7 @@ pub mod procfs;
 pub mod record;
 pub mod safety;
 pub mod signal;
+pub mod sockets;
 pub mod trial;
 mod unix;
 pub mod workdir;

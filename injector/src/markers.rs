@@ -4,6 +4,12 @@
 //! The trial loop calls [`Polled::check`] on every tick (1 ms while one is pending). HTTP
 //! is the one check that can block, so it runs on a thread of its own and only its result
 //! is polled.
+//!
+//! A `listen` marker counts only a listening socket that the trial's own processes hold:
+//! the port's listeners come from sock_diag, and one of them must be among the descriptors
+//! of the processes the caller names (see [`crate::sockets`]). Nothing connects to the
+//! target. Listeners that already held the port when the trial started are kept, and
+//! [`Polled::note`] reports them.
 
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -14,14 +20,15 @@ use regex::Regex;
 
 use crate::clock::now_ns;
 use crate::plan::Marker;
+use crate::sockets::{self, Listener};
 
 /// How often pending markers are checked.
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// One polled marker and what it needs between checks.
 pub enum Polled {
-    /// A TCP port listening.
-    Listen(u16),
+    /// A TCP port listening, on a socket of the trial's processes.
+    Listen(ListenWatch),
     /// A file existing.
     File(PathBuf),
     /// A log file followed from its end at spawn time.
@@ -50,7 +57,7 @@ impl Polled {
     ) -> Option<Polled> {
         Some(match marker {
             Marker::Stdout(_) | Marker::Stderr(_) => return None,
-            Marker::Listen(port) => Polled::Listen(*port),
+            Marker::Listen(port) => Polled::Listen(ListenWatch::new(*port)),
             Marker::File(path) => Polled::File(path.clone()),
             Marker::Log { path, regex } => Polled::Log {
                 path: path.clone(),
@@ -93,11 +100,13 @@ impl Polled {
     }
 
     /// Checks once: `Some((time, evidence))` when the marker is seen.
-    pub fn check(&mut self) -> Option<(u64, String)> {
+    ///
+    /// `owners` names the trial's processes (the main process and its descendants). It is
+    /// called only by a `listen` marker, and only once its port has a listener: most ticks
+    /// cost one sock_diag exchange and no walk of the process tree.
+    pub fn check(&mut self, owners: &dyn Fn() -> Vec<i32>) -> Option<(u64, String)> {
         match self {
-            Polled::Listen(port) => {
-                tcp_listening(*port).then(|| (now_ns(), format!("port {port} listening")))
-            }
+            Polled::Listen(watch) => watch.check(owners),
             Polled::File(path) => path
                 .exists()
                 .then(|| (now_ns(), format!("{} exists", path.display()))),
@@ -111,21 +120,105 @@ impl Polled {
             } => follow(path, regex, offset, pending).map(|l| (now_ns(), l)),
         }
     }
+
+    /// What the trial's observation should say about this marker, if anything: for `listen`,
+    /// that the port was already in use by another process when the trial started, so the
+    /// target may have failed to bind it and connections to it may reach someone else.
+    ///
+    /// To consume: call once, after the trial's loop has ended, and put the first note of
+    /// the trial's markers in [`crate::Observation::error`] (the trial is then judged an error
+    /// of the set-up, not of the target). It may scan every process's descriptors to name the
+    /// holder, a few milliseconds: never call it from the loop.
+    pub fn note(&self) -> Option<String> {
+        match self {
+            Polled::Listen(watch) => watch.note(),
+            _ => None,
+        }
+    }
 }
 
-/// Whether something accepts TCP connections on loopback `port` (IPv4, then IPv6).
-///
-/// A connect probe, as a TCP readiness probe does: the target sees one connection that
-/// closes at once, and refused probes before it. Reading `/proc/net/tcp` would be silent, but
-/// it cost 11 ms per read on the CI kernel, which delayed steps due in the meantime.
-pub fn tcp_listening(port: u16) -> bool {
-    let addrs = [
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-    ];
-    addrs
-        .iter()
-        .any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_millis(50)).is_ok())
+/// How long sockets found foreign are trusted to stay so before their holders are looked at
+/// again: a holder may pass its socket on, but scanning the trial's descriptors on every tick
+/// while someone else holds the port would cost more than the tick.
+const FOREIGN_RECHECK: u64 = 10_000_000;
+
+/// A `listen` marker: its port, and who listened on it before the target could have.
+pub struct ListenWatch {
+    port: u16,
+    /// Where the port's listeners are looked up (a sock_diag socket kept open).
+    source: sockets::Source,
+    /// The port's listeners when the trial started, but for any later found to be the
+    /// target's (it could have bound the port between its spawn and this look).
+    before: Vec<Listener>,
+    /// The inodes of the last listeners that no trial process held, and until when that
+    /// answer stands; a listener not among them is looked at on the next tick.
+    foreign: (Vec<u64>, u64),
+}
+
+impl ListenWatch {
+    /// Looks up the listeners `port` has now, just after the target's spawn: a sock_diag
+    /// socket and its two dumps, tens of microseconds. Any found is someone else's, but for the race noted on `before`.
+    pub fn new(port: u16) -> ListenWatch {
+        let mut source = sockets::Source::new();
+        let before = source.listeners(port).unwrap_or_default();
+        ListenWatch {
+            port,
+            source,
+            before,
+            foreign: (Vec::new(), 0),
+        }
+    }
+
+    /// `Some((time, evidence))` once one of `owners` holds a socket listening on the port.
+    pub fn check(&mut self, owners: &dyn Fn() -> Vec<i32>) -> Option<(u64, String)> {
+        let listeners = self.source.listeners(self.port).ok()?;
+        if listeners.is_empty() {
+            return None;
+        }
+        let now = now_ns();
+        let (known, until) = &self.foreign;
+        if now < *until && listeners.iter().all(|l| known.contains(&l.inode)) {
+            return None;
+        }
+        let Some((pid, listener)) = sockets::holder_among(&listeners, &owners()) else {
+            self.foreign = (
+                listeners.iter().map(|l| l.inode).collect(),
+                now + FOREIGN_RECHECK,
+            );
+            return None;
+        };
+        self.before.retain(|b| b.inode != listener.inode);
+        // Seen at the dump, not after the scan: a large descriptor table takes a while.
+        Some((
+            now,
+            format!(
+                "port {} listening ({}, pid {pid})",
+                self.port, listener.addr
+            ),
+        ))
+    }
+
+    /// "port 18080 was already in use before the trial started: ..." when it was.
+    pub fn note(&self) -> Option<String> {
+        let first = self.before.first()?;
+        let holder = match sockets::find_holder(first.inode) {
+            Some((pid, cmd)) => format!("held by pid {pid} `{cmd}`"),
+            None => format!(
+                "(socket inode {}, uid {}) whose holder atropos could not see",
+                first.inode, first.uid
+            ),
+        };
+        let more = match self.before.len() - 1 {
+            0 => String::new(),
+            n => format!(" and {n} more socket(s)"),
+        };
+        Some(format!(
+            "port {} was already in use before the trial started: {first} {holder}{more}; \
+             the `listen` marker counts only the target's own socket: stop that process, or \
+             give the target a port of its own (`${{trial.port}}`)",
+            self.port
+        ))
+    }
 }
 
 /// Reads what was appended to `path` since `offset`; returns the first new line matching.
@@ -198,13 +291,97 @@ mod tests {
         server.join().unwrap();
     }
 
+    fn listen(port: u16) -> Polled {
+        Polled::new(&Marker::Listen(port), now_ns(), &Default::default()).unwrap()
+    }
+
+    fn me() -> i32 {
+        i32::try_from(std::process::id()).unwrap()
+    }
+
     #[test]
-    fn sees_a_listening_socket_by_port() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert!(tcp_listening(port));
+    fn listen_is_seen_once_an_owner_listens_and_not_after_it_closed() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut polled = listen(port);
+        assert_eq!(polled.check(&|| vec![me()]), None);
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let (_, evidence) = polled.check(&|| vec![me()]).unwrap();
+        assert_eq!(
+            evidence,
+            format!("port {port} listening (127.0.0.1, pid {})", me())
+        );
+        assert_eq!(polled.note(), None);
         drop(listener);
-        assert!(!tcp_listening(port));
+        assert_eq!(polled.check(&|| vec![me()]), None);
+    }
+
+    #[test]
+    fn listen_ignores_a_port_held_before_the_trial_and_reports_it() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let token = format!("atropos-markers-test-{}-idle", std::process::id());
+        let child = sockets::tests::Reaped(
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 5", &token])
+                .spawn()
+                .unwrap(),
+        );
+        let target = i32::try_from(child.0.id()).unwrap();
+        let mut polled = listen(port);
+        for _ in 0..20 {
+            assert_eq!(polled.check(&|| sockets::process_tree(target)), None);
+            std::thread::sleep(TICK);
+        }
+        let note = polled.note().unwrap();
+        assert!(
+            note.starts_with(&format!(
+                "port {port} was already in use before the trial started: 127.0.0.1:{port} \
+                 held by pid {} `",
+                me()
+            )),
+            "{note}"
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn listen_is_seen_through_the_descriptor_of_a_child_that_listens() {
+        let Some(python) = sockets::tests::python() else {
+            eprintln!("skipped: no python3 to play the listening child");
+            return;
+        };
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (mut polled, mut other) = (listen(port), listen(port));
+        let (child, _) = sockets::tests::listening_child(&python, port);
+        let target = i32::try_from(child.0.id()).unwrap();
+        let (_, evidence) = polled.check(&|| sockets::process_tree(target)).unwrap();
+        assert!(evidence.ends_with(&format!("pid {target})")), "{evidence}");
+        assert_eq!(polled.note(), None);
+        assert_eq!(other.check(&|| vec![me()]), None, "not the test's socket");
+    }
+
+    #[test]
+    fn a_listener_found_foreign_is_looked_at_again_after_ten_milliseconds() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut polled = listen(port);
+        let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        assert_eq!(polled.check(&Vec::new), None);
+        let started = now_ns();
+        let again = polled.check(&|| vec![me()]);
+        if now_ns() - started < FOREIGN_RECHECK {
+            assert_eq!(again, None, "trusted foreign for a while");
+        }
+        std::thread::sleep(Duration::from_nanos(FOREIGN_RECHECK));
+        assert!(polled.check(&|| vec![me()]).is_some());
     }
 
     #[test]
@@ -220,10 +397,10 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        assert!(polled.check().is_none());
+        assert!(polled.check(&Vec::new).is_none());
         std::fs::write(&path, "booting\nlistening on 9\n").unwrap();
         assert_eq!(
-            polled.check().map(|(_, l)| l).as_deref(),
+            polled.check(&Vec::new).map(|(_, l)| l).as_deref(),
             Some("listening on 9")
         );
     }

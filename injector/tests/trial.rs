@@ -277,6 +277,72 @@ async fn unreached_phase_skips_the_step_with_what_happened_instead() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descendant_that_listens_opens_the_listen_phase() {
+    atropos_injector::init().unwrap();
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v python3"])
+        .output()
+        .unwrap();
+    if !found.status.success() {
+        eprintln!("skipped: no python3 to play the listening descendant");
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // python3 runs as a child of the shell, not in its place: a descendant's socket counts.
+    let script = format!(
+        "python3 -c \"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); \
+         s.listen(); time.sleep(0.3)\"; true"
+    );
+    let p = plan(
+        &script,
+        vec![("ready", Marker::Listen(port))],
+        vec![],
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.error, None);
+    let evidence = obs.phases[0].evidence.as_deref().unwrap_or_default();
+    assert!(
+        evidence.starts_with(&format!("port {port} listening (127.0.0.1, pid ")),
+        "{obs:#?}"
+    );
+    assert_ne!(
+        evidence,
+        format!(
+            "port {port} listening (127.0.0.1, pid {})",
+            obs.pid.unwrap()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_held_by_another_process_is_not_the_target_listening_and_is_reported() {
+    atropos_injector::init().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let p = plan(
+        "sleep 0.2",
+        vec![("ready", Marker::Listen(port))],
+        vec![at_phase(0, Signal::TERM)],
+        Finish::AwaitExit,
+    );
+    let obs = run_trial(&p, &CancellationToken::new()).await;
+    assert_eq!(obs.phases[0].entered_ns, None, "{obs:#?}");
+    assert!(obs.deliveries.is_empty());
+    let error = obs.error.unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "port {port} was already in use before the trial started"
+        )),
+        "{error}"
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_kills_the_target_at_once() {
     atropos_injector::init().unwrap();
     let phases = vec![

@@ -201,6 +201,7 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
     obs.stop = stop;
     obs.orphans = orphans;
     obs.resources = driver.resources;
+    obs.error = driver.polled.iter().find_map(|(_, p)| p.note());
     for (i, stream) in driver.streams.iter_mut().enumerate() {
         let tail: Vec<_> = stream
             .tail

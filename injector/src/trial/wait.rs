@@ -108,7 +108,7 @@ impl Driver<'_> {
     pub(super) fn check_polled(&mut self) {
         for (index, polled) in &mut self.polled {
             if self.entered[*index].is_none()
-                && let Some(seen) = polled.check()
+                && let Some(seen) = polled.check(&|| crate::sockets::process_tree(self.child.pid()))
             {
                 self.entered[*index] = Some(seen);
             }
