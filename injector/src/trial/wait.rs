@@ -106,9 +106,27 @@ impl Driver<'_> {
     }
 
     pub(super) fn check_polled(&mut self) {
+        // The trial's processes: the main one and everything in its lane cgroup (or, without
+        // one, its descendants and the orphans carrying its token).
+        let main = self.child.pid();
+        let lane = self.child.lane().cloned();
+        let token = self.plan.id.clone();
+        let owners = move || {
+            let mut pids = vec![main];
+            match &lane {
+                Some(lane) => pids.extend(lane.members()),
+                None => {
+                    pids.extend(crate::procfs::descendants_of(main).iter().map(|p| p.pid));
+                    pids.extend(crate::orphans::find(&token, main, None).iter().map(|p| p.pid));
+                }
+            }
+            pids.sort_unstable();
+            pids.dedup();
+            pids
+        };
         for (index, polled) in &mut self.polled {
             if self.entered[*index].is_none()
-                && let Some(seen) = polled.check(&|| crate::sockets::process_tree(self.child.pid()))
+                && let Some(seen) = polled.check(&owners)
             {
                 self.entered[*index] = Some(seen);
             }
