@@ -11,6 +11,11 @@ use crate::plan::{self, PlannedTrial};
 use crate::record::{CheckRun, ExpectationResult, Recovery, Verdict};
 use crate::spec::OrphanPolicy;
 
+mod text;
+
+pub use text::{human_ns, what_happened};
+use text::{clip, human};
+
 /// A file expectation and what was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileState {
@@ -42,76 +47,6 @@ pub struct Judgement {
     pub verdict: Verdict,
     /// A line per failure (or the harness error).
     pub reasons: Vec<String>,
-}
-
-/// `1.234ms`, `12µs`, `2s` — short and exact enough for reasons.
-pub fn human_ns(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.3}s", ns as f64 / 1e9).replace(".000s", "s")
-    } else if ns >= 1_000_000 {
-        format!("{:.1}ms", ns as f64 / 1e6).replace(".0ms", "ms")
-    } else if ns >= 1_000 {
-        format!("{}µs", ns / 1_000)
-    } else {
-        format!("{ns}ns")
-    }
-}
-
-fn human(d: Duration) -> String {
-    human_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// What the target did, in a few words: how it ended and its most telling output line.
-pub fn what_happened(obs: &Observation) -> String {
-    let mut s = match &obs.exit {
-        Some(exit) => format!("{exit} at {}", human_ns(exit.at_ns)),
-        None => "no exit observed".to_owned(),
-    };
-    if let Some((stream, line)) = telling_line(obs) {
-        s.push_str(&format!(", {stream}: `{}`", clip(line, 120)));
-    }
-    s
-}
-
-/// The output line that best says what went wrong: the first stderr line that starts like
-/// a panic or an error (a Go or Rust panic prints its message first and a trace after it),
-/// else the last unindented stderr line, else the last stdout line.
-fn telling_line(obs: &Observation) -> Option<(&'static str, &str)> {
-    let starts_bad = |t: &str| {
-        let l = t.trim_start().to_ascii_lowercase();
-        [
-            "panic",
-            "fatal",
-            "error",
-            "thread '",
-            "exception",
-            "traceback",
-        ]
-        .iter()
-        .any(|p| l.starts_with(p))
-    };
-    let err = &obs.stderr_tail;
-    err.iter()
-        .find(|l| starts_bad(&l.text))
-        .or_else(|| {
-            err.iter()
-                .rev()
-                .find(|l| !l.text.starts_with([' ', '\t']) && !l.text.trim().is_empty())
-        })
-        .map(|l| ("stderr", l.text.as_str()))
-        .or_else(|| {
-            obs.stdout_tail
-                .last()
-                .map(|l| ("last stdout", l.text.as_str()))
-        })
-}
-
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
-    }
 }
 
 /// Judges `obs` for `trial` of an experiment with `phases`.
@@ -515,20 +450,5 @@ pub fn judge(
         expectations: results,
         verdict,
         reasons,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
-
-    use super::*;
-
-    #[test]
-    fn human_durations_are_short() {
-        assert_eq!(human_ns(1_500), "1µs");
-        assert_eq!(human_ns(12_000_000), "12ms");
-        assert_eq!(human_ns(1_250_000), "1.2ms");
-        assert_eq!(human_ns(5_000_000_000), "5s");
     }
 }
