@@ -9,12 +9,17 @@ use atropos_injector::{Observation, StopReason, Stream};
 
 use crate::plan::{self, PlannedTrial};
 use crate::record::{CheckRun, ExpectationResult, Recovery, Verdict};
-use crate::spec::OrphanPolicy;
+use crate::spec::{ExitExpect, OrphanPolicy};
 
+mod exit;
+#[cfg(test)]
+mod fixture;
+mod phases;
 mod text;
+mod verdict;
 
-pub use text::{human_ns, what_happened};
 use text::{clip, human};
+pub use text::{human_ns, what_happened};
 
 /// A file expectation and what was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,16 +63,6 @@ pub fn judge(
     grace: Duration,
 ) -> Judgement {
     let expect = &trial.expect;
-    let mut results: Vec<ExpectationResult> = Vec::new();
-    let mut push = |name: &str, passed: bool, expected: String, actual: String| {
-        results.push(ExpectationResult {
-            name: name.to_owned(),
-            passed,
-            expected,
-            actual,
-        });
-    };
-
     if let Some(error) = &obs.error {
         let reasons = vec![format!("harness: {error}")];
         return Judgement {
@@ -88,161 +83,26 @@ pub fn judge(
         };
     }
 
-    // Phases: the baseline must pass through all of them; a fault needs the ones it waits on.
-    let required: Vec<&String> = if trial.fault.is_none() {
-        phases.iter().collect()
-    } else {
-        expect.reaches.iter().flatten().collect()
+    let mut results: Vec<ExpectationResult> = phases::phases(
+        trial.fault.is_none(),
+        phases,
+        expect.reaches.as_deref(),
+        obs,
+    );
+    let any_exit = ExitExpect::default();
+    results.push(exit::exit(
+        expect.exit.as_ref().unwrap_or(&any_exit),
+        obs,
+        grace,
+    ));
+    let mut push = |name: &str, passed: bool, expected: String, actual: String| {
+        results.push(ExpectationResult {
+            name: name.to_owned(),
+            passed,
+            expected,
+            actual,
+        });
     };
-    for name in required {
-        let entered = obs
-            .phases
-            .iter()
-            .find(|p| &p.name == name)
-            .and_then(|p| p.entered_ns);
-        match entered {
-            Some(at) => push(
-                &format!("reaches {name}"),
-                true,
-                format!("phase `{name}` entered"),
-                format!("entered at {}", human_ns(at)),
-            ),
-            None => push(
-                &format!("reaches {name}"),
-                false,
-                format!("phase `{name}` to be entered"),
-                format!("it never was: {}", what_happened(obs)),
-            ),
-        }
-    }
-    if let Some(missed) = &obs.missed {
-        push(
-            &format!("reaches {} within", missed.phase),
-            false,
-            format!(
-                "phase `{}` entered within {}",
-                missed.phase,
-                human_ns(missed.within_ns)
-            ),
-            format!(
-                "it was not: the target was still in phase `{}` at {}; killed with SIGKILL",
-                missed.in_phase,
-                human_ns(missed.within_ns)
-            ),
-        );
-    }
-    if trial.fault.is_none() {
-        let mut observed: Vec<(u64, usize, &str)> = obs
-            .phases
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.entered_ns.map(|at| (at, i, p.name.as_str())))
-            .collect();
-        observed.sort_unstable();
-        let in_order = observed.windows(2).all(|w| w[0].1 < w[1].1);
-        if !in_order {
-            let declared: Vec<&str> = obs.phases.iter().map(|p| p.name.as_str()).collect();
-            let seen: Vec<&str> = observed.iter().map(|(_, _, n)| *n).collect();
-            push(
-                "phase order",
-                false,
-                format!(
-                    "phases entered in their declared order: {}",
-                    declared.join(", ")
-                ),
-                format!(
-                    "entered as {}; offsets and coverage assume the declared order",
-                    seen.join(", ")
-                ),
-            );
-        }
-    }
-    for skipped in &obs.skipped {
-        push(
-            &format!("fault step {}", skipped.step + 1),
-            false,
-            "the step to be delivered".to_owned(),
-            format!("{}; {}", skipped.reason, what_happened(obs)),
-        );
-    }
-
-    // Exit.
-    let exit_spec = expect.exit.clone().unwrap_or_default();
-    let after_what = match (obs.deliveries.last(), &obs.stop_signal) {
-        (_, Some(stop)) => format!("atropos's {}", stop.signal),
-        (Some(d), None) => format!("{}", d.signal),
-        (None, None) => "the start".to_owned(),
-    };
-    let mut accepted: Vec<String> = exit_spec
-        .codes
-        .iter()
-        .map(|c| format!("exit code {c}"))
-        .collect();
-    accepted.extend(exit_spec.signals.iter().map(|s| format!("killed by {s}")));
-    let nothing_sent = obs.deliveries.is_empty() && obs.stop_signal.is_none();
-    let expected_exit = match (accepted.is_empty(), nothing_sent) {
-        (true, true) => "to exit".to_owned(),
-        (true, false) => format!("to exit within {} of {after_what}", human(grace)),
-        (false, true) => accepted.join(" or "),
-        (false, false) => format!(
-            "{} within {} of {after_what}",
-            accepted.join(" or "),
-            human(grace)
-        ),
-    };
-    match obs.stop {
-        StopReason::Hung => push(
-            "exit",
-            false,
-            expected_exit,
-            format!(
-                "hung: still running {} after {after_what}; killed with SIGKILL",
-                human(grace)
-            ),
-        ),
-        StopReason::Timeout => {
-            // The phase it was in when the timeout fired, not `exited`, which the kill made.
-            let at = obs.exit.as_ref().map_or(obs.ended_ns, |e| e.at_ns);
-            let phase = obs.phase_at(at.saturating_sub(1));
-            let waiting = obs
-                .phases
-                .iter()
-                .find(|p| p.entered_ns.is_none())
-                .map(|p| format!(", never entered phase `{}`", p.name))
-                .unwrap_or_default();
-            push(
-                "exit",
-                false,
-                expected_exit,
-                format!("the trial timed out in phase `{phase}`{waiting}; killed with SIGKILL"),
-            )
-        }
-        StopReason::PhaseDeadline => push(
-            "exit",
-            false,
-            expected_exit,
-            "not reached: a phase missed its deadline and atropos killed the target".to_owned(),
-        ),
-        _ => match &obs.exit {
-            None => push(
-                "exit",
-                false,
-                expected_exit,
-                "no exit status was observed".to_owned(),
-            ),
-            Some(exit) => {
-                let ok_code = exit.code.is_some_and(|c| exit_spec.codes.contains(&c));
-                let ok_sig = exit.signal.is_some_and(|s| exit_spec.signals.contains(&s));
-                let ok = accepted.is_empty() || ok_code || ok_sig;
-                push(
-                    "exit",
-                    ok,
-                    expected_exit,
-                    format!("{exit} at {}", human_ns(exit.at_ns)),
-                )
-            }
-        },
-    }
 
     // Output.
     for (w, hit) in plan::watches(expect).iter().zip(&obs.watches) {

@@ -87,12 +87,66 @@ pub(super) fn clip(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::judge::fixture::obs;
 
     #[test]
     fn human_durations_are_short() {
-        assert_eq!(human_ns(1_500), "1µs");
-        assert_eq!(human_ns(12_000_000), "12ms");
-        assert_eq!(human_ns(1_250_000), "1.2ms");
-        assert_eq!(human_ns(5_000_000_000), "5s");
+        let cases: &[(u64, &str)] = &[
+            (0, "0ns"),
+            (999, "999ns"),
+            (1_500, "1µs"),
+            (1_250_000, "1.2ms"),
+            (12_000_000, "12ms"),
+            (1_500_000_000, "1.500s"),
+            (5_000_000_000, "5s"),
+        ];
+        assert_eq!(cases.len(), 7);
+        for (ns, want) in cases {
+            assert_eq!(human_ns(*ns), *want, "case {ns}ns");
+        }
+    }
+
+    #[test]
+    fn what_happened_tells_the_exit_and_the_most_telling_line() {
+        let long = "e".repeat(130);
+        let clipped = format!("no exit observed, stderr: `{}…`", "e".repeat(120));
+        let cases = vec![
+            ("nothing seen", obs().build(), "no exit observed"),
+            (
+                "a panic line counts over the lines after it",
+                obs()
+                    .exited(2, 5_000_000)
+                    .stderr(&["starting", "panic: boom", "goroutine 1 [running]:"])
+                    .stdout(&["hello"])
+                    .build(),
+                "exit code 2 at 5ms, stderr: `panic: boom`",
+            ),
+            (
+                "else the last unindented, non-blank stderr line",
+                obs()
+                    .exited(1, 1_000)
+                    .stderr(&["warn: slow", "  at frame 1", "   "])
+                    .build(),
+                "exit code 1 at 1µs, stderr: `warn: slow`",
+            ),
+            (
+                "else the last stdout line",
+                obs()
+                    .exited(0, 1_000_000_000)
+                    .stderr(&["\tat frame"])
+                    .stdout(&["a", "b"])
+                    .build(),
+                "exit code 0 at 1s, last stdout: `b`",
+            ),
+            (
+                "a long line is clipped",
+                obs().stderr(&[long.as_str()]).build(),
+                clipped.as_str(),
+            ),
+        ];
+        assert_eq!(cases.len(), 5);
+        for (name, o, want) in &cases {
+            assert_eq!(what_happened(o), *want, "case `{name}`");
+        }
     }
 }
