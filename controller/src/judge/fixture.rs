@@ -1,9 +1,10 @@
 //! Test fixtures: observations built by a few chained calls rather than struct literals,
 //! and the expectation results a table expects.
 
-use atropos_injector::record::{Line, Skipped, StopSignal};
+use atropos_injector::record::{Line, Resources, Skipped, StopSignal, WatchHit};
 use atropos_injector::{
     Aim, Delivery, DeliveryOutcome, Exit, MissedPhase, Observation, PhaseEntry, Signal, StopReason,
+    Stream,
 };
 
 use crate::record::ExpectationResult;
@@ -139,6 +140,33 @@ impl Obs {
     /// The last stderr lines, read 1ms apart.
     pub(super) fn stderr(mut self, lines: &[&str]) -> Self {
         self.0.stderr_tail = tail(lines);
+        self
+    }
+
+    /// A watched `pattern` on `stream` that no line matched.
+    pub(super) fn unmatched(mut self, stream: Stream, pattern: &str) -> Self {
+        self.0.watches.push(WatchHit {
+            stream,
+            pattern: pattern.to_owned(),
+            first: None,
+            count: 0,
+        });
+        self
+    }
+
+    /// Peak threads and RSS, as sampled.
+    pub(super) fn peak(mut self, max_threads: u64, max_rss_bytes: u64) -> Self {
+        self.0.resources = Some(Resources {
+            max_threads,
+            max_rss_bytes,
+            samples: 10,
+        });
+        self
+    }
+
+    /// The harness could not do its part.
+    pub(super) fn error(mut self, error: &str) -> Self {
+        self.0.error = Some(error.to_owned());
         self
     }
 

@@ -8,14 +8,14 @@
 
 use std::time::Duration;
 
-use atropos_injector::{Observation, StopReason};
+use atropos_injector::Observation;
 
 use crate::plan::{self, PlannedTrial};
-use crate::record::{CheckRun, ExpectationResult, Recovery, Verdict};
 use crate::spec::ExitExpect;
 
 mod check;
 mod exit;
+mod facts;
 mod files;
 #[cfg(test)]
 mod fixture;
@@ -24,33 +24,15 @@ mod output;
 mod phases;
 mod recover;
 mod resources;
+#[cfg(test)]
+mod tests;
 mod text;
 mod verdict;
 
+pub use facts::After;
 pub use files::FileState;
 pub use text::{human_ns, what_happened};
-
-/// Facts gathered after the trial.
-#[derive(Debug, Clone, Default)]
-pub struct After {
-    /// File expectations.
-    pub files: Vec<FileState>,
-    /// The recovery restart.
-    pub recovery: Option<Recovery>,
-    /// The check command.
-    pub check: Option<CheckRun>,
-}
-
-/// The judgement of one trial.
-#[derive(Debug, Clone)]
-pub struct Judgement {
-    /// Every expectation.
-    pub expectations: Vec<ExpectationResult>,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// A line per failure (or the harness error).
-    pub reasons: Vec<String>,
-}
+pub use verdict::Judgement;
 
 /// Judges `obs` for `trial` of an experiment with `phases`.
 pub fn judge(
@@ -60,26 +42,9 @@ pub fn judge(
     after: &After,
     grace: Duration,
 ) -> Judgement {
-    if let Some(error) = &obs.error {
-        let reasons = vec![format!("harness: {error}")];
-        return Judgement {
-            expectations: Vec::new(),
-            verdict: Verdict::Error,
-            reasons,
-        };
+    if let Some(early) = verdict::stopped_early(obs) {
+        return early;
     }
-    if obs.stop == StopReason::Interrupted {
-        let reasons = vec![
-            "interrupted: atropos was stopped before the trial ended; the target was killed"
-                .to_owned(),
-        ];
-        return Judgement {
-            expectations: Vec::new(),
-            verdict: Verdict::Error,
-            reasons,
-        };
-    }
-
     let expect = &trial.expect;
     let baseline = trial.fault.is_none();
     let any_exit = ExitExpect::default();
@@ -104,19 +69,5 @@ pub fn judge(
     if let (Some(limits), Some(used)) = (&expect.resources, &obs.resources) {
         results.extend(resources::resources(limits, used));
     }
-    let reasons: Vec<String> = results
-        .iter()
-        .filter(|r| !r.passed)
-        .map(ExpectationResult::reason)
-        .collect();
-    let verdict = if reasons.is_empty() {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    };
-    Judgement {
-        expectations: results,
-        verdict,
-        reasons,
-    }
+    Judgement::of(results)
 }
