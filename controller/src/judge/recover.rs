@@ -1,0 +1,111 @@
+//! Recovery: a restart of the target must reach a phase within a time.
+
+use crate::record::{ExpectationResult, Recovery};
+use crate::spec::Recover;
+
+use super::text::{human, human_ns, nanos, what_happened};
+use super::verdict::result;
+
+/// Judges the restart `rec` against `spec`.
+pub(super) fn recover(spec: &Recover, rec: &Recovery) -> ExpectationResult {
+    let expected = format!(
+        "a restart to reach `{}` within {}",
+        spec.reaches,
+        human(spec.within)
+    );
+    match rec.reached_ns {
+        Some(at) if at <= nanos(spec.within) => result(
+            "recover",
+            true,
+            expected,
+            format!("reached it after {}", human_ns(at)),
+        ),
+        Some(at) => result(
+            "recover",
+            false,
+            expected,
+            format!("it took {}", human_ns(at)),
+        ),
+        None => result(
+            "recover",
+            false,
+            expected,
+            format!("it did not: {}", what_happened(&rec.observation)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use atropos_injector::Observation;
+
+    use super::*;
+    use crate::judge::fixture::{assert_results, obs, want};
+
+    struct Case {
+        name: &'static str,
+        reached_ns: Option<u64>,
+        restart: Observation,
+        want: ExpectationResult,
+    }
+
+    const EXPECTED: &str = "a restart to reach `ready` within 2s";
+
+    #[test]
+    fn recovery_passes_within_its_time_and_says_what_the_restart_did_otherwise() {
+        let cases = vec![
+            Case {
+                name: "reached within",
+                reached_ns: Some(1_500_000_000),
+                restart: obs().phase("ready", Some(1_500_000_000)).build(),
+                want: want("recover", true, EXPECTED, "reached it after 1.500s"),
+            },
+            Case {
+                name: "reached exactly at the deadline",
+                reached_ns: Some(2_000_000_000),
+                restart: obs().phase("ready", Some(2_000_000_000)).build(),
+                want: want("recover", true, EXPECTED, "reached it after 2s"),
+            },
+            Case {
+                name: "reached too late",
+                reached_ns: Some(3_000_000_000),
+                restart: obs().phase("ready", Some(3_000_000_000)).build(),
+                want: want("recover", false, EXPECTED, "it took 3s"),
+            },
+            Case {
+                name: "never reached says what the restart did",
+                reached_ns: None,
+                restart: obs()
+                    .phase("ready", None)
+                    .exited(1, 20_000_000)
+                    .stderr(&["listening on :8080", "error: bind: address in use"])
+                    .build(),
+                want: want(
+                    "recover",
+                    false,
+                    EXPECTED,
+                    "it did not: exit code 1 at 20ms, stderr: `error: bind: address in use`",
+                ),
+            },
+        ];
+        assert_eq!(cases.len(), 4);
+        let spec = Recover {
+            reaches: "ready".to_owned(),
+            within: Duration::from_secs(2),
+        };
+        for c in &cases {
+            let rec = Recovery {
+                phase: "ready".to_owned(),
+                reached_ns: c.reached_ns,
+                observation: c.restart.clone(),
+            };
+            assert_results(
+                c.name,
+                &[recover(&spec, &rec)],
+                std::slice::from_ref(&c.want),
+            );
+        }
+    }
+}
