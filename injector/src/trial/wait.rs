@@ -117,7 +117,11 @@ impl Driver<'_> {
                 Some(lane) => pids.extend(lane.members()),
                 None => {
                     pids.extend(crate::procfs::descendants_of(main).iter().map(|p| p.pid));
-                    pids.extend(crate::orphans::find(&token, main, None).iter().map(|p| p.pid));
+                    pids.extend(
+                        crate::orphans::find(&token, main, None)
+                            .iter()
+                            .map(|p| p.pid),
+                    );
                 }
             }
             pids.sort_unstable();
