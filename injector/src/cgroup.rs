@@ -109,10 +109,8 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 }
 
 fn create_run() -> Result<Run, String> {
-    if let Some(forced) = std::env::var_os("ATROPOS_NO_CGROUP") {
-        if !forced.is_empty() {
-            return Err("ATROPOS_NO_CGROUP is set".into());
-        }
+    if std::env::var_os("ATROPOS_NO_CGROUP").is_some_and(|v| !v.is_empty()) {
+        return Err("ATROPOS_NO_CGROUP is set".into());
     }
     let mount = v2_mount().ok_or("no cgroup2 file system is mounted")?;
     let own = v2_path_of(std::process::id() as i32).ok_or("this process has no cgroup v2")?;

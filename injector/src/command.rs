@@ -48,8 +48,8 @@ pub fn run_command_blocking(
         result.error = Some("the command is empty".into());
         return result;
     };
-    let mut command = process::command(program, &argv[1..], env, cwd);
-    let mut child = match spawn(&mut command) {
+    let command = process::command(program, &argv[1..], env, cwd);
+    let mut child = match spawn(&command) {
         Ok(child) => child,
         Err(err) => {
             result.error = Some(format!("failed to start `{program}`: {err}"));
@@ -57,18 +57,8 @@ pub fn run_command_blocking(
         }
     };
     let mut streams = [
-        StreamState::new(
-            child.stdout.take().map(Into::into),
-            Vec::new(),
-            Vec::new(),
-            tail,
-        ),
-        StreamState::new(
-            child.stderr.take().map(Into::into),
-            Vec::new(),
-            Vec::new(),
-            tail,
-        ),
+        StreamState::new(child.stdout.take(), Vec::new(), Vec::new(), tail),
+        StreamState::new(child.stderr.take(), Vec::new(), Vec::new(), tail),
     ];
     let mut buf = vec![0u8; 16 * 1024];
     let deadline = started + u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX / 2);

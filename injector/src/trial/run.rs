@@ -91,7 +91,7 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         &plan.target.cwd,
     );
     command.env(orphans::TOKEN_VAR, &plan.id);
-    let mut child = match spawn(&mut command) {
+    let mut child = match spawn(&command) {
         Ok(child) => child,
         Err(err) => {
             obs.error = Some(format!(
@@ -114,13 +114,13 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
     });
     let streams = [
         StreamState::new(
-            child.stdout.take().map(Into::into),
+            child.stdout.take(),
             out_markers,
             out_watches,
             plan.tail_lines,
         ),
         StreamState::new(
-            child.stderr.take().map(Into::into),
+            child.stderr.take(),
             err_markers,
             err_watches,
             plan.tail_lines,
