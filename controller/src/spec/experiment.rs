@@ -112,6 +112,12 @@ pub struct Phase {
     pub name: String,
     /// What shows the phase has been entered.
     pub marker: Marker,
+    /// Deadline for entering this phase, counted from the target's start: a start-up SLO
+    /// such as "ready within 2s". Missing it fails the trial at once, naming the phase the
+    /// target was still in. Must be more than 0 and at most the trial's `timeout`.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub within: Option<Duration>,
 }
 
 /// What shows that a phase has been entered: a map with exactly one of these keys.

@@ -6,6 +6,7 @@ mod locate;
 mod offset;
 mod problem;
 mod size;
+mod timing;
 mod validate;
 
 pub use experiment::*;

@@ -8,18 +8,21 @@ use super::experiment::{Aim, Expect, Fault, Marker, Step};
 use super::load::Loaded;
 use super::locate::locate;
 use super::problem::{Problem, suggest};
+use super::timing::check_timing;
 use crate::template;
 
 /// Phase names with a meaning of their own.
 pub const IMPLICIT_PHASES: [&str; 2] = ["start", "exited"];
 
-struct Ctx<'a> {
+/// The experiment being checked and the problems found in it so far.
+pub(super) struct Ctx<'a> {
     loaded: &'a Loaded,
     problems: Vec<Problem>,
 }
 
 impl Ctx<'_> {
-    fn report(
+    /// Records a problem at `key:` (preferably followed by `value`) after the `anchor` item.
+    pub(super) fn report(
         &mut self,
         field: String,
         anchor: Option<&str>,
@@ -280,6 +283,7 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
             "expected at least one fault".into(),
         );
     }
+    check_timing(ctx, spec);
     check_expect(ctx, "spec.expect", None, &spec.expect, &phase_names);
     for (name, over) in &spec.overrides {
         let field = format!("spec.overrides.{name}");
