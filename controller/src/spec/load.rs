@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
+use super::expansion::check_expansion;
 use super::experiment::Experiment;
+use super::limits::read_bounded;
+use super::prescan::prescan;
 use super::problem::{Invalid, Problem, suggest};
 
 /// One experiment and where it came from.
@@ -64,17 +67,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Parses every experiment in `file`; problems carry file:line:col.
+/// Parses every experiment in `file`; problems carry file:line:col. A file with no
+/// document in it (empty, or only comments) gives no experiment and no problem: the caller
+/// decides whether that is an error.
 pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        Invalid(vec![Problem {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!("cannot read the file: {e}"),
-        }])
-    })?;
+    let text = read_bounded(file).map_err(|p| Invalid(vec![p]))?;
     let dir = file
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -86,13 +83,26 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
     for (first_line, doc) in split_documents(&text) {
-        if doc
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-        {
+        if only_comments(&doc) {
             continue;
         }
-        match serde_yaml::from_str::<Experiment>(&doc) {
+        let findings = prescan(&doc);
+        if !findings.is_empty() {
+            problems.extend(findings.into_iter().map(|f| {
+                let (line, column) = line_column(&doc, f.offset);
+                Problem {
+                    file: file.to_owned(),
+                    line: line + first_line - 1,
+                    column,
+                    field: String::new(),
+                    message: f.message,
+                }
+            }));
+            continue;
+        }
+        // Counted first, so that aliases cannot make the real parse expensive.
+        let parsed = check_expansion(&doc).and_then(|()| serde_yaml::from_str::<Experiment>(&doc));
+        match parsed {
             Ok(experiment) => loaded.push(Loaded {
                 file: file.to_owned(),
                 dir: dir.clone(),
@@ -110,15 +120,75 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
     }
 }
 
-/// Splits a YAML stream at `---` lines; each document with the 1-based line it starts on.
+/// Whether `doc` holds no YAML node: blank lines, comments, directives, markers only.
+fn only_comments(doc: &str) -> bool {
+    doc.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty()
+            || t.starts_with('#')
+            || t.starts_with('%')
+            || is_marker(l, "---")
+            || is_marker(l, "...")
+    })
+}
+
+/// Whether `line` is the document marker `marker` (`---` or `...`), alone or before a comment.
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker).is_some_and(|rest| {
+        let rest = rest.trim_start();
+        rest.is_empty() || (rest.starts_with('#') && rest.len() < line.len() - marker.len())
+    })
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `doc`.
+fn line_column(doc: &str, offset: usize) -> (usize, usize) {
+    let mut at = offset.min(doc.len());
+    while !doc.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &doc[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// Splits a YAML stream at `---` lines (and after `...` lines); each document with the
+/// 1-based line it starts on. Directives (`%YAML 1.1`) belong to the document after them,
+/// which then keeps its `---` line, as YAML requires after a directive.
 fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut docs = Vec::new();
     let mut current = String::new();
     let mut start = 1;
+    let mut directives = false;
     for (i, line) in text.lines().enumerate() {
-        if line.starts_with("---") && line[3..].trim().is_empty() {
+        let has_content = !only_comments(&current);
+        if is_marker(line, "---") {
+            if directives && !has_content {
+                current.push_str(line);
+                current.push('\n');
+                directives = false;
+                continue;
+            }
             docs.push((start, std::mem::take(&mut current)));
             start = i + 2;
+        } else if is_marker(line, "...") {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            directives = false;
+        } else if line.starts_with('%') && !has_content {
+            // Comments before the directive stay with it; their lines still count.
+            if current.is_empty() {
+                start = i + 1;
+            }
+            directives = true;
+            current.push_str(line);
+            current.push('\n');
         } else {
             current.push_str(line);
             current.push('\n');
@@ -222,5 +292,73 @@ spec:
         assert_eq!(loaded.len(), 2);
         assert_eq!(loaded[1].first_line, 9);
         assert_eq!(loaded[1].experiment.metadata.name, "b");
+    }
+
+    #[test]
+    fn a_yaml_directive_header_is_accepted() {
+        let (_d, path) = write(&format!("# an experiment\n%YAML 1.1\n---\n{GOOD}"));
+        let loaded = load_file(&path).unwrap();
+        assert_eq!(loaded.len(), 1);
+        let text = format!("%YAML 1.1\n---\n{GOOD}---\n{}", GOOD.replace("sigal", "x"));
+        let (_d, path) = write(&text.replace("SIGTERM", "SIGTREM"));
+        let err = load_file(&path).unwrap_err();
+        assert_eq!(
+            err.0[0].line, 9,
+            "lines still count from the file start: {}",
+            err.0[0]
+        );
+    }
+
+    #[test]
+    fn a_tag_is_an_error_at_its_line_and_column() {
+        let (_d, path) = write(&format!("{GOOD}  trials: !!null 5\n"));
+        let err = load_file(&path).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let p = &err.0[0];
+        assert_eq!((p.line, p.column), (8, 11), "{p}");
+        assert!(p.message.contains("the tag `!!null`"), "{p}");
+    }
+
+    #[test]
+    fn an_empty_or_comment_only_file_holds_no_experiment() {
+        for text in [
+            "",
+            "\n\n",
+            "# nothing yet\n---\n# still nothing\n",
+            "---\n...\n",
+        ] {
+            let (_d, path) = write(text);
+            assert!(load_file(&path).unwrap().is_empty(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_lookalike_space_in_a_name_is_named() {
+        let (_d, path) = write(&GOOD.replace("name: f,", "name: \"f\u{3000}g\","));
+        let loaded = load_file(&path).unwrap();
+        let problems = crate::spec::validate(&loaded);
+        let named: Vec<_> = problems
+            .iter()
+            .filter(|p| p.field == "spec.faults[0].name")
+            .collect();
+        assert_eq!(named.len(), 1, "{problems:?}");
+        assert!(
+            named[0]
+                .message
+                .contains("U+3000 IDEOGRAPHIC SPACE at character 2"),
+            "{}",
+            named[0]
+        );
+        assert_eq!((named[0].line, named[0].column), (7, 16), "{}", named[0]);
+    }
+
+    #[test]
+    fn aliases_that_expand_past_the_budget_are_refused_before_the_parse() {
+        // The key is unknown too, but the budget is checked before the parse would say so.
+        let big = "x".repeat(600_000);
+        let text = format!("{GOOD}x: [&big {big}, *big, *big, *big, *big]\n");
+        let (_d, path) = write(&text);
+        let err = load_file(&path).unwrap_err();
+        assert!(err.0[0].message.contains("MiB of text"), "{}", err.0[0]);
     }
 }

@@ -1,16 +1,22 @@
 //! Experiment files: the format, loading with located errors, and meaning checks.
 
+mod expansion;
 mod experiment;
+mod limits;
 mod load;
 mod locate;
+mod names;
 mod offset;
+mod prescan;
 mod problem;
 mod size;
 mod timing;
 mod validate;
 
 pub use experiment::*;
+pub use limits::{MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_FILE_BYTES, MAX_VALUES};
 pub use load::{Loaded, collect_files, load_file};
+pub use names::{NAME_MAX, NAME_RULE, check_name};
 pub use offset::Offset;
 pub use problem::{Invalid, Problem, suggest};
 pub use size::ByteSize;
@@ -23,6 +29,16 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<Loaded>, Invalid> {
     let mut problems = Vec::new();
     for file in &files {
         match load_file(file) {
+            Ok(l) if l.is_empty() => problems.push(Problem {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!(
+                    "no experiment in this file; expected a YAML document with `apiVersion: atropos/v1` \
+                     and `kind: Experiment` (the file is empty or holds only comments)"
+                ),
+            }),
             Ok(mut l) => loaded.append(&mut l),
             Err(Invalid(mut p)) => problems.append(&mut p),
         }

@@ -7,6 +7,7 @@ use regex::Regex;
 use super::experiment::{Aim, Expect, Fault, Marker, Step};
 use super::load::Loaded;
 use super::locate::locate;
+use super::names::check_name;
 use super::problem::{Problem, suggest};
 use super::timing::check_timing;
 use crate::template;
@@ -119,15 +120,8 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
             format!("`{v}` is not a kind atropos runs; expected Experiment"),
         );
     }
-    let name = exp.metadata.name.clone();
-    if name.trim().is_empty() || name.contains(char::is_whitespace) {
-        ctx.report(
-            "metadata.name".into(),
-            None,
-            "name",
-            None,
-            "expected a non-empty name without spaces".into(),
-        );
+    if let Err(message) = check_name(&exp.metadata.name) {
+        ctx.report("metadata.name".into(), None, "name", None, message);
     }
     let spec = &exp.spec;
     if spec.target.run.command.is_empty() || spec.target.run.command[0].is_empty() {
@@ -175,14 +169,9 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
     for (i, phase) in spec.phases.iter().enumerate() {
         let field = format!("spec.phases[{i}]");
         let n = phase.name.as_str();
-        if n.is_empty() {
-            ctx.report(
-                format!("{field}.name"),
-                None,
-                "phases",
-                None,
-                "expected a phase name".into(),
-            );
+        if let Err(message) = check_name(n) {
+            let key = if n.is_empty() { "phases" } else { "name" };
+            ctx.report(format!("{field}.name"), None, key, Some(n), message);
         } else if IMPLICIT_PHASES.contains(&n) {
             ctx.report(
                 format!("{field}.name"),
@@ -258,7 +247,20 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
     let mut fault_names: HashSet<&str> = HashSet::new();
     for (i, fault) in spec.faults.iter().enumerate() {
         let field = format!("spec.faults[{i}]");
-        if fault.name.is_empty() || fault.name == "baseline" {
+        if let Err(message) = check_name(&fault.name) {
+            let key = if fault.name.is_empty() {
+                "faults"
+            } else {
+                "name"
+            };
+            ctx.report(
+                format!("{field}.name"),
+                None,
+                key,
+                Some(&fault.name),
+                message,
+            );
+        } else if fault.name == "baseline" {
             ctx.report(format!("{field}.name"), None, "faults", None, "expected a fault name other than `baseline` (the name of the trial without faults)".into());
         } else if !fault_names.insert(fault.name.as_str()) {
             ctx.report(

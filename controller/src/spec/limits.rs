@@ -1,0 +1,130 @@
+//! Bounds on an experiment file, checked before the work they guard.
+//!
+//! An experiment file is a few kilobytes written by a person. Anything far outside that is a
+//! mistake or an attack, and the YAML library would spend time and memory on it before any
+//! check of ours runs: nested brackets make its scanner quadratic, and aliases replay an
+//! anchored value once per use. So, in order:
+//! 1. the file's size is checked from its metadata and the read is capped ([`MAX_FILE_BYTES`]);
+//! 2. the bytes must be UTF-8 (the first invalid byte is reported with line, column, offset);
+//! 3. each document is pre-scanned for nesting depth ([`MAX_DEPTH`]) and tags (rejected), see
+//!    [`super::prescan`];
+//! 4. a walk over the parsed events counts the document as aliases expand it
+//!    ([`MAX_EXPANDED_BYTES`], [`MAX_VALUES`]), see [`super::expansion`], before anything is
+//!    copied into the experiment's types.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::problem::Problem;
+
+/// The largest experiment file read: far above any real one (they are a few KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The deepest nesting of mappings and sequences; the format itself needs 8.
+pub const MAX_DEPTH: usize = 32;
+/// The most text (bytes of scalars) a document may hold once its aliases are expanded.
+pub const MAX_EXPANDED_BYTES: usize = 2 << 20;
+/// The most values (scalars, sequences, mappings) a document may hold, aliases expanded.
+pub const MAX_VALUES: usize = 100_000;
+
+/// Reads `file` as UTF-8 text of at most [`MAX_FILE_BYTES`].
+pub fn read_bounded(file: &Path) -> Result<String, Problem> {
+    let whole = |message: String| Problem {
+        file: file.to_owned(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message,
+    };
+    let handle =
+        std::fs::File::open(file).map_err(|e| whole(format!("cannot read the file: {e}")))?;
+    let too_big = |size: u64| {
+        whole(format!(
+            "the file is {size} bytes; expected an experiment file of at most {MAX_FILE_BYTES} \
+             bytes (1 MiB)"
+        ))
+    };
+    if let Ok(meta) = handle.metadata()
+        && meta.len() > MAX_FILE_BYTES
+    {
+        return Err(too_big(meta.len()));
+    }
+    // The cap holds also for a file that grows, or one whose size the metadata does not say.
+    let mut bytes = Vec::new();
+    handle
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| whole(format!("cannot read the file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let bytes = err.as_bytes();
+        let at = err.utf8_error().valid_up_to();
+        let valid = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+        let line = valid.matches('\n').count() + 1;
+        let column = valid
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
+        let utf16 = if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+            " (it looks like UTF-16: save it as UTF-8)"
+        } else {
+            ""
+        };
+        Problem {
+            file: file.to_owned(),
+            line,
+            column,
+            field: String::new(),
+            message: format!(
+                "invalid UTF-8 at byte offset {at} (byte 0x{:02x}){utf16}; expected UTF-8 text",
+                bytes[at]
+            ),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    fn write(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.yaml");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn invalid_utf8_names_line_column_and_byte_offset() {
+        let (_d, path) = write(b"kind: Experiment\nmetadata: { name: \"caf\xe9\" }\n");
+        let p = read_bounded(&path).unwrap_err();
+        assert_eq!((p.line, p.column), (2, 23), "{p}");
+        assert!(
+            p.message.contains("byte offset 39") && p.message.contains("0xe9"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn utf16_gets_a_hint() {
+        let (_d, path) = write(b"\xff\xfek\x00");
+        let p = read_bounded(&path).unwrap_err();
+        assert_eq!((p.line, p.column), (1, 1), "{p}");
+        assert!(p.message.contains("UTF-16"), "{p}");
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_by_its_size() {
+        let (_d, path) = write(&vec![b'#'; MAX_FILE_BYTES as usize + 1]);
+        let p = read_bounded(&path).unwrap_err();
+        assert!(p.message.contains("1048577 bytes"), "{p}");
+        let (_d, path) = write(&vec![b'#'; MAX_FILE_BYTES as usize]);
+        assert!(read_bounded(&path).is_ok());
+    }
+}
