@@ -39,9 +39,9 @@ impl Budget {
         }
         if self.bytes > MAX_EXPANDED_BYTES {
             return Err(E::custom(format!(
-                "the document holds more than {} MiB of text once its aliases are expanded \
+                "the document holds more than {} KiB of text once its aliases are expanded \
                  (each `*alias` repeats its anchored value); expected far less",
-                MAX_EXPANDED_BYTES >> 20
+                MAX_EXPANDED_BYTES >> 10
             )));
         }
         Ok(())
@@ -149,8 +149,8 @@ mod tests {
 
     #[test]
     fn a_big_value_aliased_many_times_stops_at_the_budget_with_its_location() {
-        let err = check_expansion(&aliased(1_000_000, 999)).unwrap_err();
-        assert!(err.to_string().contains("MiB of text"), "{err}");
+        let err = check_expansion(&aliased(250_000, 999)).unwrap_err();
+        assert!(err.to_string().contains("KiB of text"), "{err}");
         let at = err.location().unwrap();
         assert_eq!((at.line(), at.column()), (1, 4), "{err}");
     }

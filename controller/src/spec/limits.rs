@@ -6,8 +6,8 @@
 //! anchored value once per use. So, in order:
 //! 1. the file's size is checked from its metadata and the read is capped ([`MAX_FILE_BYTES`]);
 //! 2. the bytes must be UTF-8 (the first invalid byte is reported with line, column, offset);
-//! 3. each document is pre-scanned for nesting depth ([`MAX_DEPTH`]) and tags (rejected), see
-//!    [`super::prescan`];
+//! 3. each document is pre-scanned for nesting depth ([`MAX_DEPTH`]), values written
+//!    ([`MAX_VALUES`]) and tags (rejected), see [`super::prescan`];
 //! 4. a walk over the parsed events counts the document as aliases expand it
 //!    ([`MAX_EXPANDED_BYTES`], [`MAX_VALUES`]), see [`super::expansion`], before anything is
 //!    copied into the experiment's types.
@@ -17,14 +17,18 @@ use std::path::Path;
 
 use super::problem::Problem;
 
-/// The largest experiment file read: far above any real one (they are a few KiB).
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The largest experiment file read: far above any real one (they are a few KiB; 256 KiB
+/// holds some 170 experiments), and small enough that the library parses it in well under
+/// 100 ms.
+pub const MAX_FILE_BYTES: u64 = 256 << 10;
 /// The deepest nesting of mappings and sequences; the format itself needs 8.
 pub const MAX_DEPTH: usize = 32;
 /// The most text (bytes of scalars) a document may hold once its aliases are expanded.
-pub const MAX_EXPANDED_BYTES: usize = 2 << 20;
-/// The most values (scalars, sequences, mappings) a document may hold, aliases expanded.
-pub const MAX_VALUES: usize = 100_000;
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
+/// The most values (scalars, sequences, mappings) one document may hold: as written (counted
+/// by the pre-scan before the library parses it) and once its aliases are expanded. An
+/// experiment holds a few hundred.
+pub const MAX_VALUES: usize = 10_000;
 
 /// Reads `file` as UTF-8 text of at most [`MAX_FILE_BYTES`].
 pub fn read_bounded(file: &Path) -> Result<String, Problem> {
@@ -40,7 +44,7 @@ pub fn read_bounded(file: &Path) -> Result<String, Problem> {
     let too_big = |size: u64| {
         whole(format!(
             "the file is {size} bytes; expected an experiment file of at most {MAX_FILE_BYTES} \
-             bytes (1 MiB)"
+             bytes (256 KiB)"
         ))
     };
     if let Ok(meta) = handle.metadata()
@@ -123,7 +127,7 @@ mod tests {
     fn a_file_over_the_limit_is_refused_by_its_size() {
         let (_d, path) = write(&vec![b'#'; MAX_FILE_BYTES as usize + 1]);
         let p = read_bounded(&path).unwrap_err();
-        assert!(p.message.contains("1048577 bytes"), "{p}");
+        assert!(p.message.contains("262145 bytes"), "{p}");
         let (_d, path) = write(&vec![b'#'; MAX_FILE_BYTES as usize]);
         assert!(read_bounded(&path).is_ok());
     }

@@ -21,9 +21,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
         .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
         return Err(format!(
-            "`{shown}` contains {} at character {}; expected {NAME_RULE}",
-            describe(c),
-            at + 1
+            "`{shown}`: character {} is {}; expected {NAME_RULE}",
+            at + 1,
+            describe(c)
         ));
     }
     if !first.is_ascii_alphanumeric() {
@@ -59,9 +59,12 @@ fn describe(c: char) -> String {
         '\u{2007}' => "U+2007 FIGURE SPACE",
         '\u{200b}' => "U+200B ZERO WIDTH SPACE",
         '\u{feff}' => "U+FEFF ZERO WIDTH NO-BREAK SPACE",
-        '\u{2010}' | '\u{2011}' | '\u{2012}' | '\u{2013}' | '\u{2014}' | '\u{2212}' => {
-            return format!("U+{:04X}, a dash that is not `-`", u32::from(c));
-        }
+        '\u{2010}' => "U+2010 HYPHEN, which looks like `-`",
+        '\u{2011}' => "U+2011 NON-BREAKING HYPHEN, which looks like `-`",
+        '\u{2012}' => "U+2012 FIGURE DASH, which looks like `-`",
+        '\u{2013}' => "U+2013 EN DASH, which looks like `-`",
+        '\u{2014}' => "U+2014 EM DASH, which looks like `-`",
+        '\u{2212}' => "U+2212 MINUS SIGN, which looks like `-`",
         c if c.is_control() => return format!("the control character U+{:04X}", u32::from(c)),
         c if c.is_ascii() => return format!("`{c}`"),
         c => return format!("`{c}` (U+{:04X})", u32::from(c)),
@@ -86,13 +89,16 @@ mod tests {
     fn lookalike_spaces_and_dashes_are_named() {
         let err = check_name("ready\u{3000}now").unwrap_err();
         assert!(
-            err.contains("U+3000 IDEOGRAPHIC SPACE at character 6"),
+            err.contains("character 6 is U+3000 IDEOGRAPHIC SPACE"),
             "{err}"
         );
         let err = check_name("ready\u{a0}").unwrap_err();
         assert!(err.contains("U+00A0 NO-BREAK SPACE"), "{err}");
         let err = check_name("kill\u{2013}init").unwrap_err();
-        assert!(err.contains("a dash that is not `-`"), "{err}");
+        assert!(
+            err.contains("U+2013 EN DASH, which looks like `-`"),
+            "{err}"
+        );
         let err = check_name("café").unwrap_err();
         assert!(err.contains("`é` (U+00E9)"), "{err}");
     }

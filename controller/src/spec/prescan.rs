@@ -5,11 +5,12 @@
 //! It is a small tokenizer that knows where a node may start, so brackets and `!` inside
 //! quoted, plain and block scalars and comments are not counted. It measures depth as the
 //! open flow brackets plus the block collections on the indentation stack (compact `- - x`
-//! entries included). Where it is unsure, it errs towards counting: a misread can reject an
+//! entries included), and counts the values written (a flat list of 500,000 took the
+//! library a second before any check of ours). Where it is unsure, it errs towards counting: a misread can reject an
 //! odd file, never let a deep one through to the library. The deserializer's own recursion
 //! limit stays behind it.
 
-use super::limits::MAX_DEPTH;
+use super::limits::{MAX_DEPTH, MAX_VALUES};
 
 /// Something the pre-scan refuses: where (a byte offset into the document) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +30,8 @@ struct Scan<'a> {
     flow: usize,
     block: Vec<isize>,
     findings: Vec<Finding>,
-    too_deep: bool,
+    stopped: bool,
+    values: usize,
 }
 
 /// Scans `doc` for nesting deeper than [`MAX_DEPTH`], tags and look-alike spaces.
@@ -40,7 +42,8 @@ pub fn prescan(doc: &str) -> Vec<Finding> {
         flow: 0,
         block: Vec::new(),
         findings: Vec::new(),
-        too_deep: false,
+        stopped: false,
+        values: 0,
     };
     s.run();
     s.findings
@@ -84,13 +87,28 @@ impl Scan<'_> {
 
     fn depth_check(&mut self) {
         let depth = self.block.len() + self.flow;
-        if depth > MAX_DEPTH && !self.too_deep {
-            self.too_deep = true;
+        if depth > MAX_DEPTH && !self.stopped {
+            self.stopped = true;
             self.find(
                 self.i,
                 format!(
                     "nesting deeper than {MAX_DEPTH} levels; expected at most {MAX_DEPTH} \
                      (an experiment needs about 8)"
+                ),
+            );
+        }
+    }
+
+    /// One more value (scalar, collection or alias) written in the document.
+    fn value(&mut self) {
+        self.values += 1;
+        if self.values > MAX_VALUES && !self.stopped {
+            self.stopped = true;
+            self.find(
+                self.i,
+                format!(
+                    "more than {MAX_VALUES} values in one document; expected an \
+                     experiment of a few hundred"
                 ),
             );
         }
@@ -107,7 +125,7 @@ impl Scan<'_> {
         // indented line continues.
         let mut in_plain = false;
         let mut node_start = true;
-        while self.i < self.b.len() && !self.too_deep {
+        while self.i < self.b.len() && !self.stopped {
             // At the start of a line.
             let line_start = self.i;
             if self.b[self.i..].starts_with(b"%TAG") {
@@ -165,6 +183,7 @@ impl Scan<'_> {
         }
         if self.block.last() != Some(&column) {
             self.block.push(column);
+            self.value();
             self.depth_check();
         }
     }
@@ -172,7 +191,7 @@ impl Scan<'_> {
     /// The rest of one line (a quoted scalar may carry it over several).
     fn line(&mut self, mut line_start: usize, node_start: &mut bool, in_plain: &mut bool) {
         while let Some(c) = self.peek(self.i) {
-            if self.too_deep {
+            if self.stopped {
                 return;
             }
             match c {
@@ -197,6 +216,7 @@ impl Scan<'_> {
                     self.skip_to_eol();
                 }
                 b'[' | b'{' if *node_start || self.flow > 0 => {
+                    self.value();
                     self.flow += 1;
                     self.depth_check();
                     self.i += 1;
@@ -212,10 +232,12 @@ impl Scan<'_> {
                     *node_start = true;
                 }
                 b'"' if *node_start => {
+                    self.value();
                     self.skip_double();
                     *node_start = false;
                 }
                 b'\'' if *node_start => {
+                    self.value();
                     self.skip_single();
                     *node_start = false;
                 }
@@ -233,10 +255,14 @@ impl Scan<'_> {
                     *node_start = true;
                 }
                 b'&' | b'*' if *node_start => {
+                    if c == b'*' {
+                        self.value();
+                    }
                     self.skip_name();
                     *node_start = c == b'&';
                 }
                 b'|' | b'>' if *node_start && self.flow == 0 => {
+                    self.value();
                     self.skip_block_scalar();
                     *node_start = true;
                     return;
@@ -266,6 +292,7 @@ impl Scan<'_> {
                             format!("{name} where YAML needs a plain space (U+0020)"),
                         );
                     }
+                    self.value();
                     self.skip_plain();
                     *node_start = false;
                     *in_plain = true;
@@ -423,6 +450,16 @@ mod tests {
         ] {
             assert!(prescan(&doc).is_empty(), "{doc}: {:?}", prescan(&doc));
         }
+    }
+
+    #[test]
+    fn a_flat_list_of_too_many_values_is_found_early() {
+        let doc = format!("a: [{}]\n", "a,".repeat(500_000));
+        let f = prescan(&doc);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].message.contains("more than 10000 values"), "{f:?}");
+        assert!(f[0].offset < 50_000, "{f:?}");
+        assert!(prescan(&format!("a: [{}]\n", "a,".repeat(9_000))).is_empty());
     }
 
     #[test]

@@ -12,6 +12,10 @@ use super::problem::{Problem, suggest};
 use super::timing::check_timing;
 use crate::template;
 
+/// The longest regex compiled: compiling is the costly part of validation, and no marker or
+/// expectation needs more.
+const MAX_REGEX: usize = 4096;
+
 /// Phase names with a meaning of their own.
 pub const IMPLICIT_PHASES: [&str; 2] = ["start", "exited"];
 
@@ -42,6 +46,14 @@ impl Ctx<'_> {
     }
 
     fn regex(&mut self, field: String, anchor: Option<&str>, key: &str, re: &str) {
+        if re.len() > MAX_REGEX {
+            let message = format!(
+                "a regex of {} bytes; expected at most {MAX_REGEX} (a line to match, not a file)",
+                re.len()
+            );
+            self.report(field, anchor, key, None, message);
+            return;
+        }
         self.template(field.clone(), anchor, key, re);
         let probe = re
             .replace("${trial.port}", "1")
