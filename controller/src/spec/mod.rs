@@ -34,10 +34,10 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<Loaded>, Invalid> {
                 line: 0,
                 column: 0,
                 field: String::new(),
-                message: format!(
-                    "no experiment in this file; expected a YAML document with `apiVersion: atropos/v1` \
-                     and `kind: Experiment` (the file is empty or holds only comments)"
-                ),
+                message: "no experiment in this file; expected a YAML document with \
+                          `apiVersion: atropos/v1` and `kind: Experiment` (the file is empty or \
+                          holds only comments)"
+                    .into(),
             }),
             Ok(mut l) => loaded.append(&mut l),
             Err(Invalid(mut p)) => problems.append(&mut p),
