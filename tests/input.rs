@@ -270,3 +270,24 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_plain_lines() {
         "plain lines without a terminal:\n{stderr}"
     );
 }
+
+#[test]
+fn a_file_without_an_experiment_is_said_so_by_validate_and_run_alike() {
+    let dir = tempdir();
+    for (name, text) in [("empty.yaml", ""), ("comments.yaml", "# later\n---\n")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        for args in [
+            &["validate"][..],
+            &["run", "--no-db"],
+            &["run", "--dry-run"],
+        ] {
+            let out = atropos().args(args).arg(&path).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {name}: {stderr}");
+            let expected = format!("{}: no experiment in this file", path.display());
+            assert!(stderr.contains(&expected), "{args:?} {name}: {stderr}");
+            assert!(!stderr.contains("--filter"), "{args:?} {name}: {stderr}");
+        }
+    }
+}

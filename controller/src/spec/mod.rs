@@ -4,6 +4,8 @@ mod expansion;
 mod experiment;
 mod limits;
 mod load;
+#[cfg(test)]
+mod loader_properties;
 mod locate;
 mod names;
 mod offset;
