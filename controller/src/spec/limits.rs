@@ -61,7 +61,7 @@ pub fn read_bounded(file: &Path) -> Result<String, Problem> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(too_big(bytes.len() as u64));
     }
-    String::from_utf8(bytes).map_err(|err| {
+    let text = String::from_utf8(bytes).map_err(|err| {
         let bytes = err.as_bytes();
         let at = err.utf8_error().valid_up_to();
         let valid = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
@@ -88,6 +88,40 @@ pub fn read_bounded(file: &Path) -> Result<String, Problem> {
                 bytes[at]
             ),
         }
+    })?;
+    check_printable(file, &text)?;
+    Ok(text)
+}
+
+/// Refuses the characters YAML does not allow in a stream (C0 and C1 controls other than
+/// tab, line breaks and U+0085; DEL; U+FFFE and U+FFFF) with their place: the library says
+/// only "at position N" of the document.
+fn check_printable(file: &Path, text: &str) -> Result<(), Problem> {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{85}')
+            || !(c.is_control() || c == '\u{fffe}' || c == '\u{ffff}')
+    };
+    let Some((at, c)) = text.char_indices().find(|&(_, c)| !allowed(c)) else {
+        return Ok(());
+    };
+    let before = &text[..at];
+    Err(Problem {
+        file: file.to_owned(),
+        line: before.matches('\n').count() + 1,
+        column: before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1,
+        field: String::new(),
+        message: format!(
+            "the control character U+{:04X} at byte offset {at}; expected printable text \
+             (write it as an escape such as \\x{:02x} inside double quotes)",
+            u32::from(c),
+            u32::from(c)
+        ),
     })
 }
 
@@ -113,6 +147,16 @@ mod tests {
             p.message.contains("byte offset 39") && p.message.contains("0xe9"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn a_control_character_is_named_with_its_place() {
+        let (_d, path) = write(b"a: 1\nb: x\x07y\n");
+        let p = read_bounded(&path).unwrap_err();
+        assert_eq!((p.line, p.column), (2, 5), "{p}");
+        assert!(p.message.contains("U+0007 at byte offset 9"), "{p}");
+        let (_d, path) = write(b"a: 1\r\n\tb: \"\xc2\x85\"\n");
+        read_bounded(&path).unwrap();
     }
 
     #[test]

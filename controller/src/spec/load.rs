@@ -8,7 +8,7 @@ use regex::Regex;
 use super::expansion::check_expansion;
 use super::experiment::Experiment;
 use super::limits::read_bounded;
-use super::prescan::prescan;
+use super::prescan::scan;
 use super::problem::{Invalid, Problem, suggest};
 
 /// One experiment and where it came from.
@@ -86,9 +86,9 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
         if only_comments(&doc) {
             continue;
         }
-        let findings = prescan(&doc);
-        if !findings.is_empty() {
-            problems.extend(findings.into_iter().map(|f| {
+        let scanned = scan(&doc);
+        if !scanned.findings.is_empty() {
+            problems.extend(scanned.findings.into_iter().map(|f| {
                 let (line, column) = line_column(&doc, f.offset);
                 Problem {
                     file: file.to_owned(),
@@ -100,8 +100,26 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
             }));
             continue;
         }
-        // Counted first, so that aliases cannot make the real parse expensive.
-        let parsed = check_expansion(&doc).and_then(|()| serde_yaml::from_str::<Experiment>(&doc));
+        // With aliases, counted first, so that they cannot make the real parse expensive;
+        // without, the pre-scan has bounded the document as written.
+        let expanded = if scanned.aliases > 0 {
+            check_expansion(&doc)
+        } else {
+            Ok(())
+        };
+        let parsed = expanded.and_then(|()| {
+            serde_yaml::from_str::<Experiment>(&doc).map_err(|err| {
+                // The library reports a syntax error only once the experiment's shape is
+                // complete, so a broken indentation showed as "missing field"; the walk
+                // goes to the end and finds it. Only for documents small enough that a
+                // second parse stays cheap (with aliases, the walk has run already).
+                let unwalked = scanned.aliases == 0 && doc.len() <= MAX_REWALKED;
+                match unwalked.then(|| check_expansion(&doc)) {
+                    Some(Err(syntax)) => syntax,
+                    _ => err,
+                }
+            })
+        });
         match parsed {
             Ok(experiment) => loaded.push(Loaded {
                 file: file.to_owned(),
@@ -110,7 +128,7 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
                 first_line,
                 experiment,
             }),
-            Err(err) => problems.push(problem_from_yaml(file, first_line, &err)),
+            Err(err) => problems.push(problem_from_yaml(file, first_line, &doc, &err)),
         }
     }
     if problems.is_empty() {
@@ -119,6 +137,9 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
         Err(Invalid(problems))
     }
 }
+
+/// The largest document walked again to find a syntax error behind a shape error.
+const MAX_REWALKED: usize = 64 << 10;
 
 /// Whether `doc` holds no YAML node: blank lines, comments, directives, markers only.
 fn only_comments(doc: &str) -> bool {
@@ -198,15 +219,29 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     docs
 }
 
-fn problem_from_yaml(file: &Path, first_line: usize, err: &serde_yaml::Error) -> Problem {
-    let (line, column) = err
-        .location()
-        .map_or((first_line, 1), |l| (l.line() + first_line - 1, l.column()));
-    let mut message = err.to_string();
-    // The location goes in front, not at the end.
-    if let Some(at) = message.rfind(" at line ") {
-        message.truncate(at);
+fn problem_from_yaml(
+    file: &Path,
+    first_line: usize,
+    doc: &str,
+    err: &serde_yaml::Error,
+) -> Problem {
+    // The reader's errors ("at position N", no line) cannot happen: read_bounded refused
+    // what they are about (invalid UTF-8, control characters) with its place already.
+    let (mut line, mut column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
+    // The library puts a duplicate key at its mapping's start; point at the second one.
+    if let Some(key) = Regex::new(r"duplicate field `([^`]+)`")
+        .ok()
+        .and_then(|re| Some(re.captures(&err.to_string())?.get(1)?.as_str().to_owned()))
+        && let Some(at) = second_key(doc, line, &key)
+    {
+        (line, column) = line_column(doc, at);
     }
+    let line = line + first_line - 1;
+    // The location goes in front, once: the library also writes it (and that of the
+    // enclosing collection) into the message, counted from the document, not the file.
+    let message = Regex::new(r" at line \d+ column \d+")
+        .map(|re| re.replace_all(&err.to_string(), "").into_owned())
+        .unwrap_or_else(|_| err.to_string());
     let (field, mut message) = match message.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') && !path.is_empty() => {
             (path.to_owned(), rest.to_owned())
@@ -223,6 +258,20 @@ fn problem_from_yaml(file: &Path, first_line: usize, err: &serde_yaml::Error) ->
         field,
         message,
     }
+}
+
+/// The byte offset of the second `key:` at or after 1-based `line` of `doc`.
+fn second_key(doc: &str, line: usize, key: &str) -> Option<usize> {
+    let start: usize = doc.split_inclusive('\n').take(line - 1).map(str::len).sum();
+    let re = Regex::new(&format!(
+        r#"(?m)(?:^|[\s{{,])["']?({})["']?\s*:"#,
+        regex::escape(key)
+    ))
+    .ok()?;
+    re.captures_iter(&doc[start..])
+        .nth(1)
+        .and_then(|c| c.get(1))
+        .map(|m| start + m.start())
 }
 
 /// `; did you mean `signal`?` for serde's unknown field/variant errors.
@@ -272,6 +321,27 @@ spec:
         assert!(p.message.contains("unknown field `sigal`"), "{p}");
         assert!(p.message.ends_with("did you mean `signal`?"), "{p}");
         assert!(p.field.starts_with("spec.faults[0]"), "{p}");
+    }
+
+    #[test]
+    fn a_syntax_error_says_its_place_once_counted_from_the_file_start() {
+        let text = format!("{GOOD}---\n{}", GOOD.replace("  faults:", " faults:"));
+        let (_d, path) = write(&text);
+        let err = load_file(&path).unwrap_err();
+        let p = &err.0[0];
+        assert_eq!(p.line, 14, "{p}");
+        assert!(!p.message.contains(" at line "), "{p}");
+        assert!(p.message.contains("while parsing a block mapping"), "{p}");
+    }
+
+    #[test]
+    fn a_duplicate_key_is_shown_where_it_repeats() {
+        let text = format!("{GOOD}---\n{GOOD}  trials: 2\n  seed: 1\n  trials: 3\n");
+        let (_d, path) = write(&text);
+        let err = load_file(&path).unwrap_err();
+        let p = &err.0[0];
+        assert_eq!((p.line, p.column), (18, 3), "{p}");
+        assert!(p.message.contains("duplicate field `trials`"), "{p}");
     }
 
     #[test]

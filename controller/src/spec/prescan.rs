@@ -21,6 +21,15 @@ pub struct Finding {
     pub message: String,
 }
 
+/// What the pre-scan saw in a document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scanned {
+    /// What it refuses, in order.
+    pub findings: Vec<Finding>,
+    /// How many `*alias` uses it passed: with none, the document is as big as written.
+    pub aliases: usize,
+}
+
 /// At most this many findings per document: the first few say enough.
 const MAX_FINDINGS: usize = 10;
 
@@ -32,10 +41,12 @@ struct Scan<'a> {
     findings: Vec<Finding>,
     stopped: bool,
     values: usize,
+    aliases: usize,
 }
 
-/// Scans `doc` for nesting deeper than [`MAX_DEPTH`], tags and look-alike spaces.
-pub fn prescan(doc: &str) -> Vec<Finding> {
+/// Scans `doc` for nesting deeper than [`MAX_DEPTH`], too many values, tags and look-alike
+/// spaces and tabs where YAML needs a space.
+pub fn scan(doc: &str) -> Scanned {
     let mut s = Scan {
         b: doc.as_bytes(),
         i: 0,
@@ -44,9 +55,19 @@ pub fn prescan(doc: &str) -> Vec<Finding> {
         findings: Vec::new(),
         stopped: false,
         values: 0,
+        aliases: 0,
     };
     s.run();
-    s.findings
+    Scanned {
+        findings: s.findings,
+        aliases: s.aliases,
+    }
+}
+
+/// The findings of [`scan`] alone.
+#[cfg(test)]
+fn prescan(doc: &str) -> Vec<Finding> {
+    scan(doc).findings
 }
 
 fn is_blank(c: u8) -> bool {
@@ -125,6 +146,10 @@ impl Scan<'_> {
         // indented line continues.
         let mut in_plain = false;
         let mut node_start = true;
+        // A byte order mark may open the stream; it is not indentation.
+        if self.b.starts_with("\u{feff}".as_bytes()) {
+            self.i = 3;
+        }
         while self.i < self.b.len() && !self.stopped {
             // At the start of a line.
             let line_start = self.i;
@@ -138,6 +163,7 @@ impl Scan<'_> {
                 self.i += 1;
             }
             let indent = (self.i - line_start) as isize;
+            let tab = (self.peek(self.i) == Some(b'\t')).then_some(self.i);
             if let Some((name, _)) = lookalike_space(self.b, self.i) {
                 self.find(
                     self.i,
@@ -164,6 +190,12 @@ impl Scan<'_> {
                 if continues {
                     node_start = false;
                 } else {
+                    if let Some(at) = tab {
+                        self.find(
+                            at,
+                            "a tab in the indentation; YAML indents with spaces only".into(),
+                        );
+                    }
                     self.open_block(indent);
                     node_start = true;
                 }
@@ -257,6 +289,7 @@ impl Scan<'_> {
                 b'&' | b'*' if *node_start => {
                     if c == b'*' {
                         self.value();
+                        self.aliases += 1;
                     }
                     self.skip_name();
                     *node_start = c == b'&';
@@ -510,9 +543,25 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_not_indentation_but_a_tab_is_named() {
+        assert!(prescan("\u{feff}a: 1\n").is_empty());
+        let f = prescan("a:\n\tb: 1\n");
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].offset, 3);
+        assert!(f[0].message.contains("a tab in the indentation"), "{f:?}");
+        assert!(prescan("a: 1\t# tabs between are fine\n\t\n").is_empty());
+    }
+
+    #[test]
     fn a_plain_scalar_continued_on_the_next_line_is_not_read_as_a_quote() {
         let doc = format!("a: hello\n  'world\nb: {}\n", "[".repeat(40));
         assert!(deep(&doc));
+    }
+
+    #[test]
+    fn aliases_are_counted_and_stars_in_scalars_are_not() {
+        assert_eq!(scan("a: &x 1\nb: *x\nc: [*x, *x]\n").aliases, 3);
+        assert_eq!(scan("a: \"*x\"\nb: 2*3\nc: |\n  *x\n").aliases, 0);
     }
 
     #[test]
