@@ -1,5 +1,7 @@
-//! Reading experiment files: folders recursively, several documents per file, errors with
-//! file, line, column, the field, and a suggestion for misspelt keys.
+//! Reading experiment files: folders recursively, several documents per file (`---`, with
+//! `%YAML` directives), errors with file, line, column, the field, and a suggestion for
+//! misspelt keys. Every bound on a hostile file is checked before the work it guards: see
+//! [`super::limits`].
 
 use std::path::{Path, PathBuf};
 

@@ -134,8 +134,7 @@ fn startable(
         return Ok(());
     }
     if program.contains('/') {
-        // Shown without the `./` steps, which `components` drops.
-        let path: PathBuf = resolve(cwd, program).components().collect();
+        let path = resolve(cwd, program);
         return executable(&path).map_err(|why| {
             let help = if why == Why::Missing {
                 "build it first, or correct the path: a relative path is taken from the \
@@ -144,7 +143,10 @@ fn startable(
                 "make it executable (chmod +x), or run it through its interpreter, \
                  e.g. [\"sh\", \"script.sh\"]"
             };
-            (format!("`{program}` ({}) {why}", path.display()), help)
+            (
+                format!("`{program}` ({}) {why}", shown(&path).display()),
+                help,
+            )
         });
     }
     let default_path = std::ffi::OsString::from("/bin:/usr/bin");
@@ -177,6 +179,22 @@ fn startable(
         "install it or build it first, or give its path (relative to the target's cwd)"
     };
     Err((message, help))
+}
+
+/// `path` without its `.` and `..` steps, for reading (the check used the path as is).
+fn shown(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +269,14 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let (message, _) = startable("./sub", dir.path(), None).unwrap_err();
         assert!(message.contains("is not a file"), "{message}");
+    }
+
+    #[test]
+    fn a_path_is_shown_without_dot_steps() {
+        assert_eq!(
+            shown(Path::new("/a/b/./../bin/./app")),
+            PathBuf::from("/a/bin/app")
+        );
     }
 
     #[test]
