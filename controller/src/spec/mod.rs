@@ -1,9 +1,10 @@
 //! Experiment files: the format, loading with located errors, and meaning checks.
 //!
-//! A file goes through the limits (`limits.rs`: size, UTF-8, printable), then each document through the
-//! pre-scan (depth, values, tags, look-alike spaces) and, when it uses aliases, the
-//! expansion walk, before the YAML library builds the experiment; then [`validate`] checks
-//! meaning, and `atropos run` checks that every target can start ([`check_targets`]).
+//! A file goes through the limits (`limits.rs`: size, UTF-8, printable), then each document
+//! through the pre-scan (depth, values, tags, look-alike spaces) and, when it uses aliases,
+//! the expansion walk, before the YAML library builds the experiment; then [`validate`]
+//! checks meaning, and `atropos run` checks that every target can start
+//! ([`check_targets`]).
 
 mod expansion;
 mod experiment;
