@@ -277,7 +277,8 @@ fn check(name: &str, path: &Path, expected: &str, place: &str, figures: &mut Vec
 }
 
 /// One test only (see the module doc), ending with the files that must pass: directives,
-/// a byte order mark, CRLF line ends and anchors within the budget.
+/// a byte order mark, CRLF line ends, anchors within the budget, and scalars and comments
+/// full of brackets, `!`, `&` and `*`.
 #[test]
 fn hostile_files_are_refused_with_their_place_within_100ms_of_cpu_and_50mib_and_benign_oddities_pass()
  {
@@ -341,6 +342,6 @@ fn hostile_files_are_refused_with_their_place_within_100ms_of_cpu_and_50mib_and_
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "ok: 6 experiments in 5 files"
+        "ok: 7 experiments in 6 files"
     );
 }

@@ -14,6 +14,16 @@ use crate::plan::{DEFAULT_TIMEOUT, steps_of};
 /// Checks every phase's `within` and every fault's offsets against the trial's timeout.
 pub(super) fn check_timing(ctx: &mut Ctx<'_>, spec: &Spec) {
     let timeout = spec.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    if timeout.is_zero() {
+        ctx.report(
+            "spec.timeout".into(),
+            None,
+            "timeout",
+            None,
+            "a timeout of 0 ends every trial before it starts; expected a duration like 30s".into(),
+        );
+        return;
+    }
     let limit = timeout_words(spec.timeout, timeout);
     for (i, phase) in spec.phases.iter().enumerate() {
         let Some(within) = phase.within else { continue };
@@ -204,6 +214,29 @@ faults: []
         let phases = crate::plan::phase_plans(&spec, &vars, dir);
         let within: Vec<_> = phases.iter().map(|p| p.within).collect();
         assert_eq!(within, [None, Some(std::time::Duration::from_secs(2))]);
+    }
+
+    #[test]
+    fn a_zero_timeout_is_rejected_once() {
+        let p = problems(
+            "  faults:\n    - { name: f, signal: TERM, at: { phase: ready, offset: 1s } }\n  timeout: 0s\n",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            (p[0].field.as_str(), p[0].line),
+            ("spec.timeout", 10),
+            "{}",
+            p[0]
+        );
+    }
+
+    #[test]
+    fn a_fault_named_baseline_is_shown_where_it_is_named() {
+        let p =
+            problems("  faults:\n    - { name: baseline, signal: TERM, at: { phase: ready } }\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].line, p[0].column), (9, 15), "{}", p[0]);
+        assert!(p[0].message.contains("trial without faults"), "{}", p[0]);
     }
 
     #[test]

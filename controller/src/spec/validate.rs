@@ -273,7 +273,13 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
                 message,
             );
         } else if fault.name == "baseline" {
-            ctx.report(format!("{field}.name"), None, "faults", None, "expected a fault name other than `baseline` (the name of the trial without faults)".into());
+            ctx.report(
+                format!("{field}.name"),
+                None,
+                "name",
+                Some(crate::plan::BASELINE),
+                "`baseline` is the name of the trial without faults; expected another name".into(),
+            );
         } else if !fault_names.insert(fault.name.as_str()) {
             ctx.report(
                 format!("{field}.name"),
