@@ -133,6 +133,10 @@ fn startable(
         // Known only once the trial has its values (`${trial.dir}/app`); the spawn will say.
         return Ok(());
     }
+    if !program.contains('/') && path_var.is_some_and(|p| p.to_string_lossy().contains("${")) {
+        // A PATH made per trial (`${trial.dir}/bin:...`) is known only then, too.
+        return Ok(());
+    }
     if program.contains('/') {
         let path = resolve(cwd, program);
         return executable(&path).map_err(|why| {
@@ -280,7 +284,14 @@ mod tests {
     }
 
     #[test]
-    fn a_templated_program_is_left_to_the_spawn() {
+    fn a_templated_program_or_path_is_left_to_the_spawn() {
         startable("${trial.dir}/app", Path::new("/nonexistent"), None).unwrap();
+        startable(
+            "app",
+            Path::new("/"),
+            Some("${trial.dir}/bin:/bin".as_ref()),
+        )
+        .unwrap();
+        assert!(startable("app", Path::new("/"), Some("/bin".as_ref())).is_err());
     }
 }
