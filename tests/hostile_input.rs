@@ -4,7 +4,8 @@
 //! The cases are the small files of `tests/hostile/` (each with its expected message and
 //! place below; a file without an entry fails the test) and the big ones generated here
 //! rather than committed: 60 KB and 150 KB of nested brackets, a big string aliased 999 and
-//! 20,000 times, a flat list of 500,000 values, files past the size limit.
+//! 20,000 times, a flat list of 500,000 values, 260,000 blank lines, files past the size
+//! limit.
 //!
 //! Each case runs `atropos validate` once, measured with getrusage(RUSAGE_CHILDREN): CPU is
 //! the difference before and after (the cases run one after another, and this test binary
@@ -198,6 +199,18 @@ fn generated() -> Vec<(&'static str, String, &'static str, &'static str)> {
             ":",
         ),
         (
+            "blank-lines-260k",
+            "\n".repeat(260_000),
+            "no experiment in this file",
+            "",
+        ),
+        (
+            "comment-lines-130k",
+            "#\n".repeat(130_000),
+            "no experiment in this file",
+            "",
+        ),
+        (
             "string-250k-api-version",
             experiment().replace("atropos/v1", &"x".repeat(250_000)),
             "is not supported; expected atropos/v1",
@@ -307,7 +320,7 @@ fn hostile_files_are_refused_with_their_place_within_100ms_of_cpu_and_50mib_and_
     }
     let dir = tempdir();
     let cases = generated();
-    assert_eq!(cases.len(), 14);
+    assert_eq!(cases.len(), 16);
     for (name, text, expected, place) in cases {
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, text).unwrap();

@@ -84,8 +84,13 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
     };
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
-    for (first_line, doc) in split_documents(&text) {
-        if only_comments(&doc) {
+    for Document {
+        first_line,
+        text: doc,
+        has_content,
+    } in split_documents(&text)
+    {
+        if !has_content {
             continue;
         }
         let scanned = scan(&doc);
@@ -143,16 +148,20 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
 /// The largest document walked again to find a syntax error behind a shape error.
 const MAX_REWALKED: usize = 64 << 10;
 
-/// Whether `doc` holds no YAML node: blank lines, comments, directives, markers only.
-fn only_comments(doc: &str) -> bool {
-    doc.lines().all(|l| {
-        let t = l.trim();
-        t.is_empty()
-            || t.starts_with('#')
-            || t.starts_with('%')
-            || is_marker(l, "---")
-            || is_marker(l, "...")
-    })
+/// One document of a file.
+struct Document {
+    /// The 1-based line of the file it starts on.
+    first_line: usize,
+    /// Its text.
+    text: String,
+    /// Whether it holds a YAML node (not only blank lines, comments, directives, markers).
+    has_content: bool,
+}
+
+/// Whether `line` holds something other than blanks and a comment.
+fn has_node(line: &[u8]) -> bool {
+    let first = line.iter().find(|b| !matches!(b, b' ' | b'\t'));
+    !matches!(first, None | Some(b'\n' | b'\r' | b'#'))
 }
 
 /// Whether `line` is the document marker `marker` (`---` or `...`), alone or before a comment.
@@ -181,43 +190,53 @@ fn line_column(doc: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Splits a YAML stream at `---` lines (and after `...` lines); each document with the
-/// 1-based line it starts on. Directives (`%YAML 1.1`) belong to the document after them,
-/// which then keeps its `---` line, as YAML requires after a directive.
-fn split_documents(text: &str) -> Vec<(usize, String)> {
+/// Splits a YAML stream at `---` lines (and after `...` lines). Directives (`%YAML 1.1`)
+/// belong to the document after them, which then keeps its `---` line, as YAML requires
+/// after a directive.
+///
+/// One pass over the bytes, the documents sliced out at the end: the first version asked of
+/// the whole document so far, for every line, whether it held anything, and a file of
+/// 260,000 blank lines never finished.
+fn split_documents(text: &str) -> Vec<Document> {
+    let bytes = text.as_bytes();
     let mut docs = Vec::new();
-    let mut current = String::new();
+    let mut doc = |first_line, from: usize, to: usize, has_content| {
+        docs.push(Document {
+            first_line,
+            text: text[from..to].to_owned(),
+            has_content,
+        });
+    };
+    let (mut from, mut at, mut line_no) = (0, 0, 1);
     let mut start = 1;
     let mut directives = false;
-    for (i, line) in text.lines().enumerate() {
-        let has_content = !only_comments(&current);
-        if is_marker(line, "---") {
-            if directives && !has_content {
-                current.push_str(line);
-                current.push('\n');
-                directives = false;
-                continue;
+    let mut has_content = false;
+    while at < bytes.len() {
+        // `str::find` of a char searches with memchr (it is at a line start: a boundary).
+        let end = text[at..].find('\n').map_or(bytes.len(), |nl| at + nl + 1);
+        let line = || text[at..end].trim_end_matches(['\n', '\r']);
+        match bytes[at] {
+            b'-' if is_marker(line(), "---") => {
+                if directives && !has_content {
+                    // The `---` after directives stays in their document.
+                    directives = false;
+                } else {
+                    doc(start, from, at, has_content);
+                    (from, start, has_content) = (end, line_no + 1, false);
+                }
             }
-            docs.push((start, std::mem::take(&mut current)));
-            start = i + 2;
-        } else if is_marker(line, "...") {
-            docs.push((start, std::mem::take(&mut current)));
-            start = i + 2;
-            directives = false;
-        } else if line.starts_with('%') && !has_content {
-            // Comments before the directive stay with it; their lines still count.
-            if current.is_empty() {
-                start = i + 1;
+            b'.' if is_marker(line(), "...") => {
+                doc(start, from, at, has_content);
+                (from, start, has_content, directives) = (end, line_no + 1, false, false);
             }
-            directives = true;
-            current.push_str(line);
-            current.push('\n');
-        } else {
-            current.push_str(line);
-            current.push('\n');
+            // Comments before a directive stay with it; their lines still count.
+            b'%' if !has_content => directives = true,
+            _ => has_content = has_content || has_node(&bytes[at..end]),
         }
+        at = end;
+        line_no += 1;
     }
-    docs.push((start, current));
+    doc(start, from, bytes.len(), has_content);
     docs
 }
 
