@@ -199,6 +199,18 @@ fn generated() -> Vec<(&'static str, String, &'static str, &'static str)> {
             ":",
         ),
         (
+            "faults-1000-broken",
+            experiment().split("  faults:").next().unwrap().to_owned()
+                + "  faults:\n"
+                + &(0..1000)
+                    .map(|i| {
+                        format!("    - {{ name: f{i}, signal: TERM, at: {{ phase: nope }} }}\n")
+                    })
+                    .collect::<String>(),
+            "and 990 more problems in experiment `anchors`",
+            ":1:1:",
+        ),
+        (
             "blank-lines-260k",
             "\n".repeat(260_000),
             "no experiment in this file",
@@ -320,7 +332,7 @@ fn hostile_files_are_refused_with_their_place_within_100ms_of_cpu_and_50mib_and_
     }
     let dir = tempdir();
     let cases = generated();
-    assert_eq!(cases.len(), 16);
+    assert_eq!(cases.len(), 17);
     for (name, text, expected, place) in cases {
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, text).unwrap();

@@ -217,6 +217,29 @@ faults: []
     }
 
     #[test]
+    fn past_ten_problems_the_rest_are_counted_not_located() {
+        let faults: String = (0..1000)
+            .map(|i| format!("    - {{ name: f{i}, signal: TERM, at: {{ phase: nope }} }}\n"))
+            .collect();
+        let start = std::time::Instant::now();
+        let p = problems(&format!("  faults:\n{faults}"));
+        assert_eq!(p.len(), 11, "{p:?}");
+        assert!(
+            p[10]
+                .message
+                .contains("and 990 more problems in experiment `t`"),
+            "{}",
+            p[10]
+        );
+        assert_eq!(p[10].line, 1);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
     fn a_zero_timeout_is_rejected_once() {
         let p = problems(
             "  faults:\n    - { name: f, signal: TERM, at: { phase: ready, offset: 1s } }\n  timeout: 0s\n",
