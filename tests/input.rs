@@ -270,3 +270,141 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_plain_lines() {
         "plain lines without a terminal:\n{stderr}"
     );
 }
+
+#[test]
+fn a_file_without_an_experiment_is_said_so_by_validate_and_run_alike() {
+    let dir = tempdir();
+    for (name, text) in [("empty.yaml", ""), ("comments.yaml", "# later\n---\n")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        for args in [
+            &["validate"][..],
+            &["run", "--no-db"],
+            &["run", "--dry-run"],
+        ] {
+            let out = atropos().args(args).arg(&path).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {name}: {stderr}");
+            let expected = format!("{}: no experiment in this file", path.display());
+            assert!(stderr.contains(&expected), "{args:?} {name}: {stderr}");
+            assert!(!stderr.contains("--filter"), "{args:?} {name}: {stderr}");
+        }
+    }
+}
+
+/// An experiment whose target is `command` (a YAML list body) run in `cwd`.
+fn startable_experiment(command: &str, cwd: &str) -> String {
+    format!(
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: cannot-start }}
+spec:
+  target:
+    run:
+      cwd: {cwd}
+      command: [{command}]
+  phases:
+    - {{ name: ready, marker: {{ stdout: "^ready$" }} }}
+  faults:
+    - {{ name: term, signal: SIGTERM, at: {{ phase: ready }} }}
+  trials: 3
+"#
+    )
+}
+
+#[test]
+fn a_target_that_cannot_start_is_refused_before_any_trial_with_the_place_of_command() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let tok = token("cannot-start");
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    let script = dir.path().join("bin/app");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho ready; exec sleep 30 # {tok}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cases = [
+        (
+            "missing-executable",
+            startable_experiment(&format!(r#""./bin/nope", "{tok}""#), "."),
+            ":8:7: spec.target.run.command[0]: `./bin/nope`",
+            "does not exist",
+            "help: build it first",
+        ),
+        (
+            "not-executable",
+            startable_experiment(&format!(r#""./bin/app", "{tok}""#), "."),
+            ":8:7: spec.target.run.command[0]: `./bin/app`",
+            "is not executable",
+            "help: make it executable (chmod +x)",
+        ),
+        (
+            "not-on-path",
+            startable_experiment(&format!(r#""atropos-no-such-program", "{tok}""#), "."),
+            ":8:7: spec.target.run.command[0]: `atropos-no-such-program` is not found on the PATH",
+            "",
+            "help: install it or build it first",
+        ),
+        (
+            "missing-cwd",
+            startable_experiment(
+                &format!(r#""sh", "-c", "echo ready; exec sleep 30", "{tok}""#),
+                "no/such/dir",
+            ),
+            ":7:7: spec.target.run.cwd: the working directory `no/such/dir`",
+            "does not exist",
+            "help: check `cwd`",
+        ),
+    ];
+    for (name, text, place, why, help) in cases {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        for args in [&["run", "--no-db"][..], &["run", "--dry-run"]] {
+            let out = atropos().args(args).arg(&path).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{}{place}", path.display())),
+                "{name} {args:?}: {stderr}"
+            );
+            assert!(
+                stderr.contains(why) && stderr.contains(help),
+                "{name} {args:?}: {stderr}"
+            );
+            assert!(
+                stderr.contains("1 command cannot start; nothing was run"),
+                "{stderr}"
+            );
+            assert!(
+                out.stdout.is_empty(),
+                "{name} {args:?}: no plan, no trial: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert_eq!(processes_with(&tok), vec![], "{name} {args:?}");
+        }
+        // `validate` checks the file only: a program may be built after it is written.
+        let out = atropos().arg("validate").arg(&path).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Once it can start, it runs.
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("not-executable.yaml");
+    let out = atropos()
+        .args(["run", "--dry-run"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

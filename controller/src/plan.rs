@@ -433,8 +433,7 @@ pub fn phase_plans(spec: &spec::Spec, vars: &Vars<'_>, cwd: &Path) -> Vec<inj::P
             inj::PhasePlan {
                 name: p.name.clone(),
                 marker,
-                // Filled from the phase's `within` once the format carries it.
-                within: None,
+                within: p.within,
             }
         })
         .collect()

@@ -98,6 +98,11 @@ pub(super) fn main(args: RunArgs) -> u8 {
         );
         return EXIT_INVALID;
     }
+    // Before any trial, and for the dry run too: a command that cannot start is bad input.
+    if let Err(unstartable) = crate::spec::check_targets(&plan) {
+        eprintln!("{unstartable}");
+        return EXIT_INVALID;
+    }
     if args.dry_run {
         print!("{}", dry_run(&plan));
         return EXIT_OK;

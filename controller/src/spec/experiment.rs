@@ -33,7 +33,8 @@ pub struct Experiment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
-    /// Unique name, used in reports and in `--filter`.
+    /// Unique name, used in reports and in `--filter`: letters A-Z a-z, digits, `.`, `_`
+    /// and `-`, starting with a letter or digit, at most 63 characters.
     pub name: String,
     /// Free-form labels (team, service, suite).
     #[serde(default)]
@@ -108,10 +109,17 @@ pub struct RunSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
-    /// Phase name (`init.db`, `ready`).
+    /// Phase name (`init.db`, `ready`): letters A-Z a-z, digits, `.`, `_` and `-`, starting
+    /// with a letter or digit, at most 63 characters; not `start` or `exited`.
     pub name: String,
     /// What shows the phase has been entered.
     pub marker: Marker,
+    /// Deadline for entering this phase, counted from the target's start: a start-up SLO
+    /// such as "ready within 2s". Missing it fails the trial at once, naming the phase the
+    /// target was still in. Must be more than 0 and at most the trial's `timeout`.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub within: Option<Duration>,
 }
 
 /// What shows that a phase has been entered: a map with exactly one of these keys.
@@ -179,7 +187,8 @@ impl<'de> Deserialize<'de> for PortValue {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
-    /// Unique name within the experiment.
+    /// Unique name within the experiment: letters A-Z a-z, digits, `.`, `_` and `-`,
+    /// starting with a letter or digit, at most 63 characters; not `baseline`.
     pub name: String,
     /// Signal to send (single-step fault).
     #[serde(default)]

@@ -1,11 +1,16 @@
-//! Reading experiment files: folders recursively, several documents per file, errors with
-//! file, line, column, the field, and a suggestion for misspelt keys.
+//! Reading experiment files: folders recursively, several documents per file (`---`, with
+//! `%YAML` directives), errors with file, line, column, the field, and a suggestion for
+//! misspelt keys. Every bound on a hostile file is checked before the work it guards: see
+//! [`super::limits`].
 
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
+use super::expansion::check_expansion;
 use super::experiment::Experiment;
+use super::limits::read_bounded;
+use super::prescan::scan;
 use super::problem::{Invalid, Problem, suggest};
 
 /// One experiment and where it came from.
@@ -64,17 +69,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Parses every experiment in `file`; problems carry file:line:col.
+/// Parses every experiment in `file`; problems carry file:line:col. A file with no
+/// document in it (empty, or only comments) gives no experiment and no problem: the caller
+/// decides whether that is an error.
 pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        Invalid(vec![Problem {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!("cannot read the file: {e}"),
-        }])
-    })?;
+    let text = read_bounded(file).map_err(|p| Invalid(vec![p]))?;
     let dir = file
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -85,14 +84,50 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
     };
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
-    for (first_line, doc) in split_documents(&text) {
-        if doc
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-        {
+    for Document {
+        first_line,
+        text: doc,
+        has_content,
+    } in split_documents(&text)
+    {
+        if !has_content {
             continue;
         }
-        match serde_yaml::from_str::<Experiment>(&doc) {
+        let scanned = scan(&doc);
+        if !scanned.findings.is_empty() {
+            problems.extend(scanned.findings.into_iter().map(|f| {
+                let (line, column) = line_column(&doc, f.offset);
+                Problem {
+                    file: file.to_owned(),
+                    line: line + first_line - 1,
+                    column,
+                    field: String::new(),
+                    message: f.message,
+                }
+            }));
+            continue;
+        }
+        // With aliases, counted first, so that they cannot make the real parse expensive;
+        // without, the pre-scan has bounded the document as written.
+        let expanded = if scanned.aliases > 0 {
+            check_expansion(&doc)
+        } else {
+            Ok(())
+        };
+        let parsed = expanded.and_then(|()| {
+            serde_yaml::from_str::<Experiment>(&doc).map_err(|err| {
+                // The library reports a syntax error only once the experiment's shape is
+                // complete, so a broken indentation showed as "missing field"; the walk
+                // goes to the end and finds it. Only for documents small enough that a
+                // second parse stays cheap (with aliases, the walk has run already).
+                let unwalked = scanned.aliases == 0 && doc.len() <= MAX_REWALKED;
+                match unwalked.then(|| check_expansion(&doc)) {
+                    Some(Err(syntax)) => syntax,
+                    _ => err,
+                }
+            })
+        });
+        match parsed {
             Ok(experiment) => loaded.push(Loaded {
                 file: file.to_owned(),
                 dir: dir.clone(),
@@ -100,7 +135,7 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
                 first_line,
                 experiment,
             }),
-            Err(err) => problems.push(problem_from_yaml(file, first_line, &err)),
+            Err(err) => problems.push(problem_from_yaml(file, first_line, &doc, &err)),
         }
     }
     if problems.is_empty() {
@@ -110,33 +145,124 @@ pub fn load_file(file: &Path) -> Result<Vec<Loaded>, Invalid> {
     }
 }
 
-/// Splits a YAML stream at `---` lines; each document with the 1-based line it starts on.
-fn split_documents(text: &str) -> Vec<(usize, String)> {
-    let mut docs = Vec::new();
-    let mut current = String::new();
-    let mut start = 1;
-    for (i, line) in text.lines().enumerate() {
-        if line.starts_with("---") && line[3..].trim().is_empty() {
-            docs.push((start, std::mem::take(&mut current)));
-            start = i + 2;
-        } else {
-            current.push_str(line);
-            current.push('\n');
-        }
+/// The largest document walked again to find a syntax error behind a shape error.
+const MAX_REWALKED: usize = 64 << 10;
+
+/// One document of a file.
+struct Document {
+    /// The 1-based line of the file it starts on.
+    first_line: usize,
+    /// Its text.
+    text: String,
+    /// Whether it holds a YAML node (not only blank lines, comments, directives, markers).
+    has_content: bool,
+}
+
+/// Whether `line` holds something other than blanks and a comment.
+fn has_node(line: &[u8]) -> bool {
+    let first = line.iter().find(|b| !matches!(b, b' ' | b'\t'));
+    !matches!(first, None | Some(b'\n' | b'\r' | b'#'))
+}
+
+/// Whether `line` is the document marker `marker` (`---` or `...`), alone or before a comment.
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker).is_some_and(|rest| {
+        let rest = rest.trim_start();
+        rest.is_empty() || (rest.starts_with('#') && rest.len() < line.len() - marker.len())
+    })
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `doc`.
+fn line_column(doc: &str, offset: usize) -> (usize, usize) {
+    let mut at = offset.min(doc.len());
+    while !doc.is_char_boundary(at) {
+        at -= 1;
     }
-    docs.push((start, current));
+    let before = &doc[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// Splits a YAML stream at `---` lines (and after `...` lines). Directives (`%YAML 1.1`)
+/// belong to the document after them, which then keeps its `---` line, as YAML requires
+/// after a directive.
+///
+/// One pass over the bytes, the documents sliced out at the end: the first version asked of
+/// the whole document so far, for every line, whether it held anything, and a file of
+/// 260,000 blank lines never finished.
+fn split_documents(text: &str) -> Vec<Document> {
+    let bytes = text.as_bytes();
+    let mut docs = Vec::new();
+    let mut doc = |first_line, from: usize, to: usize, has_content| {
+        docs.push(Document {
+            first_line,
+            text: text[from..to].to_owned(),
+            has_content,
+        });
+    };
+    let (mut from, mut at, mut line_no) = (0, 0, 1);
+    let mut start = 1;
+    let mut directives = false;
+    let mut has_content = false;
+    while at < bytes.len() {
+        // `str::find` of a char searches with memchr (it is at a line start: a boundary).
+        let end = text[at..].find('\n').map_or(bytes.len(), |nl| at + nl + 1);
+        let line = || text[at..end].trim_end_matches(['\n', '\r']);
+        match bytes[at] {
+            b'-' if is_marker(line(), "---") => {
+                if directives && !has_content {
+                    // The `---` after directives stays in their document.
+                    directives = false;
+                } else {
+                    doc(start, from, at, has_content);
+                    (from, start, has_content) = (end, line_no + 1, false);
+                }
+            }
+            b'.' if is_marker(line(), "...") => {
+                doc(start, from, at, has_content);
+                (from, start, has_content, directives) = (end, line_no + 1, false, false);
+            }
+            // Comments before a directive stay with it; their lines still count.
+            b'%' if !has_content => directives = true,
+            _ => has_content = has_content || has_node(&bytes[at..end]),
+        }
+        at = end;
+        line_no += 1;
+    }
+    doc(start, from, bytes.len(), has_content);
     docs
 }
 
-fn problem_from_yaml(file: &Path, first_line: usize, err: &serde_yaml::Error) -> Problem {
-    let (line, column) = err
-        .location()
-        .map_or((first_line, 1), |l| (l.line() + first_line - 1, l.column()));
-    let mut message = err.to_string();
-    // The location goes in front, not at the end.
-    if let Some(at) = message.rfind(" at line ") {
-        message.truncate(at);
+fn problem_from_yaml(
+    file: &Path,
+    first_line: usize,
+    doc: &str,
+    err: &serde_yaml::Error,
+) -> Problem {
+    // The reader's errors ("at position N", no line) cannot happen: read_bounded refused
+    // what they are about (invalid UTF-8, control characters) with its place already.
+    let (mut line, mut column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
+    // The library puts a duplicate key at its mapping's start; point at the second one.
+    if let Some(key) = Regex::new(r"duplicate field `([^`]+)`")
+        .ok()
+        .and_then(|re| Some(re.captures(&err.to_string())?.get(1)?.as_str().to_owned()))
+        && let Some(at) = second_key(doc, line, &key)
+    {
+        (line, column) = line_column(doc, at);
     }
+    let line = line + first_line - 1;
+    // The location goes in front, once: the library also writes it (and that of the
+    // enclosing collection) into the message, counted from the document, not the file.
+    let message = Regex::new(r" at line \d+ column \d+")
+        .map(|re| re.replace_all(&err.to_string(), "").into_owned())
+        .unwrap_or_else(|_| err.to_string());
     let (field, mut message) = match message.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') && !path.is_empty() => {
             (path.to_owned(), rest.to_owned())
@@ -153,6 +279,20 @@ fn problem_from_yaml(file: &Path, first_line: usize, err: &serde_yaml::Error) ->
         field,
         message,
     }
+}
+
+/// The byte offset of the second `key:` at or after 1-based `line` of `doc`.
+fn second_key(doc: &str, line: usize, key: &str) -> Option<usize> {
+    let start: usize = doc.split_inclusive('\n').take(line - 1).map(str::len).sum();
+    let re = Regex::new(&format!(
+        r#"(?m)(?:^|[\s{{,])["']?({})["']?\s*:"#,
+        regex::escape(key)
+    ))
+    .ok()?;
+    re.captures_iter(&doc[start..])
+        .nth(1)
+        .and_then(|c| c.get(1))
+        .map(|m| start + m.start())
 }
 
 /// `; did you mean `signal`?` for serde's unknown field/variant errors.
@@ -205,6 +345,27 @@ spec:
     }
 
     #[test]
+    fn a_syntax_error_says_its_place_once_counted_from_the_file_start() {
+        let text = format!("{GOOD}---\n{}", GOOD.replace("  faults:", " faults:"));
+        let (_d, path) = write(&text);
+        let err = load_file(&path).unwrap_err();
+        let p = &err.0[0];
+        assert_eq!(p.line, 14, "{p}");
+        assert!(!p.message.contains(" at line "), "{p}");
+        assert!(p.message.contains("while parsing a block mapping"), "{p}");
+    }
+
+    #[test]
+    fn a_duplicate_key_is_shown_where_it_repeats() {
+        let text = format!("{GOOD}---\n{GOOD}  trials: 2\n  seed: 1\n  trials: 3\n");
+        let (_d, path) = write(&text);
+        let err = load_file(&path).unwrap_err();
+        let p = &err.0[0];
+        assert_eq!((p.line, p.column), (18, 3), "{p}");
+        assert!(p.message.contains("duplicate field `trials`"), "{p}");
+    }
+
+    #[test]
     fn second_document_errors_count_lines_from_the_file_start() {
         let text = format!("{GOOD}---\n{}", GOOD.replace("SIGTERM", "SIGTREM"));
         let (_d, path) = write(&text);
@@ -222,5 +383,73 @@ spec:
         assert_eq!(loaded.len(), 2);
         assert_eq!(loaded[1].first_line, 9);
         assert_eq!(loaded[1].experiment.metadata.name, "b");
+    }
+
+    #[test]
+    fn a_yaml_directive_header_is_accepted() {
+        let (_d, path) = write(&format!("# an experiment\n%YAML 1.1\n---\n{GOOD}"));
+        let loaded = load_file(&path).unwrap();
+        assert_eq!(loaded.len(), 1);
+        let text = format!("%YAML 1.1\n---\n{GOOD}---\n{}", GOOD.replace("sigal", "x"));
+        let (_d, path) = write(&text.replace("SIGTERM", "SIGTREM"));
+        let err = load_file(&path).unwrap_err();
+        assert_eq!(
+            err.0[0].line, 9,
+            "lines still count from the file start: {}",
+            err.0[0]
+        );
+    }
+
+    #[test]
+    fn a_tag_is_an_error_at_its_line_and_column() {
+        let (_d, path) = write(&format!("{GOOD}  trials: !!null 5\n"));
+        let err = load_file(&path).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let p = &err.0[0];
+        assert_eq!((p.line, p.column), (8, 11), "{p}");
+        assert!(p.message.contains("the tag `!!null`"), "{p}");
+    }
+
+    #[test]
+    fn an_empty_or_comment_only_file_holds_no_experiment() {
+        for text in [
+            "",
+            "\n\n",
+            "# nothing yet\n---\n# still nothing\n",
+            "---\n...\n",
+        ] {
+            let (_d, path) = write(text);
+            assert!(load_file(&path).unwrap().is_empty(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_lookalike_space_in_a_name_is_named() {
+        let (_d, path) = write(&GOOD.replace("name: f,", "name: \"f\u{3000}g\","));
+        let loaded = load_file(&path).unwrap();
+        let problems = crate::spec::validate(&loaded);
+        let named: Vec<_> = problems
+            .iter()
+            .filter(|p| p.field == "spec.faults[0].name")
+            .collect();
+        assert_eq!(named.len(), 1, "{problems:?}");
+        assert!(
+            named[0]
+                .message
+                .contains("character 2 is U+3000 IDEOGRAPHIC SPACE"),
+            "{}",
+            named[0]
+        );
+        assert_eq!((named[0].line, named[0].column), (7, 16), "{}", named[0]);
+    }
+
+    #[test]
+    fn aliases_that_expand_past_the_budget_are_refused_before_the_parse() {
+        // The key is unknown too, but the budget is checked before the parse would say so.
+        let big = "x".repeat(100_000);
+        let text = format!("{GOOD}x: [&big {big}, {}]\n", "*big, ".repeat(20));
+        let (_d, path) = write(&text);
+        let err = load_file(&path).unwrap_err();
+        assert!(err.0[0].message.contains("KiB of text"), "{}", err.0[0]);
     }
 }

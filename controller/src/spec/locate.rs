@@ -15,6 +15,18 @@ pub struct Spot {
     pub column: usize,
 }
 
+/// How much of a value is searched for: enough to find it, and the search stays cheap
+/// however long the value is (a regex built from a 250 KB value took over half a second).
+const MAX_SEARCHED: usize = 64;
+
+/// The start of `text`, at most [`MAX_SEARCHED`] characters, and whether it was cut.
+fn prefix(text: &str) -> (&str, bool) {
+    match text.char_indices().nth(MAX_SEARCHED) {
+        Some((at, _)) => (&text[..at], true),
+        None => (text, false),
+    }
+}
+
 /// Locates `key:` (preferably followed by `value`) at or after the anchor line in `doc`.
 pub fn locate(doc: &str, anchor: Option<&str>, key: &str, value: Option<&str>) -> Spot {
     let start = anchor.and_then(|a| find_name(doc, a)).unwrap_or(0);
@@ -22,6 +34,7 @@ pub fn locate(doc: &str, anchor: Option<&str>, key: &str, value: Option<&str>) -
     let key_re = format!(r"(?m)(?:^|[\s{{,\-])({})\s*:", regex::escape(key));
     let found = value
         .and_then(|v| {
+            let (v, _) = prefix(v);
             let re = Regex::new(&format!(r#"{key_re}\s*["']?({})"#, regex::escape(v))).ok()?;
             re.captures(tail).and_then(|c| c.get(2)).map(|m| m.start())
         })
@@ -37,11 +50,9 @@ pub fn locate(doc: &str, anchor: Option<&str>, key: &str, value: Option<&str>) -
 
 /// The byte offset of `name: <name>` in `doc`.
 pub fn find_name(doc: &str, name: &str) -> Option<usize> {
-    let re = Regex::new(&format!(
-        r#"name\s*:\s*["']?{}["']?\s*[,}}\n]"#,
-        regex::escape(name)
-    ))
-    .ok()?;
+    let (name, cut) = prefix(name);
+    let end = if cut { "" } else { r#"["']?\s*[,}\n]"# };
+    let re = Regex::new(&format!(r#"name\s*:\s*["']?{}{end}"#, regex::escape(name))).ok()?;
     re.find(doc).map(|m| m.start())
 }
 
@@ -85,6 +96,22 @@ mod tests {
                 column: 48
             }
         );
+    }
+
+    #[test]
+    fn finds_a_long_value_by_its_start() {
+        let long = "x".repeat(300_000);
+        let doc = format!("a: 1\nkind: {long}\n- name: {long}\n  signal: TERM\n");
+        let start = std::time::Instant::now();
+        assert_eq!(
+            locate(&doc, None, "kind", Some(&long)),
+            Spot { line: 2, column: 7 }
+        );
+        assert_eq!(
+            locate(&doc, Some(&long), "signal", None),
+            Spot { line: 4, column: 3 }
+        );
+        assert!(start.elapsed() < std::time::Duration::from_millis(100));
     }
 
     #[test]
