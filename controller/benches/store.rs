@@ -17,6 +17,11 @@
 //!    with a 95% bootstrap interval (single runs on this kind of machine vary by ±10%), the
 //!    medians, the CPU time of the runs, and (from a 2-trial run) the part that is paid once
 //!    per run rather than per trial.
+//! 4. (alone with `ATROPOS_BENCH_ONLY=write`) what the writer spends per trial, in-process
+//!    and without any target around it: 601 synthetic trials committed through the
+//!    [`Recorder`] in batches of 1, 7, 25 (a 20 ms batch of the cheapest trials with
+//!    `--jobs 2`), 100 and 601, `ATROPOS_BENCH_WRITE_ROUNDS` times each (default 15), with
+//!    the median and the spread of the rounds.
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
@@ -266,6 +271,61 @@ async fn overhead() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU time (user + system) of this process so far, all threads, in seconds.
+fn process_cpu() -> f64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9)
+}
+
+/// What committing a trial costs the writer, by batch size (see the module's doc).
+async fn write_cost() -> anyhow::Result<()> {
+    let rounds = env_or("ATROPOS_BENCH_WRITE_ROUNDS", 15);
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("write.db");
+    let exp = synthetic::experiment(0, PHASES, FAULTS);
+    let now = atropos::record::unix_now();
+    for batch in [1, 7, 25, 100, 601] {
+        let (mut per_trial, mut cpu_per_trial) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let events = synthetic::run(
+                &format!("w{batch}-{round}"),
+                now,
+                round,
+                std::slice::from_ref(&exp),
+                100,
+            );
+            let [start, trials @ .., end] = events.as_slice() else {
+                anyhow::bail!("a synthetic run has a start and an end");
+            };
+            assert_eq!(trials.len(), 601);
+            let mut recorder = Recorder::open(&db).await?;
+            recorder.record(start).await?;
+            let (began, cpu) = (Instant::now(), process_cpu());
+            for chunk in trials.chunks(batch) {
+                recorder.record_batch(chunk).await?;
+            }
+            per_trial.push(began.elapsed().as_secs_f64() / trials.len() as f64);
+            cpu_per_trial.push((process_cpu() - cpu) / trials.len() as f64);
+            recorder.record(end).await?;
+            recorder.close().await?;
+        }
+        per_trial.sort_by(f64::total_cmp);
+        cpu_per_trial.sort_by(f64::total_cmp);
+        let at = |v: &[f64], q: f64| v[((q * v.len() as f64) as usize).min(v.len() - 1)] * 1e6;
+        println!(
+            "write cost per trial, batches of {batch:>3}: wall median {:>5.1} µs (min {:.1}, p90 {:.1}); CPU median {:>5.1} µs (min {:.1}, p90 {:.1}); {rounds} rounds",
+            at(&per_trial, 0.5),
+            per_trial[0] * 1e6,
+            at(&per_trial, 0.9),
+            at(&cpu_per_trial, 0.5),
+            cpu_per_trial[0] * 1e6,
+            at(&cpu_per_trial, 0.9),
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         // `cargo test --benches` and `--list` probes: nothing to do.
@@ -282,8 +342,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        if std::env::var("ATROPOS_BENCH_ONLY").is_ok_and(|v| v == "overhead") {
-            return overhead().await;
+        match std::env::var("ATROPOS_BENCH_ONLY").as_deref() {
+            Ok("overhead") => return overhead().await,
+            Ok("write") => return write_cost().await,
+            _ => {}
         }
         if !db.exists() {
             eprintln!("filling {} ...", db.display());

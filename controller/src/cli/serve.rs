@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{EXIT_INVALID, EXIT_OK};
-use crate::dashboard::{AppState, app};
+use crate::dashboard::host::{AllowedHosts, HostPattern};
+use crate::dashboard::server::{self, Limits};
+use crate::dashboard::{AppState, app, host};
 use crate::store::Store;
 
 /// How often runs whose atropos died are looked for.
@@ -22,6 +24,34 @@ pub struct ServeArgs {
     /// Address and port to listen on (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
+    /// Another host name the dashboard answers for, besides `localhost`, `127.0.0.1`,
+    /// `[::1]` and the `--listen` address (NAME: on any port; NAME:PORT: on that one).
+    /// Requests for any other `Host` get 421. Repeat for more.
+    #[arg(long = "allow-host", value_name = "NAME[:PORT]")]
+    allow_host: Vec<HostPattern>,
+    /// Connections open at once; when all are taken, the oldest idle one is closed to make
+    /// room.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_connections: u32,
+    /// Time a client has to send a request's head; also how long a kept-alive connection
+    /// may stay idle.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    header_timeout: Duration,
+    /// Time a page has to be computed before the request is answered with 503.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    request_timeout: Duration,
+    /// Time a connection may go without a byte read or written before it is closed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
+    idle_timeout: Duration,
+}
+
+/// A humantime duration greater than zero (`500ms`, `10s`).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(err) => Err(format!("{err} (expected a duration such as 500ms or 10s)")),
+    }
 }
 
 pub(super) fn main(args: ServeArgs) -> u8 {
@@ -65,8 +95,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         })
     };
-    axum::serve(listener, app(AppState { store }))
-        .with_graceful_shutdown(shutdown())
+    let hosts = AllowedHosts::new(addr, &args.allow_host);
+    tracing::info!(
+        hosts = %hosts.patterns().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        "the dashboard answers for these host names"
+    );
+    let limits = Limits {
+        header_timeout: args.header_timeout,
+        request_timeout: args.request_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    };
+    let router = host::only_for(hosts, app(AppState { store }));
+    server::serve(listener, router, limits, shutdown())
         .await
         .context("the dashboard server failed")?;
     reaper.abort();

@@ -9,13 +9,17 @@
 //! is compiled into the binary. A page of a running run refreshes itself with a plain
 //! `<meta http-equiv="refresh">`.
 //!
-//! [`app`] builds the router, so tests call `app(state).oneshot(request)`.
+//! [`app`] builds the router, so tests call `app(state).oneshot(request)`. `atropos serve`
+//! wraps it in the [`host`] allow-list and serves it through [`server`], which bounds every
+//! connection's time and their number.
 
 mod assets;
 mod error;
 pub mod format;
+pub mod host;
 mod pages;
 mod routes;
+pub mod server;
 pub mod svg;
 
 use axum::Router;
