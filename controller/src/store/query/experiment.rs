@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::counts::Counts;
 use super::matrix::Matrix;
 use super::overview::coverage_counts;
 use super::{TrendPoint, json_list, not_found, phase_axis};
+use crate::report::model::Counts;
 use crate::store::Store;
 
 /// How many runs the history lists.

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::counts::{CellState, Counts};
 use super::{EXITED, START};
+use crate::report::model::{CellState, Counts};
 
 /// The coverage matrix.
 #[derive(Debug, Clone, Serialize)]

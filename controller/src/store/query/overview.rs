@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use sqlx::sqlite::SqliteConnection;
 
-use super::counts::Counts;
 use super::matrix::Matrix;
 use super::{json_list, phase_axis};
+use crate::report::model::Counts;
 use crate::store::Store;
 
 /// How many recent runs the pass rate and the trend cover.
