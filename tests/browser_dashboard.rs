@@ -150,7 +150,7 @@ async fn walk(client: &Client, store: &Store, base: &str) {
             let cell = cell.clone();
             async move { cell.attr(a).await.unwrap().unwrap() }
         };
-        let key = (attr("data-phase").await, attr("data-fault").await);
+        let key = (attr("data-phase").await, attr("data-kind").await);
         let counts: Vec<u64> = [
             attr("data-pass").await,
             attr("data-fail").await,
@@ -162,26 +162,26 @@ async fn walk(client: &Client, store: &Store, base: &str) {
         let class = cell.attr("class").await.unwrap().unwrap();
         shown.insert(key, (counts, class));
     }
-    assert_eq!(
-        shown.len(),
-        page.matrix.rows.len() * page.matrix.faults.len()
-    );
-    for row in &page.matrix.rows {
+    let cov = &page.matrix.coverage;
+    assert!(!cov.kinds.is_empty());
+    assert_eq!(shown.len(), cov.rows.len() * cov.kinds.len());
+    for row in &cov.rows {
         for cell in &row.cells {
-            let (counts, class) = &shown[&(row.phase.clone(), cell.fault.clone())];
+            let (counts, class) = &shown[&(row.phase.clone(), cell.kind.key().to_owned())];
             assert_eq!(
                 counts,
                 &vec![cell.counts.pass, cell.counts.fail, cell.counts.error],
                 "{} × {}",
                 row.phase,
-                cell.fault
+                cell.kind
             );
+            let optional = if cell.required { "" } else { " optional" };
             assert_eq!(
                 class,
-                &format!("cell {}", cell.state),
+                &format!("cell {}{optional}", cell.state),
                 "{} × {}",
                 row.phase,
-                cell.fault
+                cell.kind
             );
         }
     }

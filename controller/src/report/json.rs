@@ -75,7 +75,11 @@ impl JsonReport {
                 coverage: e.coverage(),
                 coverage_percent: e.coverage().percent(),
                 latency: e.latency.summary(),
-                not_landed: e.not_landed.iter().map(|(f, c)| (f.as_str(), *c)).collect(),
+                not_injected: e
+                    .not_injected
+                    .iter()
+                    .map(|(f, c)| (f.as_str(), *c))
+                    .collect(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut self.out, &experiments)?;
@@ -93,7 +97,7 @@ struct JsonExperiment<'a> {
     coverage_percent: Option<u64>,
     coverage: CoverageMatrix,
     latency: Option<LatencySummary>,
-    not_landed: std::collections::BTreeMap<&'a str, Counts>,
+    not_injected: std::collections::BTreeMap<&'a str, Counts>,
 }
 
 /// A trial as the report writes it: the record with its observations' clock made explicit.

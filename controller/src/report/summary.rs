@@ -82,10 +82,10 @@ pub fn summary(t: &ExperimentTally) -> String {
             let _ = writeln!(out);
         }
     }
-    for (fault, c) in &t.not_landed {
+    for (fault, c) in &t.not_injected {
         let _ = writeln!(
             out,
-            "  {fault}: {} landed nowhere (no step delivered): {}",
+            "  {fault}: {} not injected (the first step never fired): {}",
             plural(c.total(), "trial", "trials"),
             cell_text(c)
         );

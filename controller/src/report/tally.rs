@@ -29,8 +29,9 @@ pub struct ExperimentTally {
     pub baseline: Option<Arc<TrialRecord>>,
     /// Trials per covered (phase, kind).
     pub cells: CellCounts,
-    /// Per fault, its trials none of whose steps landed anywhere.
-    pub not_landed: BTreeMap<String, Counts>,
+    /// Per fault, its trials whose first step never fired (no delivery at all), as the
+    /// store's "not injected" row counts them.
+    pub not_injected: BTreeMap<String, Counts>,
     /// First-step injection latency of every trial that has one.
     pub latency: LatencyStats,
     /// Per fault (the baseline included), in the order the experiment lists them.
@@ -104,7 +105,7 @@ impl ExperimentTally {
             counts: Counts::default(),
             baseline: None,
             cells: CellCounts::new(),
-            not_landed: BTreeMap::new(),
+            not_injected: BTreeMap::new(),
             latency: LatencyStats::default(),
             faults: names
                 .into_iter()
@@ -124,14 +125,13 @@ impl ExperimentTally {
         }
         if r.fault == BASELINE {
             self.baseline = Some(record.clone());
-        } else if r.landed.is_empty() {
-            self.not_landed
+        } else if r.injected_phase.is_none() {
+            self.not_injected
                 .entry(r.fault.clone())
                 .or_default()
                 .count(r.verdict);
-        } else {
-            count_landings(&mut self.cells, &r.landed, r.verdict);
         }
+        count_landings(&mut self.cells, &r.landed, r.verdict);
         match self.faults.iter_mut().find(|f| f.name == r.fault) {
             Some(fault) => fault.add(r),
             None => {

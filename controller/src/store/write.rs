@@ -88,9 +88,11 @@ pub(crate) async fn insert_run(
         .await?;
         let version: i64 = sqlx::query_scalar(
             "INSERT INTO experiment_versions
-                (experiment_id, content_hash, file, source, labels, phases, faults, first_seen_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (experiment_id, content_hash) DO UPDATE SET file = excluded.file
+                (experiment_id, content_hash, file, source, labels, phases, faults, first_seen_at,
+                 fault_kinds)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (experiment_id, content_hash) DO UPDATE SET file = excluded.file,
+                fault_kinds = excluded.fault_kinds
              RETURNING id",
         )
         .bind(experiment)
@@ -101,6 +103,7 @@ pub(crate) async fn insert_run(
         .bind(serde_json::to_string(&exp.phases)?)
         .bind(serde_json::to_string(&exp.faults)?)
         .bind(info.started_at)
+        .bind(serde_json::to_string(info.kinds_of(&exp.name))?)
         .fetch_one(&mut *conn)
         .await?;
         sqlx::query("UPDATE experiments SET latest_version_id = ? WHERE id = ?")
@@ -217,12 +220,24 @@ async fn insert_chunk(
     // The aggregates this batch adds to, in a stable order.
     let mut verdicts: std::collections::BTreeMap<i64, Counts> = Default::default();
     let mut coverage: std::collections::BTreeMap<(i64, &str, &str, &str), i64> = Default::default();
+    let mut kinds: std::collections::BTreeMap<(i64, &str, &str, &str), i64> = Default::default();
     for (t, exp) in &rows {
         let counts = verdicts.entry(exp.run_experiment).or_default();
         match t.verdict {
             Verdict::Pass => counts.passed += 1,
             Verdict::Fail => counts.failed += 1,
             Verdict::Error => counts.errors += 1,
+        }
+        // Coverage by kind: each cell a trial's steps landed in, once.
+        for l in &t.landed {
+            *kinds
+                .entry((
+                    exp.version,
+                    l.phase.as_str(),
+                    l.kind.key(),
+                    t.verdict.as_str(),
+                ))
+                .or_default() += 1;
         }
         // Coverage leaves out the baseline; an undelivered fault counts under phase ''.
         if t.fault != BASELINE {
@@ -296,6 +311,17 @@ async fn insert_chunk(
              DO UPDATE SET trials = trials + excluded.trials",
         );
     }
+    let kind_cells: Vec<_> = kinds.into_iter().collect();
+    for part in kind_cells.chunks(MAX_ROWS) {
+        push_values(
+            &mut sql,
+            "INSERT INTO kind_coverage (version_id, phase, kind, verdict, trials)",
+            "(?, ?, ?, ?, ?)",
+            part.len(),
+            " ON CONFLICT (version_id, phase, kind, verdict) \
+             DO UPDATE SET trials = trials + excluded.trials",
+        );
+    }
 
     // The text differs with the batch's shape: not worth a place in the statement cache.
     let mut query: Query<'_> = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
@@ -332,6 +358,14 @@ async fn insert_chunk(
             .bind(*version)
             .bind(phase.to_string())
             .bind(fault.to_string())
+            .bind(verdict.to_string())
+            .bind(*n);
+    }
+    for ((version, phase, kind, verdict), n) in &kind_cells {
+        query = query
+            .bind(*version)
+            .bind(phase.to_string())
+            .bind(kind.to_string())
             .bind(verdict.to_string())
             .bind(*n);
     }

@@ -15,7 +15,7 @@ pub use crate::report::model::{CellState, Counts};
 pub use compare::{CellChange, Compare, CompareCell, CompareRow, compare};
 pub use experiment::{ExperimentPage, ExperimentRun, VersionBrief, experiment};
 pub use latency::{Latency, LatencyBucket, latency};
-pub use matrix::{Cell, Matrix, MatrixRow};
+pub use matrix::{Matrix, NotInjected};
 pub use overview::{ExperimentSummary, Overview, TrendPoint, overview};
 pub use run::{RunExperiment, RunFilter, RunPage, run};
 pub use runs::{RunBrief, RunList, runs};
