@@ -190,3 +190,49 @@ impl RunTally {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+    use crate::record::RunEvent;
+    use crate::store::synthetic;
+
+    /// Twenty thousand failing trials leave a tally of the same size as a hundred would:
+    /// counters grow, kept lines stop at [`KEPT_DETAILS`] per fault.
+    #[test]
+    fn a_tally_keeps_counters_and_a_bounded_number_of_lines_whatever_the_trials() {
+        let exp = synthetic::experiment(0, 3, 1);
+        let events = synthetic::run("r", 0.0, 1, std::slice::from_ref(&exp), 20_000);
+        let RunEvent::Started(run) = &events[0] else {
+            panic!("a run starts first")
+        };
+        let mut tally = RunTally::new(run);
+        let mut added = 0;
+        for event in &events {
+            if let RunEvent::Trial(t) = event {
+                let mut t = t.as_ref().clone();
+                t.verdict = Verdict::Fail;
+                t.reasons = vec!["exit: expected 0, but 1".into()];
+                tally.add(&Arc::new(t));
+                added += 1;
+            }
+        }
+        assert_eq!(added, 20_001);
+        let e = &tally.experiments[0];
+        assert_eq!(e.counts.fail, 20_001);
+        assert_eq!(e.faults.len(), 2, "the baseline and one fault");
+        let fault = &e.faults[1];
+        assert_eq!(fault.counts.total(), 20_000);
+        assert_eq!(fault.failures.len(), KEPT_DETAILS);
+        assert_eq!(fault.trials.len(), KEPT_DETAILS);
+        assert_eq!(fault.left_out(), (20_000 - 100, 20_000 - 100));
+        // Latencies are kept per rounded value: at most 900 per power of ten they span.
+        let values: Vec<u64> = e.latency.values().map(|(v, _)| v).collect();
+        let decades = values.last().unwrap().ilog10() - values.first().unwrap().ilog10() + 1;
+        assert!(values.len() <= 900 * decades as usize, "{}", values.len());
+        assert_eq!(e.latency.count(), 20_000);
+        assert!(e.cells.len() <= 5, "cells: phases × kinds");
+    }
+}
