@@ -186,11 +186,17 @@ async fn walk(client: &Client, store: &Store, base: &str) {
         }
     }
     let uncovered = client
-        .find_all(Locator::Css("td.cell.uncovered"))
+        .find_all(Locator::Css("td.cell.uncovered:not(.optional)"))
         .await
         .unwrap();
+    // Required cells not covered say so, and each is listed as a gap with its fix.
+    assert_eq!(uncovered.len(), cov.gaps.len());
     assert!(!uncovered.is_empty());
     assert!(uncovered[0].text().await.unwrap().contains("not covered"));
+    let gaps = client.find_all(Locator::Css("ul#gaps li")).await.unwrap();
+    assert_eq!(gaps.len(), cov.gaps.len());
+    let first = gaps[0].text().await.unwrap();
+    assert!(first.contains(&cov.gaps[0].fix), "{first}");
 
     // Open its latest run and find the timelines.
     let run = client
