@@ -70,6 +70,7 @@ struct Shared {
     ready: Condvar,
     cancel: CancellationToken,
     run_dir: PathBuf,
+    /// Ports handed to trials still running (released when each ends).
     ports: Mutex<HashSet<u16>>,
 }
 
@@ -78,7 +79,7 @@ impl Shared {
         self.board.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A free loopback port not yet handed to another trial of this run.
+    /// A free loopback port not handed to another trial of this run that is still running.
     fn port(&self) -> u16 {
         for _ in 0..64 {
             let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
@@ -93,6 +94,14 @@ impl Shared {
             }
         }
         0
+    }
+
+    /// Hands back a port from [`Shared::port`].
+    fn release_port(&self, port: u16) {
+        self.ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port);
     }
 
     /// The next work for a lane, waiting while only baselines are running; `None` when
@@ -241,6 +250,11 @@ fn run_trial(
     } else {
         After::default()
     };
+    if port != 0 {
+        // The port is free for another trial once this one (and its recovery) ended: the
+        // set stays as large as the trials alive, not as the run.
+        shared.release_port(port);
+    }
     let phases = &exp.info.phases;
     let judgement = judge::judge(trial, phases, &obs, &after, iplan.grace);
     let first = obs.deliveries.first();
