@@ -42,6 +42,18 @@ fn measure(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Peak RSS (KiB) of `atropos run --dry-run` of `trials` trials: what the plan alone takes.
+fn plan_peak(trials: u64) -> anyhow::Result<u64> {
+    let out = Command::new(std::env::current_exe()?)
+        .env(MEASURE, "1")
+        .args(["run", &fixture().display().to_string(), "--dry-run"])
+        .args(["--trials", &trials.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib = text.split_whitespace().next().unwrap_or_default();
+    Ok(kib.parse()?)
+}
+
 /// Peak RSS (KiB) and wall seconds of one `atropos run` of `trials` trials.
 fn peak(trials: u64, db: bool, dir: &Path) -> anyhow::Result<(u64, f64)> {
     let mut args: Vec<String> = vec![
@@ -99,16 +111,35 @@ fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" and ")
     );
-    for db in [false, true] {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    // The plan (every planned trial, built before the first one runs) is measured apart:
+    // its size is the planner's, not the run's.
+    let plans: Vec<u64> = sizes
+        .iter()
+        .map(|&n| plan_peak(n))
+        .collect::<Result<_, _>>()?;
+    for (n, kib) in sizes.iter().zip(&plans) {
+        println!(
+            "  {n:>7} trials, --dry-run (the plan alone): {:>7.1} MiB",
+            mib(*kib)
+        );
+    }
+    let modes: Vec<bool> = match std::env::var("ATROPOS_RSS_DB").as_deref() {
+        Ok("no") => vec![false],
+        Ok("yes") => vec![true],
+        _ => vec![false, true],
+    };
+    for db in modes {
         let mut peaks = Vec::new();
-        for &n in &sizes {
+        for (&n, plan) in sizes.iter().zip(&plans) {
             let (kib, secs) = peak(n, db, dir.path())?;
             println!(
-                "  {:>7} trials {:8}: {:>7.1} MiB in {secs:.1} s ({:.0} trials/s)",
+                "  {:>7} trials {:8}: {:>7.1} MiB in {secs:.1} s ({:.0} trials/s); beyond the plan {:+.1} MiB",
                 n,
                 if db { "--db" } else { "--no-db" },
-                kib as f64 / 1024.0,
-                n as f64 / secs
+                mib(kib),
+                n as f64 / secs,
+                mib(kib) - mib(*plan),
             );
             peaks.push(kib);
         }
