@@ -150,7 +150,7 @@ async fn walk(client: &Client, store: &Store, base: &str) {
             let cell = cell.clone();
             async move { cell.attr(a).await.unwrap().unwrap() }
         };
-        let key = (attr("data-phase").await, attr("data-fault").await);
+        let key = (attr("data-phase").await, attr("data-kind").await);
         let counts: Vec<u64> = [
             attr("data-pass").await,
             attr("data-fail").await,
@@ -162,35 +162,41 @@ async fn walk(client: &Client, store: &Store, base: &str) {
         let class = cell.attr("class").await.unwrap().unwrap();
         shown.insert(key, (counts, class));
     }
-    assert_eq!(
-        shown.len(),
-        page.matrix.rows.len() * page.matrix.faults.len()
-    );
-    for row in &page.matrix.rows {
+    let cov = &page.matrix.coverage;
+    assert!(!cov.kinds.is_empty());
+    assert_eq!(shown.len(), cov.rows.len() * cov.kinds.len());
+    for row in &cov.rows {
         for cell in &row.cells {
-            let (counts, class) = &shown[&(row.phase.clone(), cell.fault.clone())];
+            let (counts, class) = &shown[&(row.phase.clone(), cell.kind.key().to_owned())];
             assert_eq!(
                 counts,
                 &vec![cell.counts.pass, cell.counts.fail, cell.counts.error],
                 "{} × {}",
                 row.phase,
-                cell.fault
+                cell.kind
             );
+            let optional = if cell.required { "" } else { " optional" };
             assert_eq!(
                 class,
-                &format!("cell {}", cell.state),
+                &format!("cell {}{optional}", cell.state),
                 "{} × {}",
                 row.phase,
-                cell.fault
+                cell.kind
             );
         }
     }
     let uncovered = client
-        .find_all(Locator::Css("td.cell.uncovered"))
+        .find_all(Locator::Css("td.cell.uncovered:not(.optional)"))
         .await
         .unwrap();
+    // Required cells not covered say so, and each is listed as a gap with its fix.
+    assert_eq!(uncovered.len(), cov.gaps.len());
     assert!(!uncovered.is_empty());
     assert!(uncovered[0].text().await.unwrap().contains("not covered"));
+    let gaps = client.find_all(Locator::Css("ul#gaps li")).await.unwrap();
+    assert_eq!(gaps.len(), cov.gaps.len());
+    let first = gaps[0].text().await.unwrap();
+    assert!(first.contains(&cov.gaps[0].fix), "{first}");
 
     // Open its latest run and find the timelines.
     let run = client

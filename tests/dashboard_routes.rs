@@ -167,6 +167,15 @@ async fn the_overview_lists_each_experiment_with_verdict_rate_coverage_and_trend
     assert_eq!(json["runs"], 3);
 }
 
+/// How askama escapes text.
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
 #[tokio::test]
 async fn the_experiment_page_shows_the_matrix_with_gaps_marked_and_the_run_history() {
     let f = fixture().await;
@@ -184,7 +193,22 @@ async fn the_experiment_page_shows_the_matrix_with_gaps_marked_and_the_run_histo
     assert_eq!(rows.first().unwrap()["phase"], "start");
     assert_eq!(rows.last().unwrap()["phase"], "exited");
     assert_eq!(rows.len(), 5);
-    assert_eq!(json["matrix"]["faults"].as_array().unwrap().len(), 3);
+    assert_eq!(json["matrix"]["kinds"].as_array().unwrap().len(), 3);
+    let gaps = json["matrix"]["gaps"].as_array().unwrap();
+    let required = json["matrix"]["required"].as_u64().unwrap();
+    let covered = json["matrix"]["covered"].as_u64().unwrap();
+    assert_eq!(
+        gaps.len() as u64,
+        required - covered,
+        "one gap per uncovered cell"
+    );
+    assert!(!gaps.is_empty(), "the fixture leaves gaps");
+    let fix = gaps[0]["fix"].as_str().unwrap();
+    assert!(fix.contains("at: {phase: "), "{fix}");
+    assert!(
+        html.contains(&html_escape(fix)),
+        "the page shows the fix: {fix}"
+    );
     assert_eq!(json["runs"].as_array().unwrap().len(), 3);
     let version = json["versions"][0]["id"].as_i64().unwrap();
     let one = api(&f.state, &format!("/api{uri}?version={version}")).await;

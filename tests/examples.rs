@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{processes_with, reasons, run_json, tempdir, trials};
+use common::{processes_with, reasons, run_json, tempdir, trials_n};
 
 #[test]
 fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
@@ -28,28 +28,32 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
         .iter()
         .filter(|t| t["experiment"] == "well-behaved")
         .collect();
-    assert!(well.len() >= 31);
+    assert_eq!(
+        well.len(),
+        1 + 6 * 5,
+        "the baseline and 6 faults × 5 trials"
+    );
     for t in &well {
         assert_eq!(t["verdict"], "pass", "{}: {}", t["fault"], reasons(t));
     }
-    for t in trials(&report, "well-behaved", "term-after-exit") {
+    for t in trials_n(&report, "well-behaved", "term-after-exit", 5) {
         assert_eq!(
             t["delivery"], "already_finished",
             "a reaped target gives already_finished, not an error"
         );
         assert_eq!(t["injected_phase"], "exited");
     }
-    for t in trials(&report, "well-behaved", "term-zombie") {
+    for t in trials_n(&report, "well-behaved", "term-zombie", 5) {
         assert_eq!(t["delivery"], "zombie");
     }
-    for t in trials(&report, "well-behaved", "kill-mid-init") {
+    for t in trials_n(&report, "well-behaved", "kill-mid-init", 5) {
         assert_eq!(t["observation"]["exit"]["signal"], "SIGKILL");
         assert!(
             t["recovery"]["reached_ns"].as_u64().is_some(),
             "the restart reached ready"
         );
     }
-    for t in trials(&report, "well-behaved", "sigterm-ready") {
+    for t in trials_n(&report, "well-behaved", "sigterm-ready", 5) {
         let d = &t["observation"]["deliveries"][0];
         assert_eq!(d["outcome"], "delivered");
         assert_eq!(d["phase"], "ready");
@@ -65,7 +69,7 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
             "every phase has its entry time"
         );
     }
-    for t in trials(&report, "well-behaved", "pause-then-term") {
+    for t in trials_n(&report, "well-behaved", "pause-then-term", 5) {
         let d = &t["observation"]["deliveries"];
         assert_eq!(d[0]["signal"], "SIGSTOP");
         assert!(
@@ -76,7 +80,7 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
     }
 
     // Skipping the cleanup: both the missing line and the stale pidfile are named.
-    for t in trials(&report, "skips-cleanup", "sigterm-ready") {
+    for t in trials_n(&report, "skips-cleanup", "sigterm-ready", 3) {
         assert_eq!(t["verdict"], "fail");
         let r = reasons(t);
         assert!(r.contains("stdout.contains[0]: expected a stdout line matching `^cleanup done$`, but no stdout line matched"), "{r}");
@@ -88,7 +92,7 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
     }
 
     // A swallowed SIGINT is reported as hung after the grace; SIGTERM still works.
-    for t in trials(&report, "hangs-on-sigint", "sigint-ready") {
+    for t in trials_n(&report, "hangs-on-sigint", "sigint-ready", 2) {
         assert_eq!(t["verdict"], "fail");
         assert_eq!(t["observation"]["stop"], "hung");
         assert_eq!(t["observation"]["exit"]["signal"], "SIGKILL");
@@ -98,12 +102,12 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
             reasons(t)
         );
     }
-    for t in trials(&report, "hangs-on-sigint", "sigterm-ready") {
+    for t in trials_n(&report, "hangs-on-sigint", "sigterm-ready", 2) {
         assert_eq!(t["verdict"], "pass", "{}", reasons(t));
     }
 
     // The leaked worker is reported, marked as outside the group, killed, and really gone.
-    for t in trials(&report, "leaks-child", "sigterm-ready") {
+    for t in trials_n(&report, "leaks-child", "sigterm-ready", 2) {
         assert_eq!(t["verdict"], "fail");
         let orphans = t["observation"]["orphans"].as_array().unwrap();
         assert_eq!(orphans.len(), 1, "{orphans:?}");
@@ -121,7 +125,7 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
             reasons(t)
         );
     }
-    for t in trials(&report, "leaks-child", "kill-worker-then-term") {
+    for t in trials_n(&report, "leaks-child", "kill-worker-then-term", 2) {
         assert_eq!(
             t["verdict"],
             "pass",
@@ -134,7 +138,7 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
     // A kill mid-rewrite corrupts the state: the restart refuses to start.
     // The offsets are drawn over the baseline's rewrite (about 30 ms); a trial that rewrites
     // faster than its baseline may be hit just after, in `ready`, and says so.
-    let corrupt = trials(&report, "corrupts-state", "kill-mid-rewrite");
+    let corrupt = trials_n(&report, "corrupts-state", "kill-mid-rewrite", 5);
     let phases: Vec<&str> = corrupt
         .iter()
         .map(|t| t["injected_phase"].as_str().unwrap_or("none"))
@@ -156,9 +160,19 @@ fn examples_give_the_verdicts_and_reasons_each_fixture_deserves() {
         );
     }
 
-    // The summary names the coverage, JUnit has a case per fault.
+    // The summary names the coverage by phase × kind of fault and its gaps, with the
+    // fault line that would close each; JUnit has a case per fault.
     assert!(
         stdout.contains("well-behaved") && stdout.contains("injection latency p50"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("over 30 deliveries"), "{stdout}");
+    assert!(
+        stdout.contains("gap init.config: no SIGKILL lands here; e.g. {signal: SIGKILL, at: {phase: init.config, offset: random}}"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(" 1 errors") && !stdout.contains(" 1 deliveries"),
         "{stdout}"
     );
     let xml = std::fs::read_to_string(&junit).unwrap();

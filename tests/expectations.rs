@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{processes_with, root, run_json, tempdir, token, trials};
+use common::{processes_with, root, run_json, tempdir, token, trials_n};
 
 #[test]
 fn each_expectation_fails_with_what_was_expected_and_what_happened() {
@@ -41,7 +41,7 @@ spec:
     .unwrap();
     let (out, report) = run_json(&[path.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(1));
-    for t in trials(&report, "expectations", "term-ready") {
+    for t in trials_n(&report, "expectations", "term-ready", 2) {
         let by_name = |n: &str| {
             t["expectations"]
                 .as_array()

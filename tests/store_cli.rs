@@ -52,15 +52,16 @@ fn history_and_coverage_print_what_the_store_holds() {
     let out = atropos(d, &["history", "store-steady", "-n", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     let one = text(&out);
-    assert!(one.starts_with("store-steady: 1 versions"), "{one}");
-    assert!(one.contains("coverage 2/4 cells (50%)"), "{one}");
+    assert!(one.starts_with("store-steady: 1 version ·"), "{one}");
+    assert!(one.contains("over its last 2 runs ·"), "{one}");
+    assert!(one.contains("coverage 2/2 cells (100%)"), "{one}");
     assert_eq!(one.lines().count(), 3, "{one}");
 
     let out = atropos(d, &["coverage"]);
     assert!(out.status.success(), "{}", text(&out));
     let coverage = text(&out);
     assert!(
-        coverage.contains("store-steady: 2 of 4 cells covered (50%)"),
+        coverage.contains("store-steady: 2 of 2 cells covered (100%)"),
         "{coverage}"
     );
     let row = |phase: &str| {
@@ -71,10 +72,16 @@ fn history_and_coverage_print_what_the_store_holds() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    // Columns: term-while-starting, term-when-ready; 2 runs × 3 trials each.
-    assert_eq!(row("starting"), ["starting", "ok", "6", "-"]);
-    assert_eq!(row("ready"), ["ready", "-", "ok", "6"]);
-    assert_eq!(row("(start)"), ["(start)", "-", "-"]);
+    // One column, SIGTERM: both faults are of that kind; 2 runs × 3 trials each land in
+    // their phase.
+    assert_eq!(row("PHASE"), ["PHASE", "\\", "KIND", "SIGTERM"]);
+    assert_eq!(row("starting"), ["starting", "ok", "6"]);
+    assert_eq!(row("ready"), ["ready", "ok", "6"]);
+    assert_eq!(row("(start)"), ["(start)", "-"]);
+    assert!(
+        !coverage.contains("gap "),
+        "nothing left to cover: {coverage}"
+    );
 }
 
 #[test]

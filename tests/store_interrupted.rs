@@ -80,6 +80,10 @@ async fn a_run_killed_with_sigkill_keeps_its_trials_and_is_marked_interrupted() 
     assert_eq!(page.run.status, "interrupted");
     assert_eq!(page.matching, kept, "every committed trial is kept");
     assert!(page.run.ended_at.is_some());
+    assert!(
+        !page.trials.is_empty(),
+        "the loop below has trials to check"
+    );
     for t in &page.trials {
         assert!(
             !t.record.expectations.is_empty(),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use atropos::record::{RunEvent, RunStatus, Verdict};
+use atropos::report::model::FaultKind;
 use atropos::store::query::{self, CellState, RunFilter};
 use atropos::store::{Recorder, Store, synthetic};
 
@@ -24,12 +25,21 @@ async fn a_recorded_run_reads_back_record_for_record() {
         recorder.record(event).await.unwrap();
     }
     let store = Store::open(&db, false).await.unwrap();
-    for event in &events {
-        if let RunEvent::Trial(t) = event {
-            let view = query::trial(&store, &t.id).await.unwrap();
-            assert_eq!(&view.record, t.as_ref(), "trial {} differs", t.id);
-            assert_eq!(view.run, "run-a");
-        }
+    let trials: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Trial(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trials.len(), 17, "a baseline and 4 faults × 4 trials");
+    for t in trials {
+        let view = query::trial(&store, &t.id).await.unwrap();
+        // The store keeps the sums of `landed` (kind_coverage), not each trial's list.
+        let mut expected = t.as_ref().clone();
+        expected.landed.clear();
+        assert_eq!(view.record, expected, "trial {} differs", t.id);
+        assert_eq!(view.run, "run-a");
     }
     let page = query::run(&store, "run-a", RunFilter::default())
         .await
@@ -46,54 +56,72 @@ async fn coverage_counts_match_the_trials_that_were_recorded() {
     let db = dir.path().join("atropos.db");
     let exps = vec![synthetic::experiment(2, 3, 5)];
     let mut recorder = Recorder::open(&db).await.unwrap();
-    let mut expected = std::collections::HashMap::<(String, String), (u64, u64)>::new();
+    // Per (phase, kind): trials that landed there, and of those how many did not pass.
+    let mut expected = std::collections::HashMap::<(String, FaultKind), (u64, u64)>::new();
+    let mut fault_trials = 0;
     for (i, uid) in ["r1", "r2", "r3"].iter().enumerate() {
         let events = events_of(uid, i as u64 + 1, &exps);
+        assert_eq!(
+            events.len(),
+            2 + 1 + 5 * 4,
+            "start, end, baseline, 5 faults × 4"
+        );
         for event in &events {
             if let RunEvent::Trial(t) = event
                 && t.fault != "baseline"
             {
-                let key = (
-                    t.injected_phase.clone().unwrap_or_default(),
-                    t.fault.clone(),
-                );
-                let e = expected.entry(key).or_default();
-                e.0 += 1;
-                e.1 += u64::from(t.verdict != Verdict::Pass);
+                fault_trials += 1;
+                for l in &t.landed {
+                    let e = expected.entry((l.phase.clone(), l.kind)).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(t.verdict != Verdict::Pass);
+                }
             }
         }
         recorder.record_batch(&events).await.unwrap();
     }
+    assert_eq!(fault_trials, 3 * 5 * 4);
+    assert!(!expected.is_empty(), "synthetic trials land somewhere");
     let store = Store::open(&db, false).await.unwrap();
     let page = query::experiment(&store, &exps[0].name, None)
         .await
         .unwrap();
     assert_eq!(page.runs.len(), 3);
-    assert_eq!(
-        page.matrix.rows.first().map(|r| r.phase.as_str()),
-        Some("start")
-    );
-    assert_eq!(
-        page.matrix.rows.last().map(|r| r.phase.as_str()),
-        Some("exited")
-    );
-    assert_eq!(page.matrix.cells, 3 * 5, "named phases × faults");
-    for row in &page.matrix.rows {
+    let cov = &page.matrix.coverage;
+    assert_eq!(cov.rows.first().map(|r| r.phase.as_str()), Some("start"));
+    assert_eq!(cov.rows.last().map(|r| r.phase.as_str()), Some("exited"));
+    // Five synthetic faults use four kinds: SIGTERM, SIGKILL, SIGINT, other (SIGHUP, SIGQUIT).
+    assert_eq!(cov.kinds.len(), 4);
+    assert_eq!(cov.required, 3 * 4, "named phases × kinds used");
+    assert_eq!(cov.rows.len(), 3 + 2);
+    let mut seen = 0;
+    for row in &cov.rows {
+        assert_eq!(row.cells.len(), cov.kinds.len());
         for cell in &row.cells {
-            let key = (row.phase.clone(), cell.fault.clone());
+            let key = (row.phase.clone(), cell.kind);
             match expected.get(&key) {
                 None => assert_eq!(cell.state, CellState::Uncovered, "{key:?}"),
                 Some((n, bad)) => {
+                    seen += 1;
                     assert_eq!(cell.counts.total(), *n, "{key:?}");
                     assert_eq!(cell.counts.fail + cell.counts.error, *bad, "{key:?}");
                 }
             }
         }
     }
+    assert_eq!(seen, expected.len(), "every landed cell is in the matrix");
+    assert_eq!(
+        cov.covered,
+        expected
+            .keys()
+            .filter(|(p, _)| p != "start" && p != "exited")
+            .count()
+    );
     let overview = query::overview(&store).await.unwrap();
     assert_eq!(overview.experiments.len(), 1);
     let summary = &overview.experiments[0];
-    assert_eq!(summary.covered, page.matrix.covered);
+    assert_eq!(summary.covered, cov.covered);
+    assert_eq!(summary.coverage_percent, cov.percent());
     assert_eq!(summary.trend.len(), 3);
     assert_eq!(summary.last.as_ref().map(|p| p.run.as_str()), Some("r3"));
 }
@@ -125,7 +153,7 @@ async fn a_changed_document_is_a_new_version_of_the_same_experiment() {
     assert_eq!(page.versions.len(), 2);
     assert_eq!(page.versions[0].content_hash, v2.content_hash);
     assert_eq!(
-        page.matrix.faults.len(),
+        page.matrix.coverage.kinds.len(),
         3,
         "axes come from the latest version"
     );
@@ -133,7 +161,7 @@ async fn a_changed_document_is_a_new_version_of_the_same_experiment() {
     let only_old = query::experiment(&store, &v1.name, Some(old))
         .await
         .unwrap();
-    assert_eq!(only_old.matrix.faults.len(), 2);
+    assert_eq!(only_old.matrix.coverage.kinds.len(), 2);
     assert!(only_old.source.contains("synthetic") && !only_old.source.contains("changed"));
 }
 

@@ -202,9 +202,18 @@ fn engine(path: &Path, jobs: usize) -> (Vec<std::sync::Arc<TrialRecord>>, f64) {
     runtime.block_on(async {
         atropos_injector::init().expect("subreaper");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        // The runner keeps no records: the bench collects them from the events.
+        let drain = tokio::spawn(async move {
+            let mut records = Vec::new();
+            while let Some(event) = rx.recv().await {
+                if let atropos::record::RunEvent::Trial(r) = event {
+                    records.push(r);
+                }
+            }
+            records
+        });
         let start = Instant::now();
-        let records = runner::execute(
+        runner::execute(
             run_plan,
             &runner::RunOptions {
                 jobs,
@@ -215,7 +224,7 @@ fn engine(path: &Path, jobs: usize) -> (Vec<std::sync::Arc<TrialRecord>>, f64) {
         )
         .await;
         let secs = start.elapsed().as_secs_f64();
-        let _ = drain.await;
+        let records = drain.await.expect("the drain task does not panic");
         (records, secs)
     })
 }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use atropos_injector::{DeliveryOutcome, Observation};
 use serde::{Deserialize, Serialize};
 
+use crate::report::model::{FaultKind, Landing};
+
 /// The judgement of one trial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,6 +110,10 @@ pub struct TrialRecord {
     pub latency_ns: Option<u64>,
     /// What became of the first step's signal.
     pub delivery: Option<DeliveryOutcome>,
+    /// The coverage cells (phase × kind of fault) its steps landed in, each once. The store
+    /// keeps only their sums (`kind_coverage`): a trial read back from it has none.
+    #[serde(default)]
+    pub landed: Vec<Landing>,
     /// What the injector observed.
     pub observation: Observation,
     /// The restart, when the expectations ask for one.
@@ -236,6 +242,16 @@ pub struct RunInfo {
     pub ci: CiInfo,
     /// The experiments, in order.
     pub experiments: Vec<ExperimentInfo>,
+    /// Per experiment name, the kinds of fault its faults use: the columns of its coverage.
+    #[serde(default)]
+    pub fault_kinds: BTreeMap<String, Vec<FaultKind>>,
+}
+
+impl RunInfo {
+    /// The kinds of fault experiment `name` uses (none when unknown).
+    pub fn kinds_of(&self, name: &str) -> &[FaultKind] {
+        self.fault_kinds.get(name).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// How a run ended.

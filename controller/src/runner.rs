@@ -24,6 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::judge::{self, After, FileState};
 use crate::plan::{self, ExperimentPlan, PhaseLengths, PlannedTrial, RunPlan, TrialEnv};
 use crate::record::{CheckRun, Recovery, RunEvent, TrialRecord};
+use crate::report::model::{self, Counts};
 use crate::template;
 
 /// How to run.
@@ -57,9 +58,8 @@ struct Board {
     baselines_left: usize,
     /// Phase lengths per experiment, once its baseline has run.
     lengths: Vec<Option<Arc<PhaseLengths>>>,
-    /// Every record so far, with its place in the plan.
-    done: Vec<((usize, usize), Arc<TrialRecord>)>,
-    /// Records not yet handed to `events`.
+    /// Records not yet handed to `events`. Nothing else keeps them: what a run holds does
+    /// not grow with its trials.
     outbox: Vec<Arc<TrialRecord>>,
 }
 
@@ -70,6 +70,7 @@ struct Shared {
     ready: Condvar,
     cancel: CancellationToken,
     run_dir: PathBuf,
+    /// Ports handed to trials still running (released when each ends).
     ports: Mutex<HashSet<u16>>,
 }
 
@@ -78,7 +79,7 @@ impl Shared {
         self.board.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A free loopback port not yet handed to another trial of this run.
+    /// A free loopback port not handed to another trial of this run that is still running.
     fn port(&self) -> u16 {
         for _ in 0..64 {
             let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
@@ -93,6 +94,14 @@ impl Shared {
             }
         }
         0
+    }
+
+    /// Hands back a port from [`Shared::port`].
+    fn release_port(&self, port: u16) {
+        self.ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port);
     }
 
     /// The next work for a lane, waiting while only baselines are running; `None` when
@@ -137,20 +146,19 @@ impl Shared {
             self.ready.notify_all();
         }
         if let Some(record) = record {
-            let order = work.trial.map_or(0, |i| i + 1);
-            board.done.push(((work.experiment, order), record.clone()));
             board.outbox.push(record);
         }
     }
 }
 
-/// Runs every trial of `plan`; returns the records of the trials that ran, in plan order.
+/// Runs every trial of `plan`, handing each judged record to `events` (in the order they
+/// end) and keeping none; returns the trials that ran, by verdict.
 pub async fn execute(
     plan: RunPlan,
     options: &RunOptions,
     events: UnboundedSender<RunEvent>,
     cancel: CancellationToken,
-) -> Vec<Arc<TrialRecord>> {
+) -> Counts {
     let run_dir = std::env::temp_dir().join(format!("{}{}", inj::workdir::PREFIX, plan.run_id));
     // The folders of runs that were killed before they could remove their own.
     for gone in inj::workdir::sweep_dead(&std::env::temp_dir()) {
@@ -185,9 +193,11 @@ pub async fn execute(
         let shared = shared.clone();
         lanes.spawn_blocking(move || lane(&shared));
     }
-    let announce = |shared: &Shared| {
+    let mut counts = Counts::default();
+    let mut announce = |shared: &Shared| {
         let ready = std::mem::take(&mut shared.board().outbox);
         for record in ready {
+            counts.count(record.verdict);
             let _ = events.send(RunEvent::Trial(record));
         }
     };
@@ -211,9 +221,7 @@ pub async fn execute(
     } else if let Err(err) = inj::workdir::remove(&run_dir) {
         tracing::warn!(%err, folder = %run_dir.display(), "cannot remove the run's folder");
     }
-    let mut done = std::mem::take(&mut shared.board().done);
-    done.sort_by_key(|(order, _)| *order);
-    done.into_iter().map(|(_, record)| record).collect()
+    counts
 }
 
 /// One lane: trials back to back on this thread until the board is empty.
@@ -253,15 +261,23 @@ fn run_trial(
     } else {
         After::default()
     };
+    if port != 0 {
+        // The port is free for another trial once this one (and its recovery) ended: the
+        // set stays as large as the trials alive, not as the run.
+        shared.release_port(port);
+    }
     let phases = &exp.info.phases;
     let judgement = judge::judge(trial, phases, &obs, &after, iplan.grace);
     let first = obs.deliveries.first();
-    let offset_spec = trial.fault.and_then(|f| {
-        let steps = plan::steps_of(&exp.loaded.experiment.spec.faults[f]);
-        let at = steps.first()?.at.clone()?;
+    let steps = trial.fault.map_or_else(Vec::new, |f| {
+        plan::steps_of(&exp.loaded.experiment.spec.faults[f])
+    });
+    let offset_spec = steps.first().and_then(|step| {
+        let at = step.at.as_ref()?;
         at.phase.as_ref()?;
         Some(at.offset.map_or_else(|| "0s".to_owned(), |o| o.to_string()))
     });
+    let landed = model::landings(&model::step_kinds(&steps), &obs.deliveries);
     let record = Arc::new(TrialRecord {
         id: trial.id.clone(),
         experiment: exp.info.name.clone(),
@@ -273,6 +289,7 @@ fn run_trial(
         injected_phase: first.map(|d| d.phase.clone()),
         latency_ns: first.map(|d| d.latency_ns),
         delivery: first.map(|d| d.outcome),
+        landed,
         observation: obs,
         recovery: after.recovery,
         check: after.check,

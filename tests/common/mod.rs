@@ -67,6 +67,23 @@ pub fn trials<'a>(
         .collect()
 }
 
+/// The trials of one experiment and fault, after asserting that there are exactly `n`: a
+/// loop over them must not pass because a rename left none.
+pub fn trials_n<'a>(
+    report: &'a serde_json::Value,
+    experiment: &str,
+    fault: &str,
+    n: usize,
+) -> Vec<&'a serde_json::Value> {
+    let found = trials(report, experiment, fault);
+    assert_eq!(
+        found.len(),
+        n,
+        "trials of {experiment}/{fault} in the report"
+    );
+    found
+}
+
 /// Pids of live processes whose command line or environment contains `token`.
 pub fn processes_with(token: &str) -> Vec<(i32, String)> {
     let me = std::process::id() as i32;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::{EXIT_HARNESS, EXIT_INVALID, EXIT_OK};
 use crate::dashboard::format;
+use crate::report::model::plural;
 use crate::store::Store;
 use crate::store::query::{self, Counts, Matrix, NotFound};
 
@@ -53,12 +54,13 @@ fn cell(c: &Counts) -> String {
     }
 }
 
-/// The matrix of one experiment as a text table: phases down, faults across, as in
-/// `atropos run`'s report.
+/// The matrix of one experiment as a text table: phases down, kinds of fault across, as in
+/// `atropos run`'s summary; then the faults whose first step never fired, and the gaps.
 pub fn matrix_text(m: &Matrix) -> String {
-    let mut headers = vec!["PHASE \\ FAULT"];
-    headers.extend(m.faults.iter().map(String::as_str));
-    let mut rows: Vec<Vec<String>> = m
+    let cov = &m.coverage;
+    let mut headers = vec!["PHASE \\ KIND"];
+    headers.extend(cov.kinds.iter().map(|k| k.label()));
+    let rows: Vec<Vec<String>> = cov
         .rows
         .iter()
         .map(|r| {
@@ -71,12 +73,18 @@ pub fn matrix_text(m: &Matrix) -> String {
             row
         })
         .collect();
-    if m.has_not_injected() {
-        let mut row = vec!["(not injected)".to_owned()];
-        row.extend(m.not_injected.iter().map(cell));
-        rows.push(row);
+    let mut out = format::table(&headers, &rows);
+    for f in &m.not_injected {
+        out.push_str(&format!(
+            "not injected: {} ({} its first step never fired)\n",
+            f.fault,
+            cell(&f.counts)
+        ));
     }
-    format::table(&headers, &rows)
+    for gap in &cov.gaps {
+        out.push_str(&format!("gap {gap}\n"));
+    }
+    out
 }
 
 async fn coverage(args: CoverageArgs) -> anyhow::Result<u8> {
@@ -107,16 +115,17 @@ async fn coverage(args: CoverageArgs) -> anyhow::Result<u8> {
             println!();
         }
         println!(
-            "{}: {} of {} cells covered ({})",
+            "{}: {} of {} covered ({})",
             page.name,
-            page.matrix.covered,
-            page.matrix.cells,
+            page.matrix.coverage.covered,
+            plural(page.matrix.coverage.required as u64, "cell", "cells"),
             format::percent(page.matrix.percent())
         );
         print!("{}", matrix_text(&page.matrix));
     }
     println!(
-        "\ncells: ok N = all N trials passed · FAIL f/N · ERR e/N (harness errors) · - = not covered"
+        "\ncells: the trials that delivered a kind of fault (column) while the target was in a phase (row)\n\
+         ok N = all N passed · FAIL f/N · ERR e/N (harness errors) · - = not covered · (start) and (exited) are not required"
     );
     Ok(EXIT_OK)
 }

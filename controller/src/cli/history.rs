@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::{EXIT_INVALID, EXIT_OK};
 use crate::dashboard::format;
+use crate::report::model::plural;
 use crate::store::Store;
 use crate::store::query::{self, NotFound};
 
@@ -98,13 +99,13 @@ async fn history(args: HistoryArgs) -> anyhow::Result<u8> {
         recent.merge(r.point.counts);
     }
     println!(
-        "{}: {} versions · pass rate {} over its last {} runs · coverage {}/{} cells ({})",
+        "{}: {} · pass rate {} over its last {} · coverage {}/{} ({})",
         page.name,
-        page.versions.len(),
+        plural(page.versions.len() as u64, "version", "versions"),
         format::percent(recent.pass_percent()),
-        page.runs.len().min(30),
-        page.matrix.covered,
-        page.matrix.cells,
+        plural(page.runs.len().min(30) as u64, "run", "runs"),
+        page.matrix.coverage.covered,
+        plural(page.matrix.coverage.required as u64, "cell", "cells"),
         format::percent(page.matrix.percent()),
     );
     let rows: Vec<Vec<String>> = page

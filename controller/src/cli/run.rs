@@ -9,10 +9,9 @@ use tokio::sync::mpsc::unbounded_channel;
 
 use super::{EXIT_FAILED, EXIT_HARNESS, EXIT_INVALID, EXIT_OK};
 use crate::plan::{self, PlanOptions, RunPlan};
-use crate::record::{
-    CiInfo, RunEnd, RunEvent, RunInfo, RunStatus, TrialRecord, Trigger, Verdict, unix_now,
-};
-use crate::report::{self, Progress};
+use crate::record::{CiInfo, RunEnd, RunEvent, RunInfo, RunStatus, Trigger, unix_now};
+use crate::report::model::{self, plural};
+use crate::report::{self, Progress, RunTally};
 use crate::runner::{self, RunOptions};
 
 /// Arguments of `atropos run`.
@@ -167,27 +166,67 @@ async fn run(
         version: crate::VERSION.to_owned(),
         ci,
         experiments: plan.experiments.iter().map(|e| e.info.clone()).collect(),
+        fault_kinds: plan
+            .experiments
+            .iter()
+            .map(|e| {
+                let kinds = model::kinds_used(&e.loaded.experiment.spec.faults);
+                (e.info.name.clone(), kinds)
+            })
+            .collect(),
     });
     let total = plan.trial_count();
     let cancel = CancellationToken::new();
     let interrupted = watch_signals(cancel.clone(), plan.run_id.clone());
 
+    // The JSON report is written as trials end; a file that cannot be created is reported
+    // now and the run goes on (its exit code says so at the end).
+    let mut json_failed = false;
+    let mut json_report = match &json {
+        Some(path) => match report::JsonReport::create(path, &info) {
+            Ok(r) => Some(r),
+            Err(err) => {
+                eprintln!("error: failed to write {}: {err}", path.display());
+                json_failed = true;
+                None
+            }
+        },
+        None => None,
+    };
     let (events, mut rx) = unbounded_channel::<RunEvent>();
     let jobs = options.jobs;
+    let json_path = json.clone();
     let listener = tokio::spawn(async move {
         let mut progress = Progress::new(total);
+        let mut tally = None;
         while let Some(event) = rx.recv().await {
             match &event {
-                RunEvent::Started(run) => progress.line(&format!(
-                    "atropos {}: run {} · {} experiments · {} trials · seed {} · jobs {}",
-                    run.version,
-                    run.id,
-                    run.experiments.len(),
-                    total,
-                    run.seed,
-                    jobs
-                )),
-                RunEvent::Trial(record) => progress.trial(record),
+                RunEvent::Started(run) => {
+                    tally = Some(RunTally::new(run));
+                    progress.line(&format!(
+                        "atropos {}: run {} · {} · {} · seed {} · jobs {}",
+                        run.version,
+                        run.id,
+                        plural(run.experiments.len() as u64, "experiment", "experiments"),
+                        plural(total as u64, "trial", "trials"),
+                        run.seed,
+                        jobs
+                    ));
+                }
+                RunEvent::Trial(record) => {
+                    progress.trial(record);
+                    if let Some(t) = tally.as_mut() {
+                        t.add(record);
+                    }
+                    if let Some(j) = json_report.as_mut()
+                        && let Err(err) = j.trial(record)
+                    {
+                        let path = json_path.as_deref().unwrap_or(Path::new("-"));
+                        progress.line(&format!("error: failed to write {}: {err}", path.display()));
+                        json_report = None;
+                        json_failed = true;
+                    }
+                }
                 RunEvent::Finished(_) => progress.finish(),
             }
             if let Some(r) = recorder.as_mut()
@@ -201,10 +240,15 @@ async fn run(
         }
         // Everything is committed by now (the run's end waited for it): closing the file
         // (a checkpoint and two fsyncs) goes on while the summary and reports are written.
-        recorder.map(|r| tokio::spawn(r.close()))
+        Listened {
+            closing: recorder.map(|r| tokio::spawn(r.close())),
+            tally,
+            json: json_report,
+            json_failed,
+        }
     });
     let _ = events.send(RunEvent::Started(info.clone()));
-    let records = runner::execute(plan, &options, events.clone(), cancel.clone()).await;
+    let counts = runner::execute(plan, &options, events.clone(), cancel.clone()).await;
     // The guardian's last sweep, its cgroups removed, and it reaped: nothing of this run
     // outlives it.
     atropos_injector::shutdown();
@@ -213,21 +257,34 @@ async fn run(
     } else {
         RunStatus::Finished
     };
-    let count = |v: Verdict| records.iter().filter(|r| r.verdict == v).count();
     let end = Arc::new(RunEnd {
         ended_at: unix_now(),
         status,
-        passed: count(Verdict::Pass),
-        failed: count(Verdict::Fail),
-        errors: count(Verdict::Error),
+        passed: usize::try_from(counts.pass).unwrap_or(usize::MAX),
+        failed: usize::try_from(counts.fail).unwrap_or(usize::MAX),
+        errors: usize::try_from(counts.error).unwrap_or(usize::MAX),
     });
     let _ = events.send(RunEvent::Finished(end.clone()));
     drop(events);
-    let closing = listener.await.ok().flatten();
+    let Ok(mut listened) = listener.await else {
+        return EXIT_HARNESS;
+    };
+    let tally = listened
+        .tally
+        .take()
+        .unwrap_or_else(|| RunTally::new(&info));
+    let closing = listened.closing.take();
     // The summary and reports are written on a blocking thread while this one drives the
     // closing of the store file (a checkpoint and two fsyncs).
     let reports = tokio::task::spawn_blocking(move || {
-        write_reports(&info, &end, &records, json.as_deref(), junit.as_deref())
+        write_reports(
+            &info,
+            &end,
+            &tally,
+            listened,
+            json.as_deref(),
+            junit.as_deref(),
+        )
     });
     let closed = async {
         match closing {
@@ -243,24 +300,27 @@ async fn run(
     code.unwrap_or(EXIT_HARNESS)
 }
 
-/// Prints the summary and writes the JSON and JUnit reports; returns the exit code.
+/// What the listener of a run's events hands back when the run has ended.
+struct Listened {
+    closing: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    tally: Option<RunTally>,
+    json: Option<report::JsonReport>,
+    json_failed: bool,
+}
+
+/// Prints the summary and finishes the JSON and JUnit reports; returns the exit code.
 fn write_reports(
     info: &RunInfo,
     end: &RunEnd,
-    records: &[Arc<TrialRecord>],
+    tally: &RunTally,
+    listened: Listened,
     json: Option<&Path>,
     junit: Option<&Path>,
 ) -> u8 {
     let status = end.status;
-    let refs: Vec<&TrialRecord> = records.iter().map(Arc::as_ref).collect();
     let mut out = String::new();
-    for exp in &info.experiments {
-        let mine: Vec<&TrialRecord> = refs
-            .iter()
-            .copied()
-            .filter(|r| r.experiment == exp.name)
-            .collect();
-        out.push_str(&report::summary(exp, &mine));
+    for exp in &tally.experiments {
+        out.push_str(&report::summary(exp));
     }
     let mut code = if end.failed > 0 {
         EXIT_FAILED
@@ -275,17 +335,16 @@ fn write_reports(
     } else {
         format!("seed {} (replay with --seed {})", info.seed, info.seed)
     };
+    let counts = tally.counts();
     out.push_str(&format!(
-        "{}: {} passed, {} failed, {} errors in {} trials{} · {replay}\n",
+        "{}: {} in {}{} · {replay}\n",
         match code {
             EXIT_OK => "ok",
             EXIT_FAILED => "FAILED",
             _ => "ERROR",
         },
-        end.passed,
-        end.failed,
-        end.errors,
-        records.len(),
+        report::verdicts(&counts),
+        plural(counts.total(), "trial", "trials"),
         if status == RunStatus::Interrupted {
             " (interrupted)"
         } else {
@@ -293,14 +352,17 @@ fn write_reports(
         },
     ));
     print!("{out}");
-    if let Some(path) = json
-        && let Err(err) = report::write_json(path, info, end, &refs)
+    if listened.json_failed {
+        code = EXIT_HARNESS;
+    }
+    if let (Some(path), Some(report)) = (json, listened.json)
+        && let Err(err) = report.finish(end, tally)
     {
         eprintln!("error: failed to write {}: {err}", path.display());
         code = EXIT_HARNESS;
     }
     if let Some(path) = junit
-        && let Err(err) = report::write_junit(path, &info.experiments, &refs)
+        && let Err(err) = report::write_junit(path, tally)
     {
         eprintln!("error: failed to write {}: {err}", path.display());
         code = EXIT_HARNESS;

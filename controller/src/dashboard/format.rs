@@ -38,28 +38,10 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
-/// A duration in nanoseconds with three significant digits: `850ns`, `12.3µs`, `1.50ms`,
-/// `2.40s`.
+/// A duration in nanoseconds as every report writes it
+/// ([`human_ns`](crate::report::model::human_ns)): `850ns`, `12.3µs`, `1.5ms`, `2.4s`.
 pub fn ns(v: impl Borrow<u64>) -> String {
-    let v = *v.borrow();
-    #[expect(clippy::cast_precision_loss, reason = "for display")]
-    let f = v as f64;
-    let (value, unit) = if v < 1_000 {
-        return format!("{v}ns");
-    } else if v < 1_000_000 {
-        (f / 1e3, "µs")
-    } else if v < 1_000_000_000 {
-        (f / 1e6, "ms")
-    } else {
-        (f / 1e9, "s")
-    };
-    if value < 10.0 {
-        format!("{value:.2}{unit}")
-    } else if value < 100.0 {
-        format!("{value:.1}{unit}")
-    } else {
-        format!("{value:.0}{unit}")
-    }
+    crate::report::model::human_ns(*v.borrow())
 }
 
 /// An optional duration; `–` when absent.
@@ -142,10 +124,10 @@ mod tests {
     fn durations_keep_three_digits() {
         assert_eq!(ns(850), "850ns");
         assert_eq!(ns(12_345), "12.3µs");
-        assert_eq!(ns(1_500_000), "1.50ms");
-        assert_eq!(ns(2_400_000_000), "2.40s");
+        assert_eq!(ns(1_500_000), "1.5ms");
+        assert_eq!(ns(2_400_000_000), "2.4s");
         assert_eq!(ns(250_000_000), "250ms");
-        assert_eq!(span(10.0, Some(11.5)), "1.50s");
+        assert_eq!(span(10.0, Some(11.5)), "1.5s");
         assert_eq!(span(10.0, None), "–");
     }
 

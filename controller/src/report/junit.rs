@@ -1,94 +1,88 @@
-//! JUnit XML: one suite per experiment, one test case per fault (the baseline included),
-//! its trials inside: the case fails when any trial failed, with every failed trial's reasons.
+//! JUnit XML: one suite per experiment, one test case per fault (the baseline included).
+//! A case fails when any of its trials failed, with the failed trials' reasons.
+//!
+//! quick-junit builds the whole document in memory, so the report is built from the run's
+//! tally, not from records: per fault its counters and at most
+//! [`KEPT_DETAILS`](super::tally::KEPT_DETAILS) lines about failed trials and about trials,
+//! then a line saying how many more there were. The document's size is bounded by the
+//! number of faults, and CI viewers show the first hundred lines of a case anyway. Each
+//! suite carries the experiment's coverage and latency figures as properties, the same
+//! figures as the terminal summary and the JSON report.
 
 use std::path::Path;
 use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::record::{ExperimentInfo, TrialRecord, Verdict};
+use super::model::human_ns;
+use super::tally::RunTally;
 
 /// Writes the JUnit report of a run to `path`.
-pub fn write_junit(
-    path: &Path,
-    experiments: &[ExperimentInfo],
-    records: &[&TrialRecord],
-) -> std::io::Result<()> {
+pub fn write_junit(path: &Path, tally: &RunTally) -> std::io::Result<()> {
     let mut report = Report::new("atropos");
-    for info in experiments {
-        let mine: Vec<&TrialRecord> = records
-            .iter()
-            .copied()
-            .filter(|r| r.experiment == info.name)
-            .collect();
+    for exp in &tally.experiments {
+        let info = &exp.info;
         let mut suite = TestSuite::new(info.name.clone());
         suite.add_property(Property::new("seed", info.seed.to_string()));
         suite.add_property(Property::new("file", info.file.display().to_string()));
-        let mut faults = vec![crate::plan::BASELINE.to_owned()];
-        faults.extend(info.faults.iter().cloned());
-        for fault in faults {
-            let trials: Vec<&TrialRecord> =
-                mine.iter().copied().filter(|r| r.fault == fault).collect();
-            if trials.is_empty() {
+        let cov = exp.coverage();
+        let percent = cov
+            .percent()
+            .map_or_else(|| "-".to_owned(), |p| p.to_string());
+        suite.add_property(Property::new("coverage_percent", percent));
+        suite.add_property(Property::new(
+            "coverage_cells_covered",
+            cov.covered.to_string(),
+        ));
+        suite.add_property(Property::new(
+            "coverage_cells_required",
+            cov.required.to_string(),
+        ));
+        for gap in &cov.gaps {
+            suite.add_property(Property::new("coverage_gap", gap.to_string()));
+        }
+        if let Some(l) = exp.latency.summary() {
+            suite.add_property(Property::new("latency_deliveries", l.count.to_string()));
+            suite.add_property(Property::new("latency_p50", human_ns(l.p50_ns)));
+            suite.add_property(Property::new("latency_p99", human_ns(l.p99_ns)));
+            suite.add_property(Property::new("latency_max", human_ns(l.max_ns)));
+        }
+        for fault in &exp.faults {
+            let total = fault.counts.total();
+            if total == 0 {
                 continue;
             }
-            let failed: Vec<&&TrialRecord> = trials
-                .iter()
-                .filter(|t| t.verdict == Verdict::Fail)
-                .collect();
-            let errored: Vec<&&TrialRecord> = trials
-                .iter()
-                .filter(|t| t.verdict == Verdict::Error)
-                .collect();
-            let status = if failed.is_empty() && errored.is_empty() {
+            let bad = fault.counts.fail + fault.counts.error;
+            let (more_failures, more_trials) = fault.left_out();
+            let status = if bad == 0 {
                 TestCaseStatus::success()
             } else {
-                let kind = if failed.is_empty() {
+                let kind = if fault.counts.fail == 0 {
                     NonSuccessKind::Error
                 } else {
                     NonSuccessKind::Failure
                 };
                 let mut status = TestCaseStatus::non_success(kind);
-                let bad = failed.len() + errored.len();
-                let first = failed
-                    .first()
-                    .or(errored.first())
-                    .and_then(|t| t.reasons.first())
-                    .cloned()
-                    .unwrap_or_default();
                 status.set_message(format!(
-                    "{bad} of {} trials did not pass; first: {first}",
-                    trials.len()
+                    "{bad} of {total} trials did not pass; first: {}",
+                    fault.first_reason.as_deref().unwrap_or_default()
                 ));
-                let detail: Vec<String> = failed
-                    .iter()
-                    .chain(&errored)
-                    .map(|t| format!("trial {} ({}): {}", t.index, t.id, t.reasons.join(" | ")))
-                    .collect();
-                status.set_description(detail.join("\n"));
+                let mut detail = fault.failures.join("\n");
+                if more_failures > 0 {
+                    detail.push_str(&format!("\n… and {more_failures} more"));
+                }
+                status.set_description(detail);
                 status
             };
-            let mut case = TestCase::new(fault.clone(), status);
+            let mut case = TestCase::new(fault.name.clone(), status);
             case.set_classname(info.name.clone());
-            case.set_time(Duration::from_nanos(
-                trials.iter().map(|t| t.duration_ns).sum(),
-            ));
-            case.set_assertions(trials.len());
-            let lines: Vec<String> = trials
-                .iter()
-                .map(|t| {
-                    format!(
-                        "trial {} {}: phase {} latency {} delivery {}",
-                        t.index,
-                        t.verdict,
-                        t.injected_phase.as_deref().unwrap_or("-"),
-                        t.latency_ns
-                            .map_or_else(|| "-".to_owned(), crate::judge::human_ns),
-                        t.delivery.map_or("-", |d| d.as_str())
-                    )
-                })
-                .collect();
-            case.set_system_out(lines.join("\n"));
+            case.set_time(Duration::from_nanos(fault.duration_ns));
+            case.set_assertions(usize::try_from(total).unwrap_or(usize::MAX));
+            let mut out = fault.trials.join("\n");
+            if more_trials > 0 {
+                out.push_str(&format!("\n… and {more_trials} more trials"));
+            }
+            case.set_system_out(out);
             suite.add_test_case(case);
         }
         report.add_test_suite(suite);

@@ -1,21 +1,15 @@
-//! What a run shows and writes: progress, failure lines, the coverage summary, JUnit, JSON.
+//! What a run shows and writes: progress, failure lines, the summary, JUnit, JSON, all from
+//! one read model ([`model`]) fed by a bounded [`RunTally`].
 
-mod coverage;
 mod json;
 mod junit;
+pub mod model;
 mod progress;
+mod summary;
+mod tally;
 
-pub use coverage::{Cell, Coverage, summary};
-pub use json::write_json;
+pub use json::{JsonReport, is_partial};
 pub use junit::write_junit;
 pub use progress::Progress;
-
-/// Latency percentiles (p50, p99, max) over `values`, ns; `None` when empty.
-pub fn percentiles(values: &mut [u64]) -> Option<(u64, u64, u64)> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_unstable();
-    let at = |q: f64| values[((values.len() as f64 - 1.0) * q).round() as usize];
-    Some((at(0.50), at(0.99), values[values.len() - 1]))
-}
+pub use summary::{summary, verdicts};
+pub use tally::{ExperimentTally, FaultTally, KEPT_DETAILS, RunTally};

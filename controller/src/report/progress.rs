@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::judge::human_ns;
+use super::model::human_ns;
 use crate::record::{TrialRecord, Verdict};
 
 /// The progress display of one run.

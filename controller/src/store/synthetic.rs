@@ -17,6 +17,7 @@ use crate::record::{
     CiInfo, ExpectationResult, ExperimentInfo, RunEnd, RunEvent, RunInfo, RunStatus, TrialRecord,
     Trigger, Verdict,
 };
+use crate::report::model::{FaultKind, landings};
 
 /// A small deterministic generator (SplitMix64): the same seed gives the same records.
 #[derive(Debug, Clone)]
@@ -61,6 +62,25 @@ fn hex_of(rng: &mut Rng, len: usize) -> String {
 }
 
 const SIGNALS: [&str; 5] = ["SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT"];
+
+/// The coverage kind of synthetic fault number `f` (its signal in [`SIGNALS`]).
+fn kind(f: usize) -> FaultKind {
+    [
+        FaultKind::Sigterm,
+        FaultKind::Sigkill,
+        FaultKind::Sigint,
+        FaultKind::Other,
+        FaultKind::Other,
+    ][f % SIGNALS.len()]
+}
+
+/// The kinds `faults` synthetic faults use, in column order.
+fn kinds(faults: usize) -> Vec<FaultKind> {
+    let mut kinds: Vec<FaultKind> = (0..faults).map(kind).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+}
 
 /// The experiment number `i` of a synthetic store: `phases` phases and `faults` faults.
 pub fn experiment(i: usize, phases: usize, faults: usize) -> ExperimentInfo {
@@ -127,6 +147,10 @@ pub fn run(
             branch: Some("main".into()),
             job: None,
         },
+        fault_kinds: experiments
+            .iter()
+            .map(|e| (e.name.clone(), kinds(e.faults.len())))
+            .collect(),
         experiments: experiments.clone(),
     };
     let mut events = vec![RunEvent::Started(Arc::new(info))];
@@ -302,6 +326,10 @@ pub fn trial(
         injected_phase: injected,
         latency_ns: latency,
         delivery: fault.map(|_| DeliveryOutcome::Delivered),
+        landed: match fault {
+            Some((f, _, _)) => landings(&[kind(f)], &deliveries),
+            None => Vec::new(),
+        },
         observation: Observation {
             trial_id: id,
             pid: Some(4242),

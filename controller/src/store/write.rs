@@ -89,9 +89,11 @@ pub(crate) async fn insert_run(
         .await?;
         let version: i64 = sqlx::query_scalar(
             "INSERT INTO experiment_versions
-                (experiment_id, content_hash, file, source, labels, phases, faults, first_seen_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (experiment_id, content_hash) DO UPDATE SET file = excluded.file
+                (experiment_id, content_hash, file, source, labels, phases, faults, first_seen_at,
+                 fault_kinds)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (experiment_id, content_hash) DO UPDATE SET file = excluded.file,
+                fault_kinds = excluded.fault_kinds
              RETURNING id",
         )
         .bind(experiment)
@@ -102,6 +104,7 @@ pub(crate) async fn insert_run(
         .bind(serde_json::to_string(&exp.phases)?)
         .bind(serde_json::to_string(&exp.faults)?)
         .bind(info.started_at)
+        .bind(serde_json::to_string(info.kinds_of(&exp.name))?)
         .fetch_one(&mut *conn)
         .await?;
         sqlx::query("UPDATE experiments SET latest_version_id = ? WHERE id = ?")
@@ -186,7 +189,8 @@ fn pieces(n: usize) -> Vec<(usize, usize, usize)> {
 /// spread by `json_each`, so SQLite prepares it once per connection whatever the batch.
 /// The parameters, in order (positional: sqlx counts them across the statements): the rows
 /// of phase events, of expectation results, the commit time, the verdict counts per run ×
-/// experiment, and the coverage cells (version × phase × fault × verdict).
+/// experiment, the coverage cells (version × phase × fault × verdict), and the coverage
+/// cells by kind of fault (version × phase × kind × verdict).
 const INSERT_REST: &str = "\
 INSERT INTO phase_events (trial_id, seq, name, entered_ns, evidence)
 SELECT (SELECT id FROM trials WHERE uid = value ->> 0), value ->> 1, value ->> 2,
@@ -203,6 +207,10 @@ INSERT INTO coverage_counts (version_id, phase, fault, verdict, trials)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
 FROM json_each(?) WHERE true
 ON CONFLICT (version_id, fault, phase, verdict) DO UPDATE SET trials = trials + excluded.trials;
+INSERT INTO kind_coverage (version_id, phase, kind, verdict, trials)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+FROM json_each(?) WHERE true
+ON CONFLICT (version_id, phase, kind, verdict) DO UPDATE SET trials = trials + excluded.trials;
 ";
 
 /// Writes trials with their phase events and expectation results, and adds them to the
@@ -255,6 +263,7 @@ async fn insert_batch(
         .bind(now)
         .bind(rest.verdicts)
         .bind(rest.coverage)
+        .bind(rest.kinds)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -268,6 +277,7 @@ struct Rest {
     expectations: String,
     verdicts: String,
     coverage: String,
+    kinds: String,
 }
 
 impl Rest {
@@ -278,6 +288,7 @@ impl Rest {
         // The aggregates this batch adds to, in a stable order.
         let mut verdicts: BTreeMap<i64, Counts> = BTreeMap::new();
         let mut coverage: BTreeMap<(i64, &str, &str, &str), i64> = BTreeMap::new();
+        let mut kinds: BTreeMap<(i64, &str, &str, &str), i64> = BTreeMap::new();
         for t in trials {
             let exp = ids
                 .experiments
@@ -315,6 +326,17 @@ impl Rest {
                 Verdict::Fail => counts.failed += 1,
                 Verdict::Error => counts.errors += 1,
             }
+            // Coverage by kind: each cell a trial's steps landed in, once.
+            for l in &t.landed {
+                *kinds
+                    .entry((
+                        exp.version,
+                        l.phase.as_str(),
+                        l.kind.key(),
+                        t.verdict.as_str(),
+                    ))
+                    .or_default() += 1;
+            }
             // Coverage leaves out the baseline; an undelivered fault counts under phase ''.
             if t.fault != BASELINE {
                 let phase = t.injected_phase.as_deref().unwrap_or("");
@@ -323,6 +345,10 @@ impl Rest {
                     .or_default() += 1;
             }
         }
+        let kinds: Vec<_> = kinds
+            .into_iter()
+            .map(|((version, phase, kind, verdict), n)| (version, phase, kind, verdict, n))
+            .collect();
         let verdicts: Vec<_> = verdicts
             .into_iter()
             .map(|(id, c)| (id, c.passed, c.failed, c.errors))
@@ -337,6 +363,7 @@ impl Rest {
             expectations: serde_json::to_string(&expectations)?,
             verdicts: serde_json::to_string(&verdicts)?,
             coverage: serde_json::to_string(&coverage)?,
+            kinds: serde_json::to_string(&kinds)?,
         })
     }
 }
@@ -370,6 +397,8 @@ fn bind_trial<'q>(
         recovery,
         check,
         expectations: _,
+        // Stored as the sums of `kind_coverage` (see `Rest::of`).
+        landed: _,
         verdict,
         reasons,
         duration_ns,

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::sqlite::SqliteConnection;
 
-use super::counts::{CellState, Counts};
 use super::runs::RunBrief;
 use super::{BASELINE, json_list, not_found, phase_axis};
+use crate::report::model::{CellState, Counts};
 use crate::store::Store;
 
 /// The comparison page.

@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::counts::Counts;
 use super::matrix::Matrix;
-use super::overview::coverage_counts;
-use super::{TrendPoint, json_list, not_found, phase_axis};
+use super::{TrendPoint, json_list, not_found};
+use crate::report::model::Counts;
 use crate::store::Store;
 
 /// How many runs the history lists.
@@ -104,22 +103,31 @@ pub async fn experiment(
     .fetch_all(&mut *conn)
     .await?;
     let shown = version.unwrap_or(latest);
-    let (labels, phases, faults, source, file): (String, String, String, String, String) =
-        sqlx::query_as(
-            "SELECT labels, phases, faults, source, file FROM experiment_versions
+    let (labels, phases, faults, kinds, source, file): (
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+    ) = sqlx::query_as(
+        "SELECT labels, phases, faults, fault_kinds, source, file FROM experiment_versions
              WHERE id = ? AND experiment_id = ?",
-        )
-        .bind(shown)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| not_found("version", &shown.to_string()))?;
-    let counts = coverage_counts(&mut conn, id, version).await?;
-    let matrix = Matrix::build(
-        &phase_axis(&json_list(&phases)),
+    )
+    .bind(shown)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| not_found("version", &shown.to_string()))?;
+    let matrix = super::matrix::matrix(
+        &mut conn,
+        id,
+        version,
+        &json_list(&phases),
         &json_list(&faults),
-        &counts,
-    );
+        &super::matrix::kinds_of(kinds.as_deref()),
+    )
+    .await?;
     let rows: Vec<RunRow> = sqlx::query_as(
         "SELECT r.uid, re.started_at, r.status, r.trigger, re.seed, re.planned, re.passed,
             re.failed, re.errors, v.content_hash, r.ci_commit, r.ci_branch

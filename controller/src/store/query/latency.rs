@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::sqlite::SqliteConnection;
 
 use super::runs::RunBrief;
+use crate::report::model::LatencyStats;
 use crate::store::Store;
 
 /// The latency histogram of a run.
@@ -16,7 +17,7 @@ pub struct Latency {
     pub experiment: Option<String>,
     /// Trials with a delivered first step.
     pub count: u64,
-    /// Median, ns.
+    /// Median (nearest rank, to three significant digits, as in every report), ns.
     pub p50_ns: Option<u64>,
     /// 90th percentile, ns.
     pub p90_ns: Option<u64>,
@@ -50,21 +51,6 @@ fn edges() -> Vec<u64> {
     edges
 }
 
-/// The `q` quantile of sorted values (nearest rank).
-fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "an index within the slice"
-    )]
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
-
 /// Builds the histogram of `values` (any order).
 pub fn histogram(run: &str, experiment: Option<&str>, mut values: Vec<u64>) -> Latency {
     values.sort_unstable();
@@ -88,14 +74,16 @@ pub fn histogram(run: &str, experiment: Option<&str>, mut values: Vec<u64>) -> L
     let last = buckets.iter().rposition(|b| b.count > 0).unwrap_or(3);
     let (first, last) = (first.min(last.saturating_sub(2)), last.max(first + 2));
     let buckets = buckets[first..=last.min(buckets.len() - 1)].to_vec();
+    // The percentiles as every report computes them.
+    let summary = values.iter().copied().collect::<LatencyStats>().summary();
     Latency {
         run: run.to_owned(),
         experiment: experiment.map(str::to_owned),
         count: values.len() as u64,
-        p50_ns: quantile(&values, 0.5),
-        p90_ns: quantile(&values, 0.9),
-        p99_ns: quantile(&values, 0.99),
-        max_ns: values.last().copied(),
+        p50_ns: summary.map(|s| s.p50_ns),
+        p90_ns: summary.map(|s| s.p90_ns),
+        p99_ns: summary.map(|s| s.p99_ns),
+        max_ns: summary.map(|s| s.max_ns),
         buckets,
     }
 }

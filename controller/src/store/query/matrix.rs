@@ -1,163 +1,133 @@
-//! The coverage matrix of one experiment: phases (rows, with the implicit `start` and
-//! `exited`) × faults (columns), each cell the verdicts of the trials that delivered that
-//! fault while the target was in that phase. As in `atropos run`'s report, coverage counts
-//! the named phases only: `start` and `exited` are shown, never required.
-
-use std::collections::HashMap;
+//! The coverage matrix of one experiment as the store has it: the read model's
+//! [`CoverageMatrix`] (named phases × kinds of fault, with `start` and `exited` shown, its
+//! percentage and gaps), filled from `kind_coverage`, and the faults whose first step never
+//! fired, from `coverage_counts`. The terminal summary of `atropos run` builds the same
+//! matrix from the same definition.
 
 use serde::Serialize;
+use sqlx::sqlite::SqliteConnection;
 
-use super::counts::{CellState, Counts};
-use super::{EXITED, START};
+use crate::report::model::{CellCounts, Counts, CoverageCell, CoverageMatrix, FaultKind};
 
-/// The coverage matrix.
+/// The coverage of an experiment, and what never fired.
 #[derive(Debug, Clone, Serialize)]
 pub struct Matrix {
-    /// The columns: the experiment's faults (the baseline injects nothing).
-    pub faults: Vec<String>,
-    /// One row per phase: `start`, the experiment's phases, `exited`.
-    pub rows: Vec<MatrixRow>,
-    /// Per fault, its trials whose first step was never delivered (phase not reached).
-    pub not_injected: Vec<Counts>,
-    /// Covered cells of the named phases.
-    pub covered: usize,
-    /// Cells of the named phases: phases × faults.
-    pub cells: usize,
-    /// Trials of faults or phases that the experiment no longer has (older versions).
-    pub other_trials: u64,
+    /// Phases × kinds, its percentage and gaps.
+    #[serde(flatten)]
+    pub coverage: CoverageMatrix,
+    /// Faults with trials whose first step never fired, with those trials' verdicts.
+    pub not_injected: Vec<NotInjected>,
 }
 
-/// One phase's row.
+/// A fault's trials whose first step never fired.
 #[derive(Debug, Clone, Serialize)]
-pub struct MatrixRow {
-    /// The phase.
-    pub phase: String,
-    /// `start` or `exited`: shown, not counted in the coverage.
-    pub implicit: bool,
-    /// One cell per fault column.
-    pub cells: Vec<Cell>,
-}
-
-/// One cell.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cell {
-    /// The fault (column).
+pub struct NotInjected {
+    /// The fault.
     pub fault: String,
-    /// Trials by verdict.
+    /// Those trials by verdict.
     pub counts: Counts,
-    /// What the cell shows.
-    pub state: CellState,
 }
 
 impl Matrix {
-    /// Builds the matrix over `phases` (the full axis, `start` … `exited`) × `faults` from
-    /// counts keyed by (injected phase, fault); the phase `""` means "not injected".
-    pub fn build(
-        phases: &[String],
-        faults: &[String],
-        counts: &HashMap<(String, String), Counts>,
-    ) -> Matrix {
-        let get = |phase: &str, fault: &str| {
-            counts
-                .get(&(phase.to_owned(), fault.to_owned()))
-                .copied()
-                .unwrap_or_default()
-        };
-        let mut used = 0;
-        let rows: Vec<MatrixRow> = phases
-            .iter()
-            .map(|phase| MatrixRow {
-                phase: phase.clone(),
-                implicit: phase == START || phase == EXITED,
-                cells: faults
-                    .iter()
-                    .map(|fault| {
-                        let counts = get(phase, fault);
-                        used += counts.total();
-                        Cell {
-                            fault: fault.clone(),
-                            counts,
-                            state: counts.state(),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        let not_injected: Vec<Counts> = faults.iter().map(|f| get("", f)).collect();
-        used += not_injected.iter().map(Counts::total).sum::<u64>();
-        let all: u64 = counts.values().map(Counts::total).sum();
-        let named = rows.iter().filter(|r| !r.implicit);
-        let covered = named
-            .clone()
-            .flat_map(|r| &r.cells)
-            .filter(|c| c.state != CellState::Uncovered)
-            .count();
-        Matrix {
-            cells: named.count() * faults.len(),
-            faults: faults.to_vec(),
-            rows,
-            not_injected,
-            covered,
-            other_trials: all - used,
-        }
-    }
-
-    /// Covered cells in whole percent; `None` without named phases or faults.
+    /// Covered required cells in whole percent; `None` without required cells.
     pub fn percent(&self) -> Option<u64> {
-        (self.cells > 0).then(|| (self.covered * 100 / self.cells) as u64)
+        self.coverage.percent()
     }
 
-    /// The cell of `phase` × `fault`.
-    pub fn cell(&self, phase: &str, fault: &str) -> Option<&Cell> {
-        self.rows
-            .iter()
-            .find(|r| r.phase == phase)?
-            .cells
-            .iter()
-            .find(|c| c.fault == fault)
+    /// The cell of `phase` × `kind`.
+    pub fn cell(&self, phase: &str, kind: FaultKind) -> Option<&CoverageCell> {
+        self.coverage.cell(phase, kind)
     }
 
-    /// Whether any trial of a fault was never delivered.
+    /// Whether any trial's first step never fired.
     pub fn has_not_injected(&self) -> bool {
-        self.not_injected.iter().any(|c| c.total() > 0)
+        !self.not_injected.is_empty()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The kinds stored for a version (`NULL` before kinds were recorded: none).
+pub(crate) fn kinds_of(json: Option<&str>) -> Vec<FaultKind> {
+    json.map(super::json_list)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|k| FaultKind::from_key(k))
+        .collect()
+}
 
-    fn key(p: &str, f: &str) -> (String, String) {
-        (p.to_owned(), f.to_owned())
-    }
+/// The matrix of experiment `id` (all versions, or one) over the axes of a version with
+/// these `phases`, `faults` and `kinds`.
+pub(crate) async fn matrix(
+    conn: &mut SqliteConnection,
+    id: i64,
+    version: Option<i64>,
+    phases: &[String],
+    faults: &[String],
+    kinds: &[FaultKind],
+) -> anyhow::Result<Matrix> {
+    Ok(Matrix {
+        coverage: coverage(conn, id, version, phases, kinds).await?,
+        not_injected: not_injected(conn, id, version, faults).await?,
+    })
+}
 
-    #[test]
-    fn cells_are_coloured_by_their_trials_and_gaps_stay_uncovered() {
-        let phases = vec![
-            "start".into(),
-            "init".into(),
-            "ready".into(),
-            "exited".into(),
-        ];
-        let faults = vec!["term".to_owned(), "kill".to_owned()];
-        let mut counts = HashMap::new();
-        counts.insert(key("ready", "term"), Counts::new(3, 1, 0));
-        counts.insert(key("start", "kill"), Counts::new(2, 0, 0));
-        counts.insert(key("", "kill"), Counts::new(0, 0, 1));
-        counts.insert(key("ready", "gone-fault"), Counts::new(5, 0, 0));
-        let m = Matrix::build(&phases, &faults, &counts);
-        assert_eq!(
-            (m.covered, m.cells),
-            (1, 4),
-            "start and exited do not count"
-        );
-        assert_eq!(m.percent(), Some(25));
-        let state = |p: &str, f: &str| m.cell(p, f).map(|c| c.state);
-        assert_eq!(state("ready", "term"), Some(CellState::Fail));
-        assert_eq!(state("start", "kill"), Some(CellState::Pass));
-        assert_eq!(state("exited", "kill"), Some(CellState::Uncovered));
-        assert_eq!(m.not_injected[1].error, 1);
-        assert!(m.has_not_injected());
-        assert_eq!(m.other_trials, 5);
+/// The coverage of experiment `id` (all versions, or one) over `phases` × `kinds`.
+pub(crate) async fn coverage(
+    conn: &mut SqliteConnection,
+    id: i64,
+    version: Option<i64>,
+    phases: &[String],
+    kinds: &[FaultKind],
+) -> anyhow::Result<CoverageMatrix> {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT kc.phase, kc.kind, kc.verdict, sum(kc.trials)
+         FROM experiment_versions v JOIN kind_coverage kc ON kc.version_id = v.id
+         WHERE v.experiment_id = ?1 AND (?2 IS NULL OR v.id = ?2)
+         GROUP BY kc.phase, kc.kind, kc.verdict",
+    )
+    .bind(id)
+    .bind(version)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut counts = CellCounts::new();
+    for (phase, kind, verdict, n) in rows {
+        if let Some(kind) = FaultKind::from_key(&kind) {
+            counts.entry((phase, kind)).or_default().add(&verdict, n);
+        }
     }
+    Ok(CoverageMatrix::build(phases, kinds, &counts))
+}
+
+/// Per fault of `faults`, its trials whose first step never fired.
+async fn not_injected(
+    conn: &mut SqliteConnection,
+    id: i64,
+    version: Option<i64>,
+    faults: &[String],
+) -> anyhow::Result<Vec<NotInjected>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT cc.fault, cc.verdict, sum(cc.trials)
+         FROM experiment_versions v JOIN coverage_counts cc ON cc.version_id = v.id
+         WHERE v.experiment_id = ?1 AND (?2 IS NULL OR v.id = ?2) AND cc.phase = ''
+         GROUP BY cc.fault, cc.verdict",
+    )
+    .bind(id)
+    .bind(version)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut not_injected: Vec<NotInjected> = Vec::new();
+    for (fault, verdict, n) in rows {
+        if !faults.contains(&fault) {
+            continue;
+        }
+        match not_injected.iter_mut().find(|f| f.fault == fault) {
+            Some(f) => f.counts.add(&verdict, n),
+            None => {
+                let mut counts = Counts::default();
+                counts.add(&verdict, n);
+                not_injected.push(NotInjected { fault, counts });
+            }
+        }
+    }
+    not_injected.sort_by_key(|f| faults.iter().position(|x| *x == f.fault));
+    Ok(not_injected)
 }

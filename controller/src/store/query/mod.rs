@@ -2,7 +2,7 @@
 //! serialisable structs, each filled by a few indexed queries.
 
 mod compare;
-mod counts;
+
 mod experiment;
 mod latency;
 mod matrix;
@@ -11,11 +11,11 @@ mod run;
 mod runs;
 mod trial;
 
+pub use crate::report::model::{CellState, Counts};
 pub use compare::{CellChange, Compare, CompareCell, CompareRow, compare};
-pub use counts::{CellState, Counts};
 pub use experiment::{ExperimentPage, ExperimentRun, VersionBrief, experiment};
 pub use latency::{Latency, LatencyBucket, latency};
-pub use matrix::{Cell, Matrix, MatrixRow};
+pub use matrix::{Matrix, NotInjected};
 pub use overview::{ExperimentSummary, Overview, TrendPoint, overview};
 pub use run::{RunExperiment, RunFilter, RunPage, run};
 pub use runs::{RunBrief, RunList, runs};

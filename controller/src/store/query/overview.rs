@@ -1,14 +1,13 @@
 //! The overview: every experiment with its last verdict, pass rate, coverage and trend,
 //! those whose last run failed first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sqlx::sqlite::SqliteConnection;
 
-use super::counts::Counts;
-use super::matrix::Matrix;
-use super::{json_list, phase_axis};
+use super::json_list;
+use crate::report::model::Counts;
 use crate::store::Store;
 
 /// How many recent runs the pass rate and the trend cover.
@@ -67,7 +66,7 @@ struct ExperimentRow {
     name: String,
     labels: String,
     phases: String,
-    faults: String,
+    fault_kinds: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -108,34 +107,11 @@ pub(crate) async fn trend(
         .collect())
 }
 
-/// Coverage counts of experiment `id` (all versions, or one), keyed by (phase, fault).
-pub(crate) async fn coverage_counts(
-    conn: &mut SqliteConnection,
-    id: i64,
-    version: Option<i64>,
-) -> anyhow::Result<HashMap<(String, String), Counts>> {
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT cc.phase, cc.fault, cc.verdict, sum(cc.trials)
-         FROM experiment_versions v JOIN coverage_counts cc ON cc.version_id = v.id
-         WHERE v.experiment_id = ?1 AND (?2 IS NULL OR v.id = ?2)
-         GROUP BY cc.phase, cc.fault, cc.verdict",
-    )
-    .bind(id)
-    .bind(version)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut counts: HashMap<(String, String), Counts> = HashMap::new();
-    for (phase, fault, verdict, n) in rows {
-        counts.entry((phase, fault)).or_default().add(&verdict, n);
-    }
-    Ok(counts)
-}
-
 /// Reads the overview.
 pub async fn overview(store: &Store) -> anyhow::Result<Overview> {
     let mut conn = store.pool.acquire().await?;
     let rows: Vec<ExperimentRow> = sqlx::query_as(
-        "SELECT e.id, e.name, v.labels, v.phases, v.faults
+        "SELECT e.id, e.name, v.labels, v.phases, v.fault_kinds
          FROM experiments e JOIN experiment_versions v ON v.id = e.latest_version_id
          ORDER BY e.name",
     )
@@ -144,12 +120,14 @@ pub async fn overview(store: &Store) -> anyhow::Result<Overview> {
     let mut experiments = Vec::with_capacity(rows.len());
     for row in rows {
         let trend = trend(&mut conn, row.id, TREND_RUNS).await?;
-        let counts = coverage_counts(&mut conn, row.id, None).await?;
-        let matrix = Matrix::build(
-            &phase_axis(&json_list(&row.phases)),
-            &json_list(&row.faults),
-            &counts,
-        );
+        let matrix = super::matrix::coverage(
+            &mut conn,
+            row.id,
+            None,
+            &json_list(&row.phases),
+            &super::matrix::kinds_of(row.fault_kinds.as_deref()),
+        )
+        .await?;
         let mut recent = Counts::default();
         for point in &trend {
             recent.merge(point.counts);
@@ -160,7 +138,7 @@ pub async fn overview(store: &Store) -> anyhow::Result<Overview> {
             last: trend.last().cloned(),
             recent,
             covered: matrix.covered,
-            cells: matrix.cells,
+            cells: matrix.required,
             coverage_percent: matrix.percent(),
             trend,
         });

@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::counts::Counts;
 use super::latency::{Latency, latency_of};
 use super::runs::{RUN_COLUMNS, RunBrief, RunRow};
 use super::trial::{TRIAL_COLUMNS, TRIAL_JOINS, TrialRow, TrialView};
 use super::{json_list, not_found};
+use crate::report::model::Counts;
 use crate::store::Store;
 
 /// Trials per page.

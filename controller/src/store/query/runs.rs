@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::counts::Counts;
+use crate::report::model::Counts;
 use crate::store::Store;
 
 /// Recent runs.

@@ -101,6 +101,7 @@ impl TrialRow {
             injected_phase: self.injected_phase,
             latency_ns: self.latency_ns.map(ns),
             delivery: self.delivery.as_deref().map(parse_name).transpose()?,
+            landed: Vec::new(),
             observation,
             recovery: self
                 .recovery

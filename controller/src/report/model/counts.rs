@@ -1,4 +1,5 @@
-//! Trials counted by verdict, and the state of a coverage cell they make.
+//! Trials counted by verdict, and the state of a coverage cell they make: the counts every
+//! report and page shows.
 
 use serde::Serialize;
 
@@ -65,6 +66,15 @@ impl Counts {
             "pass" => self.pass += n,
             "fail" => self.fail += n,
             _ => self.error += n,
+        }
+    }
+
+    /// Counts one trial of `verdict`.
+    pub fn count(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Pass => self.pass += 1,
+            Verdict::Fail => self.fail += 1,
+            Verdict::Error => self.error += 1,
         }
     }
 
