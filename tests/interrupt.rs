@@ -30,7 +30,7 @@ spec:
     - {{ name: ready, marker: {{ stdout: "^ready$" }} }}
     - {{ name: never, marker: {{ stdout: "^never$" }} }}
   faults:
-    - {{ name: usr-ready, signal: SIGUSR2, at: {{ phase: ready, offset: 1h }} }}
+    - {{ name: usr-ready, signal: SIGUSR2, at: {{ phase: ready, offset: 45s }} }}
   trials: 6
   timeout: 50s
 "#
