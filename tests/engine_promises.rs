@@ -329,3 +329,62 @@ spec:
     }
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// The run says how it contained its trials: in the first line and in the JSON report.
+#[test]
+fn a_run_records_which_containment_it_used() {
+    let dir = tempdir();
+    let exp = write(
+        dir.path(),
+        "quick.yaml",
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: { name: quick }
+spec:
+  target:
+    run: { command: ["sh", "-c", "echo up"] }
+  phases:
+    - { name: up, marker: { stdout: "^up$" } }
+  faults:
+    - { name: after, signal: SIGTERM, at: { exited: reaped } }
+  trials: 1
+"#,
+    );
+    let expected = if cgroup_v2_root().is_some() {
+        ["cgroup", "process_group"]
+    } else {
+        ["process_group", "process_group"]
+    };
+    for (no_cgroup, mechanism) in ["", "1"].into_iter().zip(expected) {
+        let json = dir.path().join(format!("report{no_cgroup}.json"));
+        let out = atropos()
+            .args(["run", "--no-db", "--json"])
+            .arg(&json)
+            .arg(&exp)
+            .env("ATROPOS_NO_CGROUP", no_cgroup)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(
+            report["run"]["containment"]["mechanism"], mechanism,
+            "{}",
+            report["run"]
+        );
+        let first = said
+            .lines()
+            .find(|l| l.starts_with("atropos ") && l.contains(": run "))
+            .unwrap_or_else(|| panic!("no run line in {said}"));
+        let shown = if mechanism == "cgroup" {
+            "contained by cgroup v2"
+        } else {
+            "contained by process groups"
+        };
+        assert!(first.contains(shown), "{first}");
+    }
+}

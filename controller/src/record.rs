@@ -245,6 +245,10 @@ pub struct RunInfo {
     /// Per experiment name, the kinds of fault its faults use: the columns of its coverage.
     #[serde(default)]
     pub fault_kinds: BTreeMap<String, Vec<FaultKind>>,
+    /// How the run kept each trial's processes together (a cgroup, or process groups with
+    /// why), and so how sure "nothing left behind" is.
+    #[serde(default)]
+    pub containment: Option<atropos_injector::Containment>,
 }
 
 impl RunInfo {

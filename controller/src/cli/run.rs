@@ -166,6 +166,7 @@ async fn run(
         version: crate::VERSION.to_owned(),
         ci,
         experiments: plan.experiments.iter().map(|e| e.info.clone()).collect(),
+        containment: Some(atropos_injector::containment()),
         fault_kinds: plan
             .experiments
             .iter()
@@ -204,13 +205,16 @@ async fn run(
                 RunEvent::Started(run) => {
                     tally = Some(RunTally::new(run));
                     progress.line(&format!(
-                        "atropos {}: run {} · {} · {} · seed {} · jobs {}",
+                        "atropos {}: run {} · {} · {} · seed {} · jobs {} · contained by {}",
                         run.version,
                         run.id,
                         plural(run.experiments.len() as u64, "experiment", "experiments"),
                         plural(total as u64, "trial", "trials"),
                         run.seed,
-                        jobs
+                        jobs,
+                        run.containment
+                            .as_ref()
+                            .map_or_else(|| "nothing".to_owned(), ToString::to_string)
                     ));
                 }
                 RunEvent::Trial(record) => {

@@ -136,6 +136,7 @@ pub fn run(
         })
         .collect();
     let info = RunInfo {
+        containment: None,
         id: uid.to_owned(),
         trigger: Trigger::Ci,
         seed,
