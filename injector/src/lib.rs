@@ -23,6 +23,7 @@
 pub mod cgroup;
 pub mod clock;
 pub mod command;
+pub mod duration;
 pub mod journal;
 pub mod markers;
 pub mod orphans;

@@ -60,7 +60,7 @@ mod tests {
                 name: "reached within",
                 reached_ns: Some(1_500_000_000),
                 restart: obs().phase("ready", Some(1_500_000_000)).build(),
-                want: want("recover", true, EXPECTED, "reached it after 1.500s"),
+                want: want("recover", true, EXPECTED, "reached it after 1.5s"),
             },
             Case {
                 name: "reached exactly at the deadline",

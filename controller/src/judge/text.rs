@@ -8,17 +8,7 @@ use std::time::Duration;
 use atropos_injector::Observation;
 
 /// `1.234ms`, `12µs`, `2s` — short and exact enough for reasons.
-pub fn human_ns(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.3}s", ns as f64 / 1e9).replace(".000s", "s")
-    } else if ns >= 1_000_000 {
-        format!("{:.1}ms", ns as f64 / 1e6).replace(".0ms", "ms")
-    } else if ns >= 1_000 {
-        format!("{}µs", ns / 1_000)
-    } else {
-        format!("{ns}ns")
-    }
-}
+pub use crate::report::model::human_ns;
 
 /// [`human_ns`] of a [`Duration`], saturating at `u64::MAX` nanoseconds.
 pub(super) fn human(d: Duration) -> String {
@@ -94,13 +84,14 @@ mod tests {
         let cases: &[(u64, &str)] = &[
             (0, "0ns"),
             (999, "999ns"),
-            (1_500, "1µs"),
-            (1_250_000, "1.2ms"),
+            (1_500, "1.5µs"),
+            (9_898, "9.9µs"),
+            (1_250_000, "1.25ms"),
             (12_000_000, "12ms"),
-            (1_500_000_000, "1.500s"),
+            (1_500_000_000, "1.5s"),
             (5_000_000_000, "5s"),
         ];
-        assert_eq!(cases.len(), 7);
+        assert_eq!(cases.len(), 8);
         for (ns, want) in cases {
             assert_eq!(human_ns(*ns), *want, "case {ns}ns");
         }

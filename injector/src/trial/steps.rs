@@ -204,13 +204,13 @@ impl Driver<'_> {
                 None => format!("waiting for phase `{}`", self.plan.phases[*index].name),
                 Some(_) => format!(
                     "{} after phase `{}` was entered, before it was due",
-                    fmt_ns(ns(*offset)),
+                    crate::duration::human_ns(ns(*offset)),
                     self.plan.phases[*index].name
                 ),
             },
             When::After(d) => format!(
                 "{} after the previous step, before it was due",
-                fmt_ns(ns(*d))
+                crate::duration::human_ns(ns(*d))
             ),
             When::Exited(state) => format!(
                 "waiting for the target to exit ({})",
@@ -223,7 +223,7 @@ impl Driver<'_> {
         let why = match stop {
             StopReason::Timeout => format!(
                 "the trial timed out after {} in phase `{in_phase}`, {waiting}",
-                fmt_ns(ns(self.plan.timeout))
+                crate::duration::human_ns(ns(self.plan.timeout))
             ),
             StopReason::PhaseDeadline => {
                 let missed = self
@@ -235,7 +235,7 @@ impl Driver<'_> {
                 Some(sent) => format!(
                     "the target ignored atropos's {} for {} and was killed (hung), {waiting}",
                     sent.signal,
-                    fmt_ns(ns(self.plan.grace))
+                    crate::duration::human_ns(ns(self.plan.grace))
                 ),
                 None => format!("the target hung and was killed, {waiting}"),
             },
@@ -453,21 +453,4 @@ pub(super) fn rank(a: DeliveryOutcome, b: DeliveryOutcome) -> DeliveryOutcome {
         DeliveryOutcome::NoTarget => 0,
     };
     if score(b) > score(a) { b } else { a }
-}
-
-/// A short duration for a reason line: `1.5s`, `200ms`, `35µs`.
-pub(super) fn fmt_ns(ns: u64) -> String {
-    let trim = |v: f64, unit: &str| {
-        let text = format!("{v:.1}");
-        format!("{}{unit}", text.trim_end_matches(".0"))
-    };
-    if ns >= 1_000_000_000 {
-        trim(ns as f64 / 1e9, "s")
-    } else if ns >= 1_000_000 {
-        trim(ns as f64 / 1e6, "ms")
-    } else if ns >= 1_000 {
-        trim(ns as f64 / 1e3, "µs")
-    } else {
-        format!("{ns}ns")
-    }
 }
