@@ -408,3 +408,38 @@ fn a_target_that_cannot_start_is_refused_before_any_trial_with_the_place_of_comm
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn counts_in_validate_and_run_messages_are_singular_for_one() {
+    let dir = tempdir();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        experiment(
+            &token("singular"),
+            "    - { name: f, signal: SIGTERM, at: { phase: ready } }",
+        ),
+    )
+    .unwrap();
+    let out = atropos().arg("validate").arg(&good).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok: 1 experiment in 1 file"), "{stdout}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        experiment(
+            &token("singular"),
+            "    - { name: f, signal: SIGTERM, at: { phase: redy } }",
+        ),
+    )
+    .unwrap();
+    for cmd in ["validate", "run"] {
+        let out = atropos().arg(cmd).arg(&bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("error: 1 problem found; nothing was run"),
+            "{cmd}: {stderr}"
+        );
+    }
+}

@@ -57,7 +57,7 @@ pub(super) fn main(args: RunArgs) -> u8 {
         Ok(loaded) => loaded,
         Err(invalid) => {
             eprintln!("{invalid}");
-            eprintln!("error: {} problems found; nothing was run", invalid.0.len());
+            eprintln!("{}", invalid.summary());
             return EXIT_INVALID;
         }
     };

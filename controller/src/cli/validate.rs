@@ -16,12 +16,16 @@ pub(super) fn main(args: &ValidateArgs) -> u8 {
     match crate::spec::load_all(&args.paths) {
         Ok(loaded) => {
             let files: std::collections::BTreeSet<_> = loaded.iter().map(|l| &l.file).collect();
-            println!("ok: {} experiments in {} files", loaded.len(), files.len());
+            println!(
+                "ok: {} in {}",
+                crate::report::model::plural(loaded.len() as u64, "experiment", "experiments"),
+                crate::report::model::plural(files.len() as u64, "file", "files")
+            );
             EXIT_OK
         }
         Err(invalid) => {
             eprintln!("{invalid}");
-            eprintln!("error: {} problems found; nothing was run", invalid.0.len());
+            eprintln!("{}", invalid.summary());
             EXIT_INVALID
         }
     }

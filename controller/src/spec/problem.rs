@@ -69,6 +69,16 @@ fn clip_values(message: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Invalid(pub Vec<Problem>);
 
+impl Invalid {
+    /// The closing line after the problems: `error: 1 problem found; nothing was run`.
+    pub fn summary(&self) -> String {
+        format!(
+            "error: {} found; nothing was run",
+            crate::report::model::plural(self.0.len() as u64, "problem", "problems")
+        )
+    }
+}
+
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.0.iter().enumerate() {
