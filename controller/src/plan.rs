@@ -73,7 +73,8 @@ pub struct PlannedTrial {
     /// For each step, the fraction drawn for a random offset.
     pub fractions: Vec<Option<f64>>,
     /// The expectations in force.
-    pub expect: Expect,
+    /// The expectations in force, shared by every trial of the fault.
+    pub expect: std::sync::Arc<Expect>,
 }
 
 /// A whole run's plan.
@@ -118,10 +119,11 @@ pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions)
         for (f, fault) in exp.spec.faults.iter().enumerate() {
             // Draw for every fault, selected or not, so a filter does not shift the others.
             let steps = steps_of(fault);
-            let expect = match exp.spec.overrides.get(&fault.name) {
+            // One copy per fault, shared by its trials: a plan of many trials stays small.
+            let expect = std::sync::Arc::new(match exp.spec.overrides.get(&fault.name) {
                 Some(over) => exp.spec.expect.overridden_by(over),
                 None => exp.spec.expect.clone(),
-            };
+            });
             for i in 0..per_fault {
                 let fractions = steps
                     .iter()
@@ -151,7 +153,7 @@ pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions)
             fault_name: BASELINE.to_owned(),
             index: 0,
             fractions: Vec::new(),
-            expect: exp.spec.expect.clone(),
+            expect: std::sync::Arc::new(exp.spec.expect.clone()),
         };
         let info = ExperimentInfo {
             name: name.clone(),

@@ -28,7 +28,7 @@ fn trial(fault: Option<usize>, expect: Expect) -> PlannedTrial {
         fault_name: if fault.is_some() { "kill" } else { "baseline" }.to_owned(),
         index: 0,
         fractions: Vec::new(),
-        expect,
+        expect: expect.into(),
     }
 }
 
