@@ -11,6 +11,20 @@ use std::time::{Duration, Instant};
 
 use common::{atropos, processes_with, tempdir, token};
 
+/// An experiment of two trials that take a few milliseconds.
+const QUICK: &str = r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: { name: quick }
+spec:
+  target:
+    run: { command: ["sh", "-c", "echo up"] }
+  phases:
+    - { name: up, marker: { stdout: "^up$" } }
+  faults:
+    - { name: after, signal: SIGTERM, at: { exited: reaped } }
+  trials: 1
+"#;
+
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -205,22 +219,7 @@ spec:
         );
     }
     // The next atropos start removes the folders of the dead runs.
-    let quick = write(
-        dir.path(),
-        "quick.yaml",
-        r#"apiVersion: atropos/v1
-kind: Experiment
-metadata: { name: quick }
-spec:
-  target:
-    run: { command: ["sh", "-c", "echo up"] }
-  phases:
-    - { name: up, marker: { stdout: "^up$" } }
-  faults:
-    - { name: after, signal: SIGTERM, at: { exited: reaped } }
-  trials: 1
-"#,
-    );
+    let quick = write(dir.path(), "quick.yaml", QUICK);
     let out = atropos()
         .args(["run", "--no-db"])
         .arg(&quick)
@@ -334,22 +333,7 @@ spec:
 #[test]
 fn a_run_records_which_containment_it_used() {
     let dir = tempdir();
-    let exp = write(
-        dir.path(),
-        "quick.yaml",
-        r#"apiVersion: atropos/v1
-kind: Experiment
-metadata: { name: quick }
-spec:
-  target:
-    run: { command: ["sh", "-c", "echo up"] }
-  phases:
-    - { name: up, marker: { stdout: "^up$" } }
-  faults:
-    - { name: after, signal: SIGTERM, at: { exited: reaped } }
-  trials: 1
-"#,
-    );
+    let exp = write(dir.path(), "quick.yaml", QUICK);
     let expected = if cgroup_v2_root().is_some() {
         ["cgroup", "process_group"]
     } else {

@@ -163,3 +163,18 @@ pub fn reasons(t: &serde_json::Value) -> String {
         .collect::<Vec<_>>()
         .join(" | ")
 }
+
+/// The address `atropos serve` says it listens on, from the first line of its piped stdout.
+pub fn served_address(child: &mut Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("serve's stdout is piped"))
+        .read_line(&mut line)
+        .expect("serve prints its address");
+    line.split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim()
+        .to_owned()
+}
