@@ -95,9 +95,7 @@ pub fn v2_path_of(pid: i32) -> Option<String> {
 }
 
 fn owner_name() -> String {
-    let me = std::process::id() as i32;
-    let start = procfs::ProcStat::read(me).map_or(0, |s| s.starttime);
-    format!("atropos-{me}.{start}")
+    format!("atropos-{}", procfs::me_mark())
 }
 
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
@@ -173,8 +171,6 @@ pub fn containment() -> Containment {
 pub struct Lane {
     /// Its directory.
     pub dir: PathBuf,
-    /// Its path relative to the hierarchy's root, as `/proc/PID/cgroup` shows it.
-    pub rel: String,
     /// `cgroup.procs`, open for writing: a child joins by writing `0`.
     pub procs: OwnedFd,
     events: fs::File,
@@ -203,20 +199,10 @@ impl Lane {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(dir.join(file))
         };
-        let mount = v2_mount().unwrap_or_default();
-        let rel = format!(
-            "/{}",
-            dir.strip_prefix(&mount)
-                .unwrap_or(&dir)
-                .display()
-                .to_string()
-                .trim_start_matches('/')
-        );
         Ok(Lane {
             procs: write("cgroup.procs")?.into(),
             kill: write("cgroup.kill")?,
             events: fs::File::open(dir.join("cgroup.events"))?,
-            rel,
             dir,
         })
     }
@@ -257,11 +243,6 @@ impl Lane {
             return !self.members().is_empty();
         }
         !text.lines().any(|l| l == "populated 0")
-    }
-
-    /// Whether `pid` is in this lane now.
-    pub fn holds(&self, pid: i32) -> bool {
-        v2_path_of(pid).is_some_and(|p| p == self.rel)
     }
 
     /// Kills every process in the lane (`cgroup.kill`) and waits up to `limit` until it is

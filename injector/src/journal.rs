@@ -30,12 +30,7 @@ pub fn dir() -> PathBuf {
 }
 
 fn owner() -> &'static str {
-    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    OWNER.get_or_init(|| {
-        let me = std::process::id() as i32;
-        let start = crate::procfs::ProcStat::read(me).map_or(0, |s| s.starttime);
-        format!("{me}.{start}")
-    })
+    crate::procfs::me_mark()
 }
 
 fn entry(dir: &Path, pid: i32, starttime: u64) -> PathBuf {

@@ -71,12 +71,7 @@ pub const OWNER_VAR: &str = "ATROPOS_OWNER";
 
 /// This process as [`OWNER_VAR`] names it.
 pub fn owner_mark() -> &'static str {
-    static MARK: OnceLock<String> = OnceLock::new();
-    MARK.get_or_init(|| {
-        let me = std::process::id() as i32;
-        let start = procfs::ProcStat::read(me).map_or(0, |s| s.starttime);
-        format!("{me}.{start}")
-    })
+    procfs::me_mark()
 }
 
 /// Starts the guardian that kills every target if atropos dies; idempotent.

@@ -24,6 +24,25 @@ pub fn read_text(path: impl AsRef<std::path::Path>) -> io::Result<String> {
     })
 }
 
+/// This process's pid and start time, which together name it for its whole life.
+pub fn me() -> (i32, u64) {
+    static ME: std::sync::OnceLock<(i32, u64)> = std::sync::OnceLock::new();
+    *ME.get_or_init(|| {
+        let pid = std::process::id() as i32;
+        (pid, ProcStat::read(pid).map_or(0, |s| s.starttime))
+    })
+}
+
+/// [`me`] as `PID.STARTTIME`: how journal entries, run cgroups and the owner mark name the
+/// atropos that made them.
+pub fn me_mark() -> &'static str {
+    static MARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARK.get_or_init(|| {
+        let (pid, start) = me();
+        format!("{pid}.{start}")
+    })
+}
+
 /// One process as `/proc/PID/stat` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcStat {

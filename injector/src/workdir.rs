@@ -20,8 +20,7 @@ const OWNER_FILE: &str = ".owner";
 pub const PREFIX: &str = "atropos-";
 
 fn me() -> String {
-    let pid = std::process::id() as i32;
-    let start = ProcStat::read(pid).map_or(0, |s| s.starttime);
+    let (pid, start) = crate::procfs::me();
     format!("{pid} {start} {}", crate::journal::boot_id())
 }
 
