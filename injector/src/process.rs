@@ -276,7 +276,11 @@ pub fn spawn(launch: &Launch) -> io::Result<Spawned> {
         stderr: Some(err_read),
         started_ns,
     };
-    if let Some(table) = table {
+    // In a lane, the guardian's `cgroup.kill` reaches everything the group holds: the table
+    // (and the /proc read for the leader's start time) is for the fallback only.
+    if spawned.lane.is_none()
+        && let Some(table) = table
+    {
         let start = procfs::ProcStat::read(pid).map_or(0, |s| s.starttime);
         match table.watch(pid, start) {
             Ok(slot) => spawned.guard = Some(slot),
