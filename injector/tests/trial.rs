@@ -534,10 +534,9 @@ async fn a_group_step_after_the_leader_is_reaped_signals_nothing_and_is_already_
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phase_missing_its_deadline_ends_the_trial_at_once_naming_both_phases() {
-    atropos_injector::init().unwrap();
-    let mut p = plan(
+/// A target that enters `init` and never `ready`, with a SIGTERM due at `ready`.
+fn stuck_in_init() -> TrialPlan {
+    plan(
         "echo init; while :; do sleep 0.01; done",
         vec![
             ("init", Marker::Stdout("^init$".into())),
@@ -545,7 +544,13 @@ async fn a_phase_missing_its_deadline_ends_the_trial_at_once_naming_both_phases(
         ],
         vec![at_phase(1, Signal::TERM)],
         Finish::AwaitExit,
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_missing_its_deadline_ends_the_trial_at_once_naming_both_phases() {
+    atropos_injector::init().unwrap();
+    let mut p = stuck_in_init();
     p.phases[1].within = Some(Duration::from_millis(300));
     let started = std::time::Instant::now();
     let obs = run_trial(&p, &CancellationToken::new()).await;
@@ -571,15 +576,7 @@ async fn a_phase_missing_its_deadline_ends_the_trial_at_once_naming_both_phases(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_left_waiting_at_the_timeout_is_skipped_with_the_phase_it_waited_for() {
     atropos_injector::init().unwrap();
-    let mut p = plan(
-        "echo init; while :; do sleep 0.01; done",
-        vec![
-            ("init", Marker::Stdout("^init$".into())),
-            ("ready", Marker::Stdout("^ready$".into())),
-        ],
-        vec![at_phase(1, Signal::TERM)],
-        Finish::AwaitExit,
-    );
+    let mut p = stuck_in_init();
     p.timeout = Duration::from_millis(300);
     let obs = run_trial(&p, &CancellationToken::new()).await;
     assert_eq!(obs.stop, StopReason::Timeout, "{obs:#?}");
