@@ -143,53 +143,90 @@ impl Launch {
     /// The program as it will be executed: a path with a slash as given (relative to the
     /// working directory), a bare name looked up on the target's `PATH`.
     pub fn resolve(&self) -> io::Result<PathBuf> {
-        resolve_program(&self.program, &self.env, &self.cwd)
+        let path_var = self
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| std::ffi::OsString::from(v))
+            .or_else(|| std::env::var_os("PATH"));
+        resolve_program(&self.program, path_var.as_deref(), &self.cwd).map_err(|why| {
+            let kind = match why {
+                Unstartable::Missing(_) | Unstartable::NotOnPath { .. } => io::ErrorKind::NotFound,
+                Unstartable::Empty => io::ErrorKind::InvalidInput,
+                _ => io::ErrorKind::PermissionDenied,
+            };
+            io::Error::new(kind, why.to_string())
+        })
     }
 }
 
-/// Finds `program` the way `execvp` would, on the `PATH` the target will have.
-pub fn resolve_program(program: &str, env: &[(String, String)], cwd: &Path) -> io::Result<PathBuf> {
+/// Why a program cannot be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unstartable {
+    /// No program was given.
+    #[error("the command is empty")]
+    Empty,
+    /// A path that does not exist.
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// A path that is a folder or another non-file.
+    #[error("{} is not a file", .0.display())]
+    NotAFile(PathBuf),
+    /// A file without an execute bit.
+    #[error("{} is not executable", .0.display())]
+    NotExecutable(PathBuf),
+    /// A bare name no `PATH` folder holds as an executable file.
+    #[error("`{program}` was not found on PATH")]
+    NotOnPath {
+        /// The name looked for.
+        program: String,
+        /// The first match on `PATH` that exists but cannot be executed, if any.
+        not_executable: Option<PathBuf>,
+    },
+}
+
+/// The `PATH` a process gets when none is set.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Finds `program` the way `execvp` would, for a target started in `cwd` with `path_var` as
+/// its `PATH`: a name with a slash is a path (relative ones from `cwd`), a bare name is
+/// looked up on `PATH` (relative and empty entries from `cwd`). The spawn and the
+/// pre-flight check of `atropos run` both use this, so they cannot disagree.
+pub fn resolve_program(
+    program: &str,
+    path_var: Option<&std::ffi::OsStr>,
+    cwd: &Path,
+) -> Result<PathBuf, Unstartable> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    let check = |path: PathBuf| match std::fs::metadata(&path) {
+        Err(_) => Err(Unstartable::Missing(path)),
+        Ok(m) if !m.is_file() => Err(Unstartable::NotAFile(path)),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err(Unstartable::NotExecutable(path)),
+        Ok(_) => Ok(path),
     };
     if program.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the command is empty",
-        ));
+        return Err(Unstartable::Empty);
     }
     if program.contains('/') {
-        let path = cwd.join(program);
-        return match std::fs::metadata(&path) {
-            Err(e) => Err(e),
-            Ok(m) if !m.is_file() => Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("{} is not a file", path.display()),
-            )),
-            Ok(_) if !executable(&path) => Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("{} is not executable", path.display()),
-            )),
-            Ok(_) => Ok(path),
-        };
+        return check(cwd.join(program));
     }
-    let path_var = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| std::ffi::OsString::from(v))
-        .or_else(|| std::env::var_os("PATH"))
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path_var)
-        .map(|dir| cwd.join(dir).join(program))
-        .find(|p| executable(p))
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("`{program}` was not found on PATH"),
-            )
-        })
+    let path_var = path_var.unwrap_or_else(|| std::ffi::OsStr::new(DEFAULT_PATH));
+    let mut not_executable = None;
+    for dir in std::env::split_paths(path_var) {
+        match check(cwd.join(dir).join(program)) {
+            Ok(path) => return Ok(path),
+            Err(Unstartable::Missing(_)) => {}
+            Err(Unstartable::NotAFile(p) | Unstartable::NotExecutable(p)) => {
+                not_executable = not_executable.or(Some(p));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Err(Unstartable::NotOnPath {
+        program: program.to_owned(),
+        not_executable,
+    })
 }
 
 fn cstring(text: impl Into<Vec<u8>>) -> io::Result<CString> {
@@ -480,5 +517,68 @@ impl Exit {
             }),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn programs_resolve_as_execvp_would_and_say_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = bin.join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let path = std::ffi::OsString::from("/nonexistent:bin");
+        let cases: Vec<(&str, Result<PathBuf, Unstartable>)> = vec![
+            ("tool", Ok(dir.path().join("bin").join("tool"))),
+            ("bin/tool", Ok(dir.path().join("bin/tool"))),
+            (
+                "plain",
+                Err(Unstartable::NotOnPath {
+                    program: "plain".into(),
+                    not_executable: Some(dir.path().join("bin").join("plain")),
+                }),
+            ),
+            (
+                "bin/plain",
+                Err(Unstartable::NotExecutable(dir.path().join("bin/plain"))),
+            ),
+            (
+                "bin",
+                Err(Unstartable::NotOnPath {
+                    program: "bin".into(),
+                    not_executable: None,
+                }),
+            ),
+            (
+                "./bin",
+                Err(Unstartable::NotAFile(dir.path().join("./bin"))),
+            ),
+            (
+                "./gone",
+                Err(Unstartable::Missing(dir.path().join("./gone"))),
+            ),
+            ("", Err(Unstartable::Empty)),
+        ];
+        assert_eq!(cases.len(), 8);
+        for (program, want) in cases {
+            assert_eq!(
+                resolve_program(program, Some(&path), dir.path()),
+                want,
+                "case `{program}`"
+            );
+        }
+        // Without a PATH, the default one: `sh` is in /usr/bin or /bin on any Debian.
+        assert!(resolve_program("sh", None, dir.path()).is_ok());
     }
 }

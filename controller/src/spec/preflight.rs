@@ -9,12 +9,11 @@
 //! valid before its program is built.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::locate::locate;
 use super::problem::Problem;
-use crate::plan::{ExperimentPlan, RunPlan, resolve};
+use crate::plan::{ExperimentPlan, RunPlan};
 
 /// A command that cannot start, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,52 +136,44 @@ fn startable(
         // A PATH made per trial (`${trial.dir}/bin:...`) is known only then, too.
         return Ok(());
     }
-    if program.contains('/') {
-        let path = resolve(cwd, program);
-        return executable(&path).map_err(|why| {
-            let help = if why == Why::Missing {
-                "build it first, or correct the path: a relative path is taken from the \
-                 target's cwd"
-            } else {
-                "make it executable (chmod +x), or run it through its interpreter, \
-                 e.g. [\"sh\", \"script.sh\"]"
-            };
-            (
-                format!("`{program}` ({}) {why}", shown(&path).display()),
-                help,
-            )
-        });
-    }
-    let default_path = std::ffi::OsString::from("/bin:/usr/bin");
-    let dirs: Vec<PathBuf> = std::env::split_paths(path_var.unwrap_or(&default_path)).collect();
-    let mut not_executable = None;
-    for dir in &dirs {
-        let dir = if dir.as_os_str().is_empty() {
-            cwd.to_owned()
-        } else {
-            dir.clone()
-        };
-        let candidate = dir.join(program);
-        match executable(&candidate) {
-            Ok(()) => return Ok(()),
-            Err(Why::Missing) => {}
-            Err(_) => not_executable = not_executable.or(Some(candidate)),
-        }
-    }
-    let beside = cwd.join(program).is_file();
-    let message = match not_executable {
-        Some(path) => format!(
-            "`{program}` is on the PATH as {} but not executable",
-            path.display()
+    use atropos_injector::process::{Unstartable, resolve_program};
+    let why = match resolve_program(program, path_var, cwd) {
+        Ok(_) => return Ok(()),
+        Err(why) => why,
+    };
+    let build = "build it first, or correct the path: a relative path is taken from the \
+                 target's cwd";
+    let chmod = "make it executable (chmod +x), or run it through its interpreter, \
+                 e.g. [\"sh\", \"script.sh\"]";
+    Err(match why {
+        Unstartable::Empty => return Ok(()),
+        Unstartable::Missing(path) => (
+            format!("`{program}` ({}) does not exist", shown(&path).display()),
+            build,
         ),
-        None => format!("`{program}` is not found on the PATH"),
-    };
-    let help = if beside {
-        "a program in the target's cwd needs a path: write `./NAME`"
-    } else {
-        "install it or build it first, or give its path (relative to the target's cwd)"
-    };
-    Err((message, help))
+        Unstartable::NotAFile(path) => (
+            format!("`{program}` ({}) is not a file", shown(&path).display()),
+            chmod,
+        ),
+        Unstartable::NotExecutable(path) => (
+            format!("`{program}` ({}) is not executable", shown(&path).display()),
+            chmod,
+        ),
+        Unstartable::NotOnPath { not_executable, .. } => (
+            match not_executable {
+                Some(path) => format!(
+                    "`{program}` is on the PATH as {} but not executable",
+                    path.display()
+                ),
+                None => format!("`{program}` is not found on the PATH"),
+            },
+            if cwd.join(program).is_file() {
+                "a program in the target's cwd needs a path: write `./NAME`"
+            } else {
+                "install it or build it first, or give its path (relative to the target's cwd)"
+            },
+        ),
+    })
 }
 
 /// `path` without its `.` and `..` steps, for reading (the check used the path as is).
@@ -201,37 +192,11 @@ fn shown(path: &Path) -> PathBuf {
     out
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Why {
-    Missing,
-    NotAFile,
-    NotExecutable,
-}
-
-impl fmt::Display for Why {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Why::Missing => "does not exist",
-            Why::NotAFile => "is not a file",
-            Why::NotExecutable => "is not executable",
-        })
-    }
-}
-
-fn executable(path: &Path) -> Result<(), Why> {
-    let meta = std::fs::metadata(path).map_err(|_| Why::Missing)?;
-    if !meta.is_file() {
-        return Err(Why::NotAFile);
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
-        return Err(Why::NotExecutable);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
 
