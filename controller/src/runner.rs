@@ -80,17 +80,23 @@ impl Shared {
     }
 
     /// A free loopback port not handed to another trial of this run that is still running.
+    ///
+    /// Drawn uniformly from the ephemeral range and checked free by a bind, rather than
+    /// taken from `bind(port 0)`: the kernel hands recently freed ports out again soon, so
+    /// two atropos runs side by side often got the same one, and the `listen` marker then
+    /// (rightly) found the other run's target holding it.
     fn port(&self) -> u16 {
-        for _ in 0..64 {
-            let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+        use rand::RngExt;
+        let (low, high) = ephemeral_range();
+        let mut rng = rand::rng();
+        for _ in 0..256 {
+            let port: u16 = rng.random_range(low..=high);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 continue;
-            };
-            let Ok(addr) = listener.local_addr() else {
-                continue;
-            };
+            }
             let mut used = self.ports.lock().unwrap_or_else(|p| p.into_inner());
-            if used.insert(addr.port()) {
-                return addr.port();
+            if used.insert(port) {
+                return port;
             }
         }
         0
@@ -149,6 +155,18 @@ impl Shared {
             board.outbox.push(record);
         }
     }
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), else Linux's default.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_ascii_whitespace().map(str::parse::<u16>);
+            Some((parts.next()?.ok()?, parts.next()?.ok()?))
+        })
+        .filter(|(low, high)| low < high && *low > 1024)
+        .unwrap_or((32768, 60999))
 }
 
 /// Runs every trial of `plan`, handing each judged record to `events` (in the order they
