@@ -372,3 +372,92 @@ fn a_run_records_which_containment_it_used() {
         assert!(first.contains(shown), "{first}");
     }
 }
+
+/// An atropos in another PID namespace (a container, `unshare --pid`) shares the cgroup tree,
+/// `/tmp` and the state folder with this one, but its numbers name other processes: its
+/// start-up sweeps must not judge this run dead and kill its cgroup, remove its folder or
+/// resume its pauses. (Found when the PID-reuse test's run, started beside this one, killed
+/// a host run's cgroup.)
+#[test]
+fn an_atropos_in_another_pid_namespace_leaves_this_ones_run_alone() {
+    let dir = tempdir();
+    let tok = token("pidns-neighbour");
+    let exp = write(
+        dir.path(),
+        "slow.yaml",
+        &format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: slow }}
+spec:
+  target:
+    run: {{ command: ["sh", "-c", "echo up; sleep 3; echo done", "{tok}"] }}
+  phases:
+    - {{ name: up, marker: {{ stdout: "^up$" }} }}
+  faults:
+    - name: pause-then-resume
+      steps:
+        - {{ signal: SIGSTOP, at: {{ phase: up }} }}
+        - {{ signal: SIGCONT, after: 3s }}
+  trials: 1
+"#
+        ),
+    );
+    let quick = write(dir.path(), "quick.yaml", QUICK);
+    let json = dir.path().join("report.json");
+    let mut host = atropos()
+        .args(["run", "--no-db", "--json"])
+        .arg(&json)
+        .arg(&exp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until a host target is up, then start neighbours until the host run ends: each
+    // sweeps at start-up while a host trial is running or paused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while processes_with(&tok).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the host run's targets never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut rounds = 0;
+    while host.try_wait().unwrap().is_none() {
+        let out = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(env!("CARGO_BIN_EXE_atropos"))
+            .args(["run", "--no-db"])
+            .arg(&quick)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {rounds}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = host.wait_with_output().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        }))
+        .unwrap();
+    if cgroup_v2_root().is_some() {
+        assert_eq!(report["run"]["containment"]["mechanism"], "cgroup");
+    }
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "baseline and one fault trial");
+    for t in trials {
+        assert_eq!(t["verdict"], "pass", "{}", common::reasons(t));
+    }
+    assert_eq!(out.status.code(), Some(0));
+    assert!(processes_with(&tok).is_empty());
+    assert!(
+        rounds >= 5,
+        "only {rounds} neighbours ran beside the host run"
+    );
+}

@@ -300,7 +300,8 @@ fn remove_tree(dir: &Path) {
 }
 
 /// Removes the run cgroups below `parent` whose owning atropos is dead (killed before it
-/// could clean up, and its guardian too); returns how many.
+/// could clean up, and its guardian too), judged only for owners of this PID namespace;
+/// returns how many.
 pub fn sweep_dead_runs(parent: &Path) -> usize {
     let Ok(entries) = fs::read_dir(parent) else {
         return 0;
@@ -311,13 +312,9 @@ pub fn sweep_dead_runs(parent: &Path) -> usize {
         let Some(owner) = name.to_str().and_then(|n| n.strip_prefix("atropos-")) else {
             continue;
         };
-        let Some((pid, start)) = owner.split_once('.') else {
-            continue;
-        };
-        let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
-            continue;
-        };
-        let alive = procfs::ProcStat::read(pid).is_some_and(|s| s.starttime == start);
+        // Another PID namespace's run (an atropos in a container, or in `unshare --pid`)
+        // is not ours to judge: its numbers name other processes here.
+        let alive = procfs::mark_owner_alive(owner) != Some(false);
         if !alive {
             remove_tree(&entry.path());
             removed += 1;
@@ -356,11 +353,18 @@ mod tests {
             return;
         };
         let parent = run.dir.parent().unwrap();
-        let dead = parent.join("atropos-999999999.1");
+        let dead = parent.join(format!("atropos-{}.999999999.1", procfs::pid_ns()));
+        let foreign = parent.join("atropos-1.999999999.1");
+        fs::create_dir(&foreign).unwrap();
         fs::create_dir(&dead).unwrap();
         fs::create_dir(dead.join("l0")).unwrap();
         assert!(sweep_dead_runs(parent) >= 1);
         assert!(!dead.exists());
         assert!(run.dir.exists(), "this process's own run cgroup stays");
+        assert!(
+            foreign.exists(),
+            "a run of another PID namespace is not judged by our numbers"
+        );
+        fs::remove_dir(&foreign).unwrap();
     }
 }

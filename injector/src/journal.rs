@@ -1,12 +1,13 @@
 //! The pause journal: a paused process is always resumed, also after an injector crash.
 //!
-//! Before SIGSTOP the injector writes `OWNER.OWNERSTART-PID.STARTTIME` into the journal
+//! Before SIGSTOP the injector writes `OWNERNS.OWNER.OWNERSTART-PID.STARTTIME` into the journal
 //! directory, with the boot id as its content, and removes it after SIGCONT. At start-up
 //! [`resume_leftovers`] sends SIGCONT to every process still named there whose start time
 //! matches and that was paused during this boot (a start time counts from boot, so only the
 //! three together name one process: a reused pid, or the same pid and start time after a
 //! reboot, is never touched), but only for entries whose owner is dead: another injector
-//! running beside this one keeps its pauses.
+//! running beside this one keeps its pauses, and so does one in another PID namespace (a
+//! container, `unshare --pid`), whose numbers name other processes here.
 
 use std::path::{Path, PathBuf};
 
@@ -40,10 +41,6 @@ fn entry(dir: &Path, pid: i32, starttime: u64) -> PathBuf {
 fn parse_pair(text: &str) -> Option<(i32, u64)> {
     let (pid, start) = text.split_once('.')?;
     Some((pid.parse().ok()?, start.parse().ok()?))
-}
-
-fn alive(pid: i32, starttime: u64) -> bool {
-    crate::procfs::ProcStat::read(pid).is_some_and(|s| s.starttime == starttime && !s.is_zombie())
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`).
@@ -84,14 +81,15 @@ pub fn resume_leftovers_in(dir: &Path) -> usize {
         let Some((owner, paused)) = name.to_str().and_then(|n| n.split_once('-')) else {
             continue;
         };
-        let (Some((owner_pid, owner_start)), Some((pid, start))) =
-            (parse_pair(owner), parse_pair(paused))
-        else {
+        let Some((pid, start)) = parse_pair(paused) else {
             continue;
         };
         let boot = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        if boot.trim() == boot_id() && alive(owner_pid, owner_start) {
-            continue;
+        match crate::procfs::mark_owner_alive(owner) {
+            // Not ours to judge: left as it is for its own namespace's next injector.
+            None => continue,
+            Some(true) if boot.trim() == boot_id() => continue,
+            Some(_) => {}
         }
         // An entry of another boot names no process of this one, whatever its numbers.
         if boot.trim() == boot_id()
@@ -111,6 +109,10 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
     use super::*;
+
+    fn ns() -> u64 {
+        crate::procfs::pid_ns()
+    }
 
     #[test]
     fn a_pause_left_by_a_dead_injector_is_resumed_and_a_live_ones_is_not() {
@@ -150,17 +152,31 @@ mod tests {
         std::fs::create_dir_all(dir.path()).unwrap();
         let other_boot = dir
             .path()
-            .join(format!("999999999.1-{pid}.{}", stat.starttime));
+            .join(format!("{}.999999999.1-{pid}.{}", ns(), stat.starttime));
         std::fs::write(&other_boot, "00000000-0000-0000-0000-000000000000").unwrap();
         assert_eq!(resume_leftovers_in(dir.path()), 0);
         assert!(!other_boot.exists());
         assert!(stopped(), "a pause recorded in another boot is not resumed");
+        // An entry made in another PID namespace is not judged by this one's numbers: its
+        // owner may be alive there, and its pid names another process here.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let foreign = dir
+            .path()
+            .join(format!("1.999999999.1-{pid}.{}", stat.starttime));
+        std::fs::write(&foreign, boot_id()).unwrap();
+        assert_eq!(resume_leftovers_in(dir.path()), 0);
+        assert!(foreign.exists(), "another namespace's entry stays");
+        assert!(
+            stopped(),
+            "another namespace's pause is not resumed from here"
+        );
         // An entry whose owner is gone is resumed and removed.
         std::fs::remove_dir_all(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path()).unwrap();
         std::fs::write(
             dir.path()
-                .join(format!("999999999.1-{pid}.{}", stat.starttime)),
+                .join(format!("{}.999999999.1-{pid}.{}", ns(), stat.starttime)),
             boot_id(),
         )
         .unwrap();

@@ -66,7 +66,7 @@ fn guardian() -> Option<&'static unix::GuardTable> {
 }
 
 /// The variable that every process atropos starts inherits, naming this atropos
-/// (`PID.STARTTIME`): the guardian's last resort to find what escaped cgroup and group.
+/// (`PIDNS.PID.STARTTIME`): the guardian's last resort to find what escaped cgroup and group.
 pub const OWNER_VAR: &str = "ATROPOS_OWNER";
 
 /// This process as [`OWNER_VAR`] names it.

@@ -33,14 +33,52 @@ pub fn me() -> (i32, u64) {
     })
 }
 
-/// [`me`] as `PID.STARTTIME`: how journal entries, run cgroups and the owner mark name the
-/// atropos that made them.
+/// This process's PID namespace (the inode behind `/proc/self/ns/pid`; 0 if unreadable).
+/// A pid and its start time name a process only within one namespace: an atropos in a
+/// container sees other numbers, or none, for the processes of an atropos outside it.
+pub fn pid_ns() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        std::fs::read_link("/proc/self/ns/pid")
+            .ok()
+            .and_then(|l| {
+                let l = l.to_string_lossy().into_owned();
+                l.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+            })
+            .unwrap_or(0)
+    })
+}
+
+/// [`me`] as `PIDNS.PID.STARTTIME`: how journal entries, run cgroups, run folders and the
+/// owner mark name the atropos that made them.
 pub fn me_mark() -> &'static str {
     static MARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     MARK.get_or_init(|| {
         let (pid, start) = me();
-        format!("{pid}.{start}")
+        format!("{}.{pid}.{start}", pid_ns())
     })
+}
+
+/// What a mark made by [`me_mark`] says of its owner, seen from here: `Some(true)` alive,
+/// `Some(false)` dead, `None` not ours to judge (made in another PID namespace, where its
+/// numbers mean other processes, or not a mark). Only `Some(false)` lets a sweep remove what
+/// the owner left.
+pub fn mark_owner_alive(mark: &str) -> Option<bool> {
+    let mut parts = mark.split('.');
+    let (Some(ns), Some(pid), Some(start), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let (ns, pid, start) = (
+        ns.parse::<u64>().ok()?,
+        pid.parse::<i32>().ok()?,
+        start.parse::<u64>().ok()?,
+    );
+    if ns != pid_ns() || ns == 0 {
+        return None;
+    }
+    Some(ProcStat::read(pid).is_some_and(|s| s.starttime == start && !s.is_zombie()))
 }
 
 /// One process as `/proc/PID/stat` describes it.

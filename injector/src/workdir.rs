@@ -1,7 +1,7 @@
 //! Folders a run makes for its trials (`${trial.dir}`), and removing those of dead runs.
 //!
-//! A run's folder holds an `.owner` file naming the process that made it (pid, start time
-//! and boot id). The run removes its folder when it ends; when it was killed first, the next
+//! A run's folder holds an `.owner` file naming the process that made it (its mark, PID
+//! namespace, pid and start time, and the boot id). The run removes its folder when it ends; when it was killed first, the next
 //! atropos to start on the machine finds the folder, sees that its owner is dead, and removes
 //! it. A folder kept on purpose (`--keep-dirs`) has its `.owner` file removed at the end of
 //! its run, and is never touched again.
@@ -13,15 +13,12 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::procfs::ProcStat;
-
 const OWNER_FILE: &str = ".owner";
 /// The prefix of every run folder's name.
 pub const PREFIX: &str = "atropos-";
 
 fn me() -> String {
-    let (pid, start) = crate::procfs::me();
-    format!("{pid} {start} {}", crate::journal::boot_id())
+    format!("{} {}", crate::procfs::me_mark(), crate::journal::boot_id())
 }
 
 const CREATING: &str = ".creating";
@@ -58,16 +55,16 @@ pub fn keep(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(OWNER_FILE));
 }
 
+/// Whether the owner file's text names a process that may still use the folder. A run of
+/// an earlier boot is dead whoever made it; one of this boot is judged by its mark, and a
+/// mark this namespace cannot judge (an atropos in a container sharing `/tmp`) keeps it.
 fn owner_alive(text: &str) -> bool {
     let mut parts = text.split_ascii_whitespace();
-    let (Some(pid), Some(start), boot) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
+    let (Some(mark), Some(boot), None) = (parts.next(), parts.next(), parts.next()) else {
+        // Not an owner file atropos writes: not ours to remove.
+        return true;
     };
-    let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
-        return false;
-    };
-    boot.unwrap_or_default() == crate::journal::boot_id()
-        && ProcStat::read(pid).is_some_and(|s| s.starttime == start && !s.is_zombie())
+    boot == crate::journal::boot_id() && crate::procfs::mark_owner_alive(mark) != Some(false)
 }
 
 /// Removes every run folder in `parent` whose owner is dead; returns the removed ones.
@@ -132,20 +129,25 @@ mod tests {
         create(&live).unwrap();
         let dead = parent.path().join("atropos-rdead");
         std::fs::create_dir_all(dead.join("trial-1")).unwrap();
-        std::fs::write(dead.join(OWNER_FILE), "999999999 1 whatever").unwrap();
+        let boot = crate::journal::boot_id();
+        let ns = crate::procfs::pid_ns();
+        std::fs::write(dead.join(OWNER_FILE), format!("{ns}.999999999.1 {boot}")).unwrap();
+        // Made by an atropos of another PID namespace (a container sharing the folder):
+        // its numbers name other processes here, so it stays.
+        let foreign = parent.path().join("atropos-rforeign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        std::fs::write(foreign.join(OWNER_FILE), format!("1.999999999.1 {boot}")).unwrap();
         let rebooted = parent.path().join("atropos-rboot");
         std::fs::create_dir_all(&rebooted).unwrap();
         // This very process, but recorded in another boot: dead.
-        let pid = std::process::id() as i32;
-        let start = ProcStat::read(pid).unwrap().starttime;
         std::fs::write(
             rebooted.join(OWNER_FILE),
-            format!("{pid} {start} other-boot"),
+            format!("{} other-boot", crate::procfs::me_mark()),
         )
         .unwrap();
         let kept = parent.path().join("atropos-rkept");
         create(&kept).unwrap();
-        std::fs::write(kept.join(OWNER_FILE), "999999999 1 whatever").unwrap();
+        std::fs::write(kept.join(OWNER_FILE), format!("{ns}.999999999.1 {boot}")).unwrap();
         keep(&kept);
         let removing = parent.path().join("atropos-rgone.removing");
         std::fs::create_dir_all(removing.join("trial-2")).unwrap();
@@ -158,7 +160,11 @@ mod tests {
         assert!(!made.exists() && !with_suffix(&made, REMOVING).exists());
         let unrelated = parent.path().join("other-dead");
         std::fs::create_dir_all(&unrelated).unwrap();
-        std::fs::write(unrelated.join(OWNER_FILE), "999999999 1 whatever").unwrap();
+        std::fs::write(
+            unrelated.join(OWNER_FILE),
+            format!("{ns}.999999999.1 {boot}"),
+        )
+        .unwrap();
 
         let mut removed = sweep_dead(parent.path());
         removed.sort();
@@ -168,6 +174,7 @@ mod tests {
         );
         // A folder being made right now (no owner file yet, but young) is left to its maker.
         assert!(live.exists() && kept.exists() && unrelated.exists() && creating.exists());
+        assert!(foreign.exists(), "another PID namespace's run folder stays");
         assert!(!dead.exists() && !rebooted.exists());
     }
 }
