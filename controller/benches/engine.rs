@@ -276,15 +276,15 @@ fn injector_loop(path: &Path, beside: Beside) -> (f64, u64) {
     let base = atropos_injector::trial::run_blocking(&base, &cancel);
     let lengths = plan::PhaseLengths::from_baseline(&base);
     let mut felt = Vec::new();
-    for trial in &exp.trials {
-        let (iplan, _) = plan::injector_plan(exp, trial, &env, &lengths);
+    for trial in exp.trials() {
+        let (iplan, _) = plan::injector_plan(exp, &trial, &env, &lengths);
         let obs = atropos_injector::trial::run_blocking(&iplan, &cancel);
         felt.extend(self::felt(&obs));
         if listener.is_some() {
             let _ = tx.send(felt.len());
         }
     }
-    let per = start.elapsed().as_secs_f64() / (exp.trials.len() + 1) as f64;
+    let per = start.elapsed().as_secs_f64() / (exp.fault_trials() + 1) as f64;
     drop(rt);
     felt.sort_unstable();
     (per, felt.get(felt.len() / 2).copied().unwrap_or(0))

@@ -7,6 +7,7 @@
 //! the phase's length in this run's baseline trial.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atropos_injector as inj;
@@ -15,7 +16,8 @@ use regex::Regex;
 use sha2::Digest;
 
 use crate::record::ExperimentInfo;
-use crate::spec::{self, Expect, Loaded, Offset, Step};
+use crate::report::model::FaultKind;
+use crate::spec::{self, Expect, Loaded, LoweredFault, Offset, Valid, When};
 use crate::template::{self, Vars};
 
 /// Default limit for one trial.
@@ -49,14 +51,102 @@ pub struct ExperimentPlan {
     pub info: ExperimentInfo,
     /// The trial without faults, run first.
     pub baseline: PlannedTrial,
-    /// The fault trials.
-    pub trials: Vec<PlannedTrial>,
+    /// Its faults, lowered, with what each trial of them shares.
+    pub faults: Arc<[FaultPlan]>,
+    /// Trials per fault.
+    pub per_fault: u32,
+    /// The prefix of its trial ids (`RUN-E`).
+    prefix: Arc<str>,
     /// The target's working directory, resolved once.
     pub cwd: PathBuf,
     /// Whether any string of the experiment uses `${trial.port}` (else none is reserved).
     pub needs_port: bool,
     /// Whether any string uses `${trial.dir}` (else none is created).
     pub needs_dir: bool,
+}
+
+impl ExperimentPlan {
+    /// Its fault trials, in plan order, made one at a time as they are taken: a run of a
+    /// million trials holds this generator, never a million planned trials. Every call
+    /// starts from the experiment's seed and yields the same trials.
+    pub fn trials(&self) -> Trials {
+        Trials {
+            rng: rand::rngs::ChaCha8Rng::seed_from_u64(self.info.seed),
+            faults: self.faults.clone(),
+            prefix: self.prefix.clone(),
+            per_fault: self.per_fault,
+            fault: 0,
+            index: 0,
+        }
+    }
+
+    /// How many fault trials [`ExperimentPlan::trials`] yields.
+    pub fn fault_trials(&self) -> usize {
+        self.info.planned_trials.saturating_sub(1)
+    }
+}
+
+/// One fault of an experiment's plan.
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    /// The fault, lowered by validation.
+    pub lowered: LoweredFault,
+    /// The kind of each step, for coverage.
+    pub kinds: Vec<FaultKind>,
+    /// The expectations in force, shared by every trial of the fault.
+    pub expect: Arc<Expect>,
+    /// Whether the run's filter selected it: its random draws are made either way, so a
+    /// filter does not shift the other faults' offsets.
+    pub selected: bool,
+}
+
+/// The fault trials of one experiment, made on demand: see [`ExperimentPlan::trials`].
+///
+/// All randomness is drawn here, in a fixed order: fault by fault, trial by trial, step by
+/// step, for selected and unselected faults alike.
+#[derive(Debug)]
+pub struct Trials {
+    rng: rand::rngs::ChaCha8Rng,
+    faults: Arc<[FaultPlan]>,
+    prefix: Arc<str>,
+    per_fault: u32,
+    fault: usize,
+    index: u32,
+}
+
+impl Iterator for Trials {
+    type Item = PlannedTrial;
+
+    fn next(&mut self) -> Option<PlannedTrial> {
+        loop {
+            let fault = self.faults.get(self.fault)?;
+            let random = fault.lowered.steps.iter().any(|s| s.when.is_random());
+            // A fault that is not run and draws nothing is passed over at once.
+            if self.index >= self.per_fault || (!fault.selected && !random) {
+                self.fault += 1;
+                self.index = 0;
+                continue;
+            }
+            let index = self.index;
+            self.index += 1;
+            let fractions = fault
+                .lowered
+                .steps
+                .iter()
+                .map(|s| s.when.is_random().then(|| self.rng.random::<f64>()))
+                .collect();
+            if fault.selected {
+                return Some(PlannedTrial {
+                    id: format!("{}-{}-{index}", self.prefix, self.fault),
+                    fault: Some(self.fault),
+                    fault_name: fault.lowered.name.clone(),
+                    index,
+                    fractions,
+                    expect: fault.expect.clone(),
+                });
+            }
+        }
+    }
 }
 
 /// One trial before it runs.
@@ -72,9 +162,8 @@ pub struct PlannedTrial {
     pub index: u32,
     /// For each step, the fraction drawn for a random offset.
     pub fractions: Vec<Option<f64>>,
-    /// The expectations in force.
     /// The expectations in force, shared by every trial of the fault.
-    pub expect: std::sync::Arc<Expect>,
+    pub expect: Arc<Expect>,
 }
 
 /// A whole run's plan.
@@ -91,14 +180,14 @@ pub struct RunPlan {
 impl RunPlan {
     /// Every trial, baselines included.
     pub fn trial_count(&self) -> usize {
-        self.experiments.iter().map(|e| e.trials.len() + 1).sum()
+        self.experiments.iter().map(|e| e.info.planned_trials).sum()
     }
 }
 
-/// Plans every trial of `loaded` with the run's `seed`.
-pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions) -> RunPlan {
+/// Plans every trial of `valid` with the run's `seed`.
+pub fn plan(valid: Vec<Valid>, run_id: &str, seed: u64, options: &PlanOptions) -> RunPlan {
     let mut experiments = Vec::new();
-    for (e, loaded) in loaded.into_iter().enumerate() {
+    for (e, Valid { loaded, faults }) in valid.into_iter().enumerate() {
         let exp = &loaded.experiment;
         let name = &exp.metadata.name;
         let whole = options.filter.as_ref().is_none_or(|re| re.is_match(name));
@@ -109,51 +198,35 @@ pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions)
                     .as_ref()
                     .is_some_and(|re| re.is_match(&format!("{name}/{fault}")))
         };
-        if !exp.spec.faults.iter().any(|f| fault_selected(&f.name)) {
+        if !faults.iter().any(|f| fault_selected(&f.name)) {
             continue;
         }
         let exp_seed = options.seed.or(exp.spec.seed).unwrap_or(seed);
-        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(exp_seed);
         let per_fault = options.trials.unwrap_or(exp.spec.trials);
-        let mut trials = Vec::new();
-        for (f, fault) in exp.spec.faults.iter().enumerate() {
-            // Draw for every fault, selected or not, so a filter does not shift the others.
-            let steps = steps_of(fault);
-            // One copy per fault, shared by its trials: a plan of many trials stays small.
-            let expect = std::sync::Arc::new(match exp.spec.overrides.get(&fault.name) {
-                Some(over) => exp.spec.expect.overridden_by(over),
-                None => exp.spec.expect.clone(),
-            });
-            for i in 0..per_fault {
-                let fractions = steps
-                    .iter()
-                    .map(|s| {
-                        let random =
-                            s.at.as_ref()
-                                .and_then(|a| a.offset)
-                                .is_some_and(|o| !matches!(o, Offset::Fixed(_)));
-                        random.then(|| rng.random::<f64>())
-                    })
-                    .collect();
-                if fault_selected(&fault.name) {
-                    trials.push(PlannedTrial {
-                        id: format!("{run_id}-{e}-{f}-{i}"),
-                        fault: Some(f),
-                        fault_name: fault.name.clone(),
-                        index: i,
-                        fractions,
-                        expect: expect.clone(),
-                    });
+        let faults: Arc<[FaultPlan]> = faults
+            .into_iter()
+            .map(|lowered| {
+                // One copy per fault, shared by its trials.
+                let expect = Arc::new(match exp.spec.overrides.get(&lowered.name) {
+                    Some(over) => exp.spec.expect.overridden_by(over),
+                    None => exp.spec.expect.clone(),
+                });
+                FaultPlan {
+                    kinds: crate::report::model::step_kinds(&lowered),
+                    selected: fault_selected(&lowered.name),
+                    lowered,
+                    expect,
                 }
-            }
-        }
+            })
+            .collect();
+        let selected = faults.iter().filter(|f| f.selected).count();
         let baseline = PlannedTrial {
             id: format!("{run_id}-{e}-b"),
             fault: None,
             fault_name: BASELINE.to_owned(),
             index: 0,
             fractions: Vec::new(),
-            expect: std::sync::Arc::new(exp.spec.expect.clone()),
+            expect: Arc::new(exp.spec.expect.clone()),
         };
         let info = ExperimentInfo {
             name: name.clone(),
@@ -162,9 +235,9 @@ pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions)
             content_hash: hex(&sha2::Sha256::digest(loaded.source.as_bytes())),
             labels: exp.metadata.labels.clone(),
             phases: exp.spec.phases.iter().map(|p| p.name.clone()).collect(),
-            faults: exp.spec.faults.iter().map(|f| f.name.clone()).collect(),
+            faults: faults.iter().map(|f| f.lowered.name.clone()).collect(),
             seed: exp_seed,
-            planned_trials: trials.len() + 1,
+            planned_trials: selected * per_fault as usize + 1,
         };
         let cwd = target_cwd(&loaded);
         let needs_port = loaded.source.contains("${trial.port}");
@@ -173,7 +246,9 @@ pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions)
             loaded,
             info,
             baseline,
-            trials,
+            faults,
+            per_fault,
+            prefix: format!("{run_id}-{e}").into(),
             cwd,
             needs_port,
             needs_dir,
@@ -188,20 +263,6 @@ pub fn plan(loaded: Vec<Loaded>, run_id: &str, seed: u64, options: &PlanOptions)
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The steps of a fault, inline or listed.
-pub fn steps_of(fault: &spec::Fault) -> Vec<Step> {
-    match &fault.steps {
-        Some(steps) => steps.clone(),
-        None => vec![Step {
-            signal: fault.signal,
-            pause: fault.pause,
-            to: fault.to.clone(),
-            at: fault.at.clone(),
-            after: None,
-        }],
-    }
 }
 
 /// How long each phase lasted in the baseline; `None` when it was never entered.
@@ -358,13 +419,14 @@ pub fn injector_plan(
     let mut first_offset = None;
     let steps = match trial.fault {
         None => Vec::new(),
-        Some(f) => steps_of(&spec.faults[f])
+        Some(f) => exp.faults[f]
+            .lowered
+            .steps
             .iter()
             .enumerate()
             .map(|(j, step)| {
-                let (action, aim, when) = step_plan(
-                    spec,
-                    step,
+                let when = when(
+                    step.when,
                     trial.fractions.get(j).copied().flatten(),
                     lengths,
                     hold,
@@ -374,7 +436,11 @@ pub fn injector_plan(
                 {
                     first_offset = Some(u64::try_from(offset.as_nanos()).unwrap_or(u64::MAX));
                 }
-                inj::StepPlan { action, aim, when }
+                inj::StepPlan {
+                    action: step.action.clone(),
+                    aim: step.aim.clone(),
+                    when,
+                }
             })
             .collect(),
     };
@@ -441,36 +507,15 @@ pub fn phase_plans(spec: &spec::Spec, vars: &Vars<'_>, cwd: &Path) -> Vec<inj::P
         .collect()
 }
 
-fn step_plan(
-    spec: &spec::Spec,
-    step: &Step,
-    fraction: Option<f64>,
-    lengths: &PhaseLengths,
-    hold: Duration,
-) -> (inj::Action, inj::Aim, inj::When) {
-    let action = match (step.signal, step.pause) {
-        (_, Some(d)) => inj::Action::Pause(d),
-        (Some(sig), None) => inj::Action::Signal(sig),
-        (None, None) => inj::Action::Signal(inj::Signal::TERM),
-    };
-    let aim = match &step.to {
-        None | Some(spec::Aim::Main) => inj::Aim::Main,
-        Some(spec::Aim::Group) => inj::Aim::Group,
-        Some(spec::Aim::Descendant(re)) => inj::Aim::Descendant(re.clone()),
-    };
-    let when = match (&step.at, step.after) {
-        (Some(at), _) if at.exited.is_some() => inj::When::Exited(match at.exited {
-            Some(spec::ExitedAt::Zombie) => inj::ExitedState::Zombie,
-            _ => inj::ExitedState::Reaped,
-        }),
-        (Some(at), _) => {
-            let index = spec
-                .phases
-                .iter()
-                .position(|p| Some(&p.name) == at.phase.as_ref())
-                .unwrap_or(0);
+/// The injector's moment for a lowered step: a random offset made concrete with its drawn
+/// `fraction` of its window (for `random`, the phase's length in the baseline).
+fn when(when: When, fraction: Option<f64>, lengths: &PhaseLengths, hold: Duration) -> inj::When {
+    match when {
+        When::Exited(state) => inj::When::Exited(state),
+        When::After(d) => inj::When::After(d),
+        When::Phase { index, offset } => {
             let u = fraction.unwrap_or(0.0);
-            let offset = match at.offset.unwrap_or(Offset::Fixed(Duration::ZERO)) {
+            let offset = match offset {
                 Offset::Fixed(d) => d,
                 Offset::Random => {
                     let window = lengths
@@ -487,8 +532,98 @@ fn step_plan(
             };
             inj::When::Phase { index, offset }
         }
-        (None, Some(d)) => inj::When::After(d),
-        (None, None) => inj::When::After(Duration::ZERO),
-    };
-    (action, aim, when)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    const EXPERIMENT: &str = r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: { name: drawn }
+spec:
+  target:
+    run: { command: ["true"] }
+  phases:
+    - { name: ready, marker: { stdout: "^ready$" } }
+  faults:
+    - { name: first, signal: SIGTERM, at: { phase: ready, offset: random } }
+    - { name: fixed, signal: SIGINT, at: { phase: ready, offset: 5ms } }
+    - name: second
+      steps:
+        - { pause: 10ms, at: { phase: ready, offset: "random(1ms..9ms)" } }
+        - { signal: SIGKILL, after: 1ms }
+  trials: 4
+"#;
+
+    fn planned(filter: Option<&str>) -> RunPlan {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.yaml");
+        std::fs::write(&path, EXPERIMENT).unwrap();
+        let valid = crate::spec::load_all(&[path]).unwrap();
+        let options = PlanOptions {
+            filter: filter.map(|f| Regex::new(f).unwrap()),
+            ..PlanOptions::default()
+        };
+        plan(valid, "rtest", 7, &options)
+    }
+
+    #[test]
+    fn trials_are_made_on_demand_the_same_every_time_and_as_many_as_planned() {
+        let run = planned(None);
+        let exp = &run.experiments[0];
+        let once: Vec<PlannedTrial> = exp.trials().collect();
+        let again: Vec<PlannedTrial> = exp.trials().collect();
+        assert_eq!(once, again, "the same seed makes the same trials");
+        assert_eq!(once.len(), 12);
+        assert_eq!(once.len(), exp.fault_trials());
+        assert_eq!(run.trial_count(), 13, "with the baseline");
+        let ids: Vec<&str> = once.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(
+            ids[..5],
+            [
+                "rtest-0-0-0",
+                "rtest-0-0-1",
+                "rtest-0-0-2",
+                "rtest-0-0-3",
+                "rtest-0-1-0"
+            ]
+        );
+        // One draw per random step, none for a fixed one.
+        assert!(
+            once[..4]
+                .iter()
+                .all(|t| matches!(t.fractions[..], [Some(_)]))
+        );
+        assert!(once[4..8].iter().all(|t| t.fractions == [None]));
+        assert!(
+            once[8..]
+                .iter()
+                .all(|t| matches!(t.fractions[..], [Some(_), None]))
+        );
+        let drawn: std::collections::HashSet<u64> = once
+            .iter()
+            .flat_map(|t| t.fractions.iter().flatten())
+            .map(|u| u.to_bits())
+            .collect();
+        assert_eq!(drawn.len(), 8, "every draw is its own");
+    }
+
+    #[test]
+    fn a_filter_leaves_the_draws_of_the_faults_it_keeps_as_they_were() {
+        let all: Vec<PlannedTrial> = planned(None).experiments[0].trials().collect();
+        let run = planned(Some("^drawn/second$"));
+        let exp = &run.experiments[0];
+        let kept: Vec<PlannedTrial> = exp.trials().collect();
+        assert_eq!(kept.len(), 4);
+        assert_eq!(exp.fault_trials(), 4);
+        assert_eq!(
+            kept[..],
+            all[8..],
+            "the first fault's draws were made, not skipped"
+        );
+    }
 }

@@ -25,6 +25,7 @@ use crate::judge::{self, After, FileState};
 use crate::plan::{self, ExperimentPlan, PhaseLengths, PlannedTrial, RunPlan, TrialEnv};
 use crate::record::{CheckRun, Recovery, RunEvent, TrialRecord};
 use crate::report::model::{self, Counts};
+use crate::spec::When;
 use crate::template;
 
 /// How to run.
@@ -43,17 +44,20 @@ pub const DEFAULT_CHECK_LIMIT: Duration = Duration::from_secs(10);
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(20);
 
 /// One piece of work: an experiment's baseline (`trial: None`) or one of its trials.
-#[derive(Clone, Copy)]
 struct Work {
     experiment: usize,
-    trial: Option<usize>,
+    trial: Option<PlannedTrial>,
 }
 
 /// What the lanes share, under one lock.
 #[derive(Default)]
 struct Board {
-    /// Work ready to start, in plan order.
-    queue: VecDeque<Work>,
+    /// Baselines not started yet, in plan order: they go first.
+    baselines: VecDeque<usize>,
+    /// Experiments whose baseline has run, with the generator of their trials: each trial
+    /// is made as a lane takes it, so the board holds one generator per experiment, not one
+    /// entry per trial.
+    released: VecDeque<(usize, plan::Trials)>,
     /// Baselines not finished yet: lanes that find the queue empty wait for them.
     baselines_left: usize,
     /// Phase lengths per experiment, once its baseline has run.
@@ -118,9 +122,29 @@ impl Shared {
             if self.cancel.is_cancelled() {
                 return None;
             }
-            if let Some(work) = board.queue.pop_front() {
-                let lengths = board.lengths[work.experiment].clone();
-                return Some((work, lengths));
+            if let Some(experiment) = board.baselines.pop_front() {
+                let work = Work {
+                    experiment,
+                    trial: None,
+                };
+                return Some((work, None));
+            }
+            if let Some((experiment, trials)) = board.released.front_mut() {
+                let experiment = *experiment;
+                match trials.next() {
+                    Some(trial) => {
+                        let lengths = board.lengths[experiment].clone();
+                        let work = Work {
+                            experiment,
+                            trial: Some(trial),
+                        };
+                        return Some((work, lengths));
+                    }
+                    None => {
+                        board.released.pop_front();
+                        continue;
+                    }
+                }
             }
             if board.baselines_left == 0 {
                 return None;
@@ -136,18 +160,15 @@ impl Shared {
     }
 
     /// Files a finished piece of work; a baseline that ran releases its trials.
-    fn finish(&self, work: Work, record: Option<Arc<TrialRecord>>) {
+    fn finish(&self, work: &Work, record: Option<Arc<TrialRecord>>) {
         let mut board = self.board();
         if work.trial.is_none() {
             board.baselines_left -= 1;
             if let Some(baseline) = &record {
                 let lengths = PhaseLengths::from_baseline(&baseline.observation);
                 board.lengths[work.experiment] = Some(Arc::new(lengths));
-                let count = self.experiments[work.experiment].trials.len();
-                board.queue.extend((0..count).map(|i| Work {
-                    experiment: work.experiment,
-                    trial: Some(i),
-                }));
+                let trials = self.experiments[work.experiment].trials();
+                board.released.push_back((work.experiment, trials));
             }
             self.ready.notify_all();
         }
@@ -191,12 +212,7 @@ pub async fn execute(
     let shared = Arc::new(Shared {
         experiments: plan.experiments.into_iter().map(Arc::new).collect(),
         board: Mutex::new(Board {
-            queue: (0..count)
-                .map(|experiment| Work {
-                    experiment,
-                    trial: None,
-                })
-                .collect(),
+            baselines: (0..count).collect(),
             baselines_left: count,
             lengths: vec![None; count],
             ..Board::default()
@@ -246,12 +262,12 @@ pub async fn execute(
 fn lane(shared: &Shared) {
     while let Some((work, lengths)) = shared.next() {
         let exp = &shared.experiments[work.experiment];
-        let (trial, lengths) = match work.trial {
-            Some(i) => (&exp.trials[i], lengths.unwrap_or_default()),
+        let (trial, lengths) = match &work.trial {
+            Some(trial) => (trial, lengths.unwrap_or_default()),
             None => (&exp.baseline, Arc::default()),
         };
         let record = run_trial(exp, trial, &lengths, shared);
-        shared.finish(work, record);
+        shared.finish(&work, record);
     }
 }
 
@@ -287,15 +303,14 @@ fn run_trial(
     let phases = &exp.info.phases;
     let judgement = judge::judge(trial, phases, &obs, &after, iplan.grace);
     let first = obs.deliveries.first();
-    let steps = trial.fault.map_or_else(Vec::new, |f| {
-        plan::steps_of(&exp.loaded.experiment.spec.faults[f])
-    });
-    let offset_spec = steps.first().and_then(|step| {
-        let at = step.at.as_ref()?;
-        at.phase.as_ref()?;
-        Some(at.offset.map_or_else(|| "0s".to_owned(), |o| o.to_string()))
-    });
-    let landed = model::landings(&model::step_kinds(&steps), &obs.deliveries);
+    let fault = trial.fault.and_then(|f| exp.faults.get(f));
+    let offset_spec = fault
+        .and_then(|f| f.lowered.steps.first())
+        .and_then(|step| match step.when {
+            When::Phase { offset, .. } => Some(offset.to_string()),
+            _ => None,
+        });
+    let landed = fault.map_or_else(Vec::new, |f| model::landings(&f.kinds, &obs.deliveries));
     let record = Arc::new(TrialRecord {
         id: trial.id.clone(),
         experiment: exp.info.name.clone(),

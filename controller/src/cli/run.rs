@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use atropos_injector::CancellationToken;
+use atropos_injector::{Action, Aim, CancellationToken, ExitedState};
 use rand::RngExt;
 use tokio::sync::mpsc::unbounded_channel;
 
@@ -13,6 +13,7 @@ use crate::record::{CiInfo, RunEnd, RunEvent, RunInfo, RunStatus, Trigger, unix_
 use crate::report::model::{self, plural};
 use crate::report::{self, Progress, RunTally};
 use crate::runner::{self, RunOptions};
+use crate::spec::When;
 
 /// Arguments of `atropos run`.
 #[derive(Debug, clap::Args)]
@@ -171,7 +172,7 @@ async fn run(
             .experiments
             .iter()
             .map(|e| {
-                let kinds = model::kinds_used(&e.loaded.experiment.spec.faults);
+                let kinds = model::kinds_used(e.faults.iter().map(|f| &f.lowered));
                 (e.info.name.clone(), kinds)
             })
             .collect(),
@@ -438,50 +439,49 @@ fn dry_run(plan: &RunPlan) -> String {
             out,
             "  baseline: 1 trial without faults, stopped with SIGTERM after the last phase"
         );
-        for (f, fault) in spec.faults.iter().enumerate() {
-            let trials: Vec<_> = exp.trials.iter().filter(|t| t.fault == Some(f)).collect();
-            if trials.is_empty() {
+        for (f, fault) in exp.faults.iter().enumerate() {
+            if !fault.selected {
                 continue;
             }
-            let steps: Vec<String> = plan::steps_of(fault)
+            let steps: Vec<String> = fault
+                .lowered
+                .steps
                 .iter()
                 .map(|s| {
-                    let what = match (s.signal, s.pause) {
-                        (_, Some(d)) => format!("pause {}", humantime::format_duration(d)),
-                        (Some(sig), None) => sig.to_string(),
-                        (None, None) => "?".into(),
+                    let what = match s.action {
+                        Action::Pause(d) => format!("pause {}", humantime::format_duration(d)),
+                        Action::Signal(sig) => sig.to_string(),
                     };
-                    let to = match &s.to {
-                        None | Some(crate::spec::Aim::Main) => "main process".to_owned(),
-                        Some(crate::spec::Aim::Group) => "process group".to_owned(),
-                        Some(crate::spec::Aim::Descendant(re)) => {
-                            format!("descendants matching /{re}/")
+                    let to = match &s.aim {
+                        Aim::Main => "main process".to_owned(),
+                        Aim::Group => "process group".to_owned(),
+                        Aim::Descendant(re) => format!("descendants matching /{re}/"),
+                    };
+                    let when = match s.when {
+                        When::Exited(ExitedState::Zombie) => "after exit (zombie)".to_owned(),
+                        When::Exited(ExitedState::Reaped) => "after exit (reaped)".to_owned(),
+                        When::Phase { index, offset } => {
+                            format!("at {} + {offset}", exp.info.phases[index])
                         }
-                    };
-                    let when = match (&s.at, s.after) {
-                        (Some(at), _) if at.exited.is_some() => format!(
-                            "after exit ({:?})",
-                            at.exited.unwrap_or(crate::spec::ExitedAt::Reaped)
-                        )
-                        .to_lowercase(),
-                        (Some(at), _) => format!(
-                            "at {} + {}",
-                            at.phase.clone().unwrap_or_default(),
-                            at.offset.map_or_else(|| "0s".into(), |o| o.to_string())
-                        ),
-                        (None, Some(d)) => {
+                        When::After(d) => {
                             format!("{} after the previous step", humantime::format_duration(d))
                         }
-                        (None, None) => "?".into(),
                     };
                     format!("{what} → {to} {when}")
                 })
                 .collect();
+            // The first few trials of this fault, made as the run would make them.
+            let trials: Vec<_> = exp
+                .trials()
+                .skip_while(|t| t.fault != Some(f))
+                .take_while(|t| t.fault == Some(f))
+                .take(9)
+                .collect();
             let _ = writeln!(
                 out,
                 "  {} × {}: {}",
-                fault.name,
-                trials.len(),
+                fault.lowered.name,
+                exp.per_fault,
                 steps.join("; then ")
             );
             let fractions: Vec<String> = trials
@@ -495,7 +495,7 @@ fn dry_run(plan: &RunPlan) -> String {
                     out,
                     "    random offset fractions: {}{}",
                     fractions.join(" "),
-                    if trials.len() > 8 { " …" } else { "" }
+                    if exp.per_fault > 8 { " …" } else { "" }
                 );
             }
         }

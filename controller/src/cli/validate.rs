@@ -15,7 +15,8 @@ pub struct ValidateArgs {
 pub(super) fn main(args: &ValidateArgs) -> u8 {
     match crate::spec::load_all(&args.paths) {
         Ok(loaded) => {
-            let files: std::collections::BTreeSet<_> = loaded.iter().map(|l| &l.file).collect();
+            let files: std::collections::BTreeSet<_> =
+                loaded.iter().map(|l| &l.loaded.file).collect();
             println!(
                 "ok: {} in {}",
                 crate::report::model::plural(loaded.len() as u64, "experiment", "experiments"),

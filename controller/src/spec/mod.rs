@@ -13,6 +13,7 @@ mod load;
 #[cfg(test)]
 mod loader_properties;
 mod locate;
+mod lowered;
 mod names;
 mod offset;
 mod preflight;
@@ -25,15 +26,16 @@ mod validate;
 pub use experiment::*;
 pub use limits::{MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_FILE_BYTES, MAX_VALUES};
 pub use load::{Loaded, collect_files, load_file};
+pub use lowered::{LoweredFault, LoweredStep, Valid, When};
 pub use names::{NAME_MAX, NAME_RULE, check_name};
 pub use offset::Offset;
 pub use preflight::{Unstartable, Unstartables, check_targets};
 pub use problem::{Invalid, Problem, suggest};
 pub use size::ByteSize;
-pub use validate::{IMPLICIT_PHASES, validate};
+pub use validate::{IMPLICIT_PHASES, check, validate};
 
 /// Loads and validates every experiment under `paths`; all problems at once, or none.
-pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<Loaded>, Invalid> {
+pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<Valid>, Invalid> {
     let files = collect_files(paths)?;
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
@@ -53,7 +55,6 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<Loaded>, Invalid> {
             Err(Invalid(mut p)) => problems.append(&mut p),
         }
     }
-    problems.extend(validate(&loaded));
     if files.is_empty() && problems.is_empty() {
         problems.push(Problem {
             file: paths.first().cloned().unwrap_or_default(),
@@ -63,10 +64,13 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<Loaded>, Invalid> {
             message: "no experiment files found; expected .yaml or .yml files".into(),
         });
     }
-    if problems.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(Invalid(problems))
+    match check(loaded) {
+        Ok(valid) if problems.is_empty() => Ok(valid),
+        Ok(_) => Err(Invalid(problems)),
+        Err(mut more) => {
+            problems.append(&mut more);
+            Err(Invalid(problems))
+        }
     }
 }
 

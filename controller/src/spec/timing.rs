@@ -6,13 +6,15 @@
 
 use std::time::Duration;
 
-use super::experiment::{Fault, Spec};
+use super::experiment::Spec;
+use super::lowered::{LoweredFault, When};
 use super::offset::Offset;
 use super::validate::Ctx;
-use crate::plan::{DEFAULT_TIMEOUT, steps_of};
+use crate::plan::DEFAULT_TIMEOUT;
 
-/// Checks every phase's `within` and every fault's offsets against the trial's timeout.
-pub(super) fn check_timing(ctx: &mut Ctx<'_>, spec: &Spec) {
+/// Checks every phase's `within` and the offsets of every fault that lowered against the
+/// trial's timeout.
+pub(super) fn check_timing(ctx: &mut Ctx<'_>, spec: &Spec, faults: &[LoweredFault]) {
     let timeout = spec.timeout.unwrap_or(DEFAULT_TIMEOUT);
     if timeout.is_zero() {
         ctx.report(
@@ -51,35 +53,52 @@ pub(super) fn check_timing(ctx: &mut Ctx<'_>, spec: &Spec) {
             );
         }
     }
-    for (i, fault) in spec.faults.iter().enumerate() {
-        check_fault(ctx, &format!("spec.faults[{i}]"), fault, timeout, &limit);
+    for fault in faults {
+        let Some(i) = spec.faults.iter().position(|f| f.name == fault.name) else {
+            continue;
+        };
+        let listed = spec.faults[i].steps.is_some();
+        check_fault(
+            ctx,
+            &format!("spec.faults[{i}]"),
+            listed,
+            spec,
+            fault,
+            timeout,
+            &limit,
+        );
     }
 }
 
 /// Each step's earliest due time after the phase it is aimed at; `after` adds up.
-fn check_fault(ctx: &mut Ctx<'_>, field: &str, fault: &Fault, timeout: Duration, limit: &str) {
-    let listed = fault.steps.is_some();
-    let mut due: Option<(Duration, String)> = None;
-    for (j, step) in steps_of(fault).iter().enumerate() {
+fn check_fault(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    listed: bool,
+    spec: &Spec,
+    fault: &LoweredFault,
+    timeout: Duration,
+    limit: &str,
+) {
+    let mut due: Option<(Duration, &str)> = None;
+    for (j, step) in fault.steps.iter().enumerate() {
         let step_field = if listed {
             format!("{field}.steps[{j}]")
         } else {
             field.to_owned()
         };
-        match (&step.at, step.after) {
-            (Some(at), _) => {
-                due = at.phase.as_ref().map(|phase| {
-                    let earliest = match at.offset {
-                        Some(Offset::Fixed(d)) => d,
-                        // The window's upper end is exclusive; its draws stay below it.
-                        Some(Offset::Between(_, to)) => to.saturating_sub(Duration::from_nanos(1)),
-                        Some(Offset::Random) | None => Duration::ZERO,
-                    };
-                    (earliest, phase.clone())
-                });
-                if let (Some((earliest, phase)), Some(offset)) = (&due, at.offset)
-                    && *earliest >= timeout
-                {
+        match step.when {
+            When::Exited(_) => due = None,
+            When::Phase { index, offset } => {
+                let earliest = match offset {
+                    Offset::Fixed(d) => d,
+                    // The window's upper end is exclusive; its draws stay below it.
+                    Offset::Between(_, to) => to.saturating_sub(Duration::from_nanos(1)),
+                    Offset::Random => Duration::ZERO,
+                };
+                let phase = spec.phases.get(index).map_or("", |p| p.name.as_str());
+                due = Some((earliest, phase));
+                if earliest >= timeout {
                     let message = format!(
                         "offset `{offset}` puts this step {} after `{phase}` is entered, \
                          but {limit}; expected an offset below {}, or a longer `spec.timeout`",
@@ -96,7 +115,7 @@ fn check_fault(ctx: &mut Ctx<'_>, field: &str, fault: &Fault, timeout: Duration,
                     return;
                 }
             }
-            (None, Some(after)) => {
+            When::After(after) => {
                 if let Some((earliest, phase)) = &mut due {
                     *earliest = earliest.saturating_add(after);
                     if *earliest >= timeout {
@@ -118,7 +137,6 @@ fn check_fault(ctx: &mut Ctx<'_>, field: &str, fault: &Fault, timeout: Duration,
                     }
                 }
             }
-            (None, None) => {}
         }
     }
 }

@@ -4,9 +4,13 @@ use std::collections::{HashMap, HashSet};
 
 use regex::Regex;
 
-use super::experiment::{Aim, Expect, Fault, Marker, Step};
+use atropos_injector::{self as inj, Action};
+
+use super::Offset;
+use super::experiment::{Aim, At, ExitedAt, Expect, Fault, Marker, Step};
 use super::load::Loaded;
 use super::locate::locate;
+use super::lowered::{LoweredFault, LoweredStep, Valid, When};
 use super::names::check_name;
 use super::problem::{Problem, suggest};
 use super::timing::check_timing;
@@ -56,14 +60,20 @@ impl Ctx<'_> {
     }
 
     fn regex(&mut self, field: String, anchor: Option<&str>, key: &str, re: &str) {
+        self.regex_ok(field, anchor, key, re);
+    }
+
+    /// [`Ctx::regex`], saying whether the regex is good.
+    fn regex_ok(&mut self, field: String, anchor: Option<&str>, key: &str, re: &str) -> bool {
         if re.len() > MAX_REGEX {
             let message = format!(
                 "a regex of {} bytes; expected at most {MAX_REGEX} (a line to match, not a file)",
                 re.len()
             );
             self.report(field, anchor, key, None, message);
-            return;
+            return false;
         }
+        let before = self.problems.len() + self.omitted;
         self.template(field.clone(), anchor, key, re);
         let probe = re
             .replace("${trial.port}", "1")
@@ -85,6 +95,7 @@ impl Ctx<'_> {
                 format!("`{re}` is not a valid regex: {detail}"),
             );
         }
+        self.problems.len() + self.omitted == before
     }
 
     fn template(&mut self, field: String, anchor: Option<&str>, key: &str, text: &str) {
@@ -96,7 +107,27 @@ impl Ctx<'_> {
 
 /// Checks the meaning of every loaded experiment; names must be unique across all of them.
 pub fn validate(all: &[Loaded]) -> Vec<Problem> {
+    check_all(all).1
+}
+
+/// Turns loaded experiments into valid ones, or says every problem found in them.
+pub fn check(all: Vec<Loaded>) -> Result<Vec<Valid>, Vec<Problem>> {
+    let (faults, problems) = check_all(&all);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(all
+        .into_iter()
+        .zip(faults)
+        .map(|(loaded, faults)| Valid { loaded, faults })
+        .collect())
+}
+
+/// Every experiment's lowered faults (complete only where there are no problems), and the
+/// problems.
+fn check_all(all: &[Loaded]) -> (Vec<Vec<LoweredFault>>, Vec<Problem>) {
     let mut problems = Vec::new();
+    let mut lowered = Vec::with_capacity(all.len());
     let mut names: HashMap<&str, &Loaded> = HashMap::new();
     for loaded in all {
         let mut ctx = Ctx {
@@ -104,7 +135,7 @@ pub fn validate(all: &[Loaded]) -> Vec<Problem> {
             problems: Vec::new(),
             omitted: 0,
         };
-        check_experiment(&mut ctx);
+        lowered.push(check_experiment(&mut ctx));
         let name = loaded.experiment.metadata.name.as_str();
         if let Some(first) = names.get(name) {
             let message = format!(
@@ -131,10 +162,11 @@ pub fn validate(all: &[Loaded]) -> Vec<Problem> {
         }
         problems.extend(ctx.problems);
     }
-    problems
+    (lowered, problems)
 }
 
-fn check_experiment(ctx: &mut Ctx<'_>) {
+/// Checks one experiment; returns the faults that lowered without a problem.
+fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
     let exp = &ctx.loaded.experiment;
     if exp.api_version != "atropos/v1" {
         let v = exp.api_version.clone();
@@ -281,6 +313,7 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
     }
 
     let mut fault_names: HashSet<&str> = HashSet::new();
+    let mut lowered = Vec::with_capacity(spec.faults.len());
     for (i, fault) in spec.faults.iter().enumerate() {
         let field = format!("spec.faults[{i}]");
         if let Err(message) = check_name(&fault.name) {
@@ -316,7 +349,7 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
                 ),
             );
         }
-        check_fault(ctx, &field, fault, &phase_names);
+        lowered.extend(check_fault(ctx, &field, fault, &phase_names));
     }
     if spec.faults.is_empty() {
         ctx.report(
@@ -327,7 +360,7 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
             "expected at least one fault".into(),
         );
     }
-    check_timing(ctx, spec);
+    check_timing(ctx, spec, &lowered);
     check_expect(ctx, "spec.expect", None, &spec.expect, &phase_names);
     for (name, over) in &spec.overrides {
         let field = format!("spec.overrides.{name}");
@@ -348,6 +381,7 @@ fn check_experiment(ctx: &mut Ctx<'_>) {
         }
         check_expect(ctx, &field, Some(name), over, &phase_names);
     }
+    lowered
 }
 
 fn list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
@@ -360,11 +394,17 @@ fn list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     }
 }
 
-fn check_fault(ctx: &mut Ctx<'_>, field: &str, fault: &Fault, phases: &[&str]) {
+/// Checks a fault and, when it has no problem, returns it lowered.
+fn check_fault(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    fault: &Fault,
+    phases: &[&str],
+) -> Option<LoweredFault> {
     let anchor = Some(fault.name.as_str());
     let inline =
         fault.signal.is_some() || fault.pause.is_some() || fault.at.is_some() || fault.to.is_some();
-    match &fault.steps {
+    let steps: Vec<Option<LoweredStep>> = match &fault.steps {
         Some(steps) => {
             if inline {
                 ctx.report(field.into(), anchor, "steps", None, "has both `steps` and an inline step (signal/pause/to/at); expected one or the other".into());
@@ -378,16 +418,20 @@ fn check_fault(ctx: &mut Ctx<'_>, field: &str, fault: &Fault, phases: &[&str]) {
                     "expected at least one step".into(),
                 );
             }
-            for (j, step) in steps.iter().enumerate() {
-                check_step(
-                    ctx,
-                    &format!("{field}.steps[{j}]"),
-                    anchor,
-                    step,
-                    j == 0,
-                    phases,
-                );
-            }
+            steps
+                .iter()
+                .enumerate()
+                .map(|(j, step)| {
+                    check_step(
+                        ctx,
+                        &format!("{field}.steps[{j}]"),
+                        anchor,
+                        step,
+                        j == 0,
+                        phases,
+                    )
+                })
+                .collect()
         }
         None => {
             let step = Step {
@@ -397,11 +441,20 @@ fn check_fault(ctx: &mut Ctx<'_>, field: &str, fault: &Fault, phases: &[&str]) {
                 at: fault.at.clone(),
                 after: None,
             };
-            check_step(ctx, field, anchor, &step, true, phases);
+            vec![check_step(ctx, field, anchor, &step, true, phases)]
         }
+    };
+    if inline && fault.steps.is_some() {
+        return None;
     }
+    let steps: Option<Vec<LoweredStep>> = steps.into_iter().collect();
+    Some(LoweredFault {
+        name: fault.name.clone(),
+        steps: steps.filter(|s| !s.is_empty())?,
+    })
 }
 
+/// Checks a step and, when it has no problem, returns it lowered.
 fn check_step(
     ctx: &mut Ctx<'_>,
     field: &str,
@@ -409,77 +462,151 @@ fn check_step(
     step: &Step,
     first: bool,
     phases: &[&str],
-) {
-    match (step.signal, step.pause) {
-        (Some(_), Some(_)) => ctx.report(
-            field.into(),
+) -> Option<LoweredStep> {
+    let action = match (step.signal, step.pause) {
+        (Some(_), Some(_)) => {
+            ctx.report(
+                field.into(),
+                anchor,
+                "pause",
+                None,
+                "has both `signal` and `pause`; expected one".into(),
+            );
+            None
+        }
+        (None, None) => {
+            ctx.report(
+                field.into(),
+                anchor,
+                "name",
+                None,
+                "expected `signal: SIGNAME` or `pause: DURATION`".into(),
+            );
+            None
+        }
+        (Some(sig), None) => Some(Action::Signal(sig)),
+        (None, Some(d)) => Some(Action::Pause(d)),
+    };
+    let aim = match &step.to {
+        None | Some(Aim::Main) => Some(inj::Aim::Main),
+        Some(Aim::Group) => Some(inj::Aim::Group),
+        Some(Aim::Descendant(re)) => ctx
+            .regex_ok(format!("{field}.to.descendant"), anchor, "descendant", re)
+            .then(|| inj::Aim::Descendant(re.clone())),
+    };
+    let when = match (&step.at, step.after) {
+        (Some(at), Some(_)) => {
+            ctx.report(
+                field.into(),
+                anchor,
+                "after",
+                None,
+                "has both `at` and `after`; expected one".into(),
+            );
+            check_at(ctx, field, anchor, at, phases);
+            None
+        }
+        (None, Some(_)) if first => {
+            ctx.report(format!("{field}.after"), anchor, "after", None, "the first step has nothing to come after; expected `at: {{ phase: NAME }}` or `at: {{ exited: zombie|reaped }}`".into());
+            None
+        }
+        (None, None) => {
+            ctx.report(field.into(), anchor, "name", None, "expected `at: { phase: NAME }`, `at: { exited: zombie|reaped }` or `after: DURATION`".into());
+            None
+        }
+        (None, Some(after)) => Some(When::After(after)),
+        (Some(at), None) => check_at(ctx, field, anchor, at, phases),
+    };
+    Some(LoweredStep {
+        action: action?,
+        aim: aim?,
+        when: when?,
+    })
+}
+
+/// Checks a step's `at` and, when it has no problem, returns it lowered.
+fn check_at(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    anchor: Option<&str>,
+    at: &At,
+    phases: &[&str],
+) -> Option<When> {
+    let index = at.phase.as_ref().and_then(|phase| {
+        phase_index(
+            ctx,
+            format!("{field}.at.phase"),
             anchor,
-            "pause",
-            None,
-            "has both `signal` and `pause`; expected one".into(),
-        ),
-        (None, None) => ctx.report(
-            field.into(),
-            anchor,
-            "name",
-            None,
-            "expected `signal: SIGNAME` or `pause: DURATION`".into(),
-        ),
-        _ => {}
-    }
-    if let Some(Aim::Descendant(re)) = &step.to {
-        ctx.regex(format!("{field}.to.descendant"), anchor, "descendant", re);
-    }
-    match (&step.at, step.after) {
-        (Some(_), Some(_)) => ctx.report(field.into(), anchor, "after", None, "has both `at` and `after`; expected one".into()),
-        (None, Some(_)) if first => ctx.report(format!("{field}.after"), anchor, "after", None, "the first step has nothing to come after; expected `at: {{ phase: NAME }}` or `at: {{ exited: zombie|reaped }}`".into()),
-        (None, None) => ctx.report(field.into(), anchor, "name", None, "expected `at: { phase: NAME }`, `at: { exited: zombie|reaped }` or `after: DURATION`".into()),
-        _ => {}
-    }
-    if let Some(at) = &step.at {
-        match (&at.phase, at.exited) {
-            (Some(_), Some(_)) => ctx.report(
+            "phase",
+            phase,
+            phases,
+        )
+    });
+    match (&at.phase, at.exited) {
+        (Some(_), Some(_)) => {
+            ctx.report(
                 format!("{field}.at"),
                 anchor,
                 "exited",
                 None,
                 "has both `phase` and `exited`; expected one".into(),
-            ),
-            (None, None) => ctx.report(
+            );
+            None
+        }
+        (None, None) => {
+            ctx.report(
                 format!("{field}.at"),
                 anchor,
                 "at",
                 None,
                 "expected `phase: NAME` or `exited: zombie|reaped`".into(),
-            ),
-            (None, Some(_)) if at.offset.is_some() => ctx.report(
+            );
+            None
+        }
+        (None, Some(_)) if at.offset.is_some() => {
+            ctx.report(
                 format!("{field}.at.offset"),
                 anchor,
                 "offset",
                 None,
                 "`offset` applies to a phase; expected it with `phase:`".into(),
-            ),
-            _ => {}
-        }
-        if let Some(phase) = &at.phase
-            && !phases.contains(&phase.as_str())
-        {
-            let hint = suggest(phase, phases.iter().copied())
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            let message = format!(
-                "unknown phase `{phase}`{hint}; expected one of: {}",
-                list(phases.iter().copied())
             );
-            ctx.report(
-                format!("{field}.at.phase"),
-                anchor,
-                "phase",
-                Some(phase),
-                message,
-            );
+            None
         }
+        (None, Some(exited)) => Some(When::Exited(match exited {
+            ExitedAt::Zombie => inj::ExitedState::Zombie,
+            ExitedAt::Reaped => inj::ExitedState::Reaped,
+        })),
+        (Some(_), None) => Some(When::Phase {
+            index: index?,
+            offset: at
+                .offset
+                .unwrap_or(Offset::Fixed(std::time::Duration::ZERO)),
+        }),
     }
+}
+
+/// Where `phase` is among `phases`; reports it at `key` when it is none of them.
+fn phase_index(
+    ctx: &mut Ctx<'_>,
+    field: String,
+    anchor: Option<&str>,
+    key: &str,
+    phase: &str,
+    phases: &[&str],
+) -> Option<usize> {
+    let index = phases.iter().position(|p| *p == phase);
+    if index.is_none() {
+        let hint = suggest(phase, phases.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        let message = format!(
+            "unknown phase `{phase}`{hint}; expected one of: {}",
+            list(phases.iter().copied())
+        );
+        ctx.report(field, anchor, key, Some(phase), message);
+    }
+    index
 }
 
 fn check_expect(
@@ -509,21 +636,7 @@ fn check_expect(
         }
     }
     let phase_ref = |ctx: &mut Ctx<'_>, f: String, key: &str, phase: &str| {
-        if !phases.contains(&phase) {
-            let hint = suggest(phase, phases.iter().copied())
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            ctx.report(
-                f,
-                anchor,
-                key,
-                Some(phase),
-                format!(
-                    "unknown phase `{phase}`{hint}; expected one of: {}",
-                    list(phases.iter().copied())
-                ),
-            );
-        }
+        phase_index(ctx, f, anchor, key, phase, phases);
     };
     if let Some(recover) = &expect.recover {
         phase_ref(

@@ -17,11 +17,11 @@
 
 use std::collections::BTreeMap;
 
-use atropos_injector::{Delivery, DeliveryOutcome};
+use atropos_injector::{Action, Delivery, DeliveryOutcome, Signal};
 use serde::{Deserialize, Serialize};
 
 use super::counts::{CellState, Counts};
-use crate::spec;
+use crate::spec::LoweredFault;
 
 /// The implicit phase before any marker.
 pub const START: &str = "start";
@@ -87,14 +87,14 @@ impl FaultKind {
         }
     }
 
-    /// The kind of a signal or pause step aimed at a live target.
-    fn of_step(step: &spec::Step) -> FaultKind {
-        match (step.pause, step.signal) {
-            (Some(_), _) => FaultKind::Pause,
-            (None, Some(sig)) if sig == atropos_injector::Signal::KILL => FaultKind::Sigkill,
-            (None, Some(sig)) if sig == atropos_injector::Signal::TERM => FaultKind::Sigterm,
-            (None, Some(sig)) if sig == atropos_injector::Signal::INT => FaultKind::Sigint,
-            (None, _) => FaultKind::Other,
+    /// The kind of a signal or pause aimed at a live target.
+    fn of_action(action: &Action) -> FaultKind {
+        match action {
+            Action::Pause(_) => FaultKind::Pause,
+            Action::Signal(sig) if *sig == Signal::KILL => FaultKind::Sigkill,
+            Action::Signal(sig) if *sig == Signal::TERM => FaultKind::Sigterm,
+            Action::Signal(sig) if *sig == Signal::INT => FaultKind::Sigint,
+            Action::Signal(_) => FaultKind::Other,
         }
     }
 
@@ -116,30 +116,26 @@ impl std::fmt::Display for FaultKind {
     }
 }
 
-/// The kind of each step of a fault, in step order.
-pub fn step_kinds(steps: &[spec::Step]) -> Vec<FaultKind> {
-    let mut after_exit = false;
-    steps
+/// The kind of each step of a fault, in step order: a step at or after the exit is
+/// `after exit` whatever it sends.
+pub fn step_kinds(fault: &LoweredFault) -> Vec<FaultKind> {
+    fault
+        .steps
         .iter()
-        .map(|step| {
-            if let Some(at) = &step.at {
-                after_exit = at.exited.is_some();
-            }
+        .zip(fault.after_exit())
+        .map(|(step, after_exit)| {
             if after_exit {
                 FaultKind::AfterExit
             } else {
-                FaultKind::of_step(step)
+                FaultKind::of_action(&step.action)
             }
         })
         .collect()
 }
 
 /// The kinds an experiment's faults use, in column order.
-pub fn kinds_used(faults: &[spec::Fault]) -> Vec<FaultKind> {
-    let mut kinds: Vec<FaultKind> = faults
-        .iter()
-        .flat_map(|f| step_kinds(&crate::plan::steps_of(f)))
-        .collect();
+pub fn kinds_used<'a>(faults: impl IntoIterator<Item = &'a LoweredFault>) -> Vec<FaultKind> {
+    let mut kinds: Vec<FaultKind> = faults.into_iter().flat_map(step_kinds).collect();
     kinds.sort_unstable();
     kinds.dedup();
     kinds
@@ -346,10 +342,15 @@ mod tests {
 
     use super::*;
     use crate::record::Verdict;
-    use atropos_injector::Signal;
+    use crate::spec::{LoweredStep, Offset, When};
+    use std::time::Duration;
 
-    fn step(yaml: &str) -> spec::Step {
-        serde_yaml::from_str(yaml).unwrap()
+    fn step(action: Action, when: When) -> LoweredStep {
+        LoweredStep {
+            action,
+            aim: atropos_injector::plan::Aim::Main,
+            when,
+        }
     }
 
     fn delivery(step: usize, phase: &str, outcome: DeliveryOutcome) -> Delivery {
@@ -370,13 +371,24 @@ mod tests {
 
     #[test]
     fn steps_after_an_exited_step_are_after_exit_and_others_go_by_signal() {
-        let kinds = step_kinds(&[
-            step("{ pause: 50ms, at: { phase: ready } }"),
-            step("{ signal: SIGTERM, after: 10ms }"),
-            step("{ signal: SIGHUP, at: { exited: reaped } }"),
-            step("{ signal: SIGKILL, after: 10ms }"),
-            step("{ signal: INT, at: { phase: ready } }"),
-        ]);
+        let ready = When::Phase {
+            index: 0,
+            offset: Offset::Fixed(Duration::ZERO),
+        };
+        let after = When::After(Duration::from_millis(10));
+        let kinds = step_kinds(&LoweredFault {
+            name: "f".into(),
+            steps: vec![
+                step(Action::Pause(Duration::from_millis(50)), ready),
+                step(Action::Signal(Signal::TERM), after),
+                step(
+                    Action::Signal(Signal::from_number(1).unwrap()),
+                    When::Exited(atropos_injector::ExitedState::Reaped),
+                ),
+                step(Action::Signal(Signal::KILL), after),
+                step(Action::Signal(Signal::INT), ready),
+            ],
+        });
         use FaultKind::*;
         assert_eq!(kinds, vec![Pause, Sigterm, AfterExit, AfterExit, Sigint]);
     }
