@@ -20,6 +20,7 @@
 //!
 //! The injector knows nothing of experiment files, schedules, SQL or HTML.
 
+pub mod attach;
 pub mod cgroup;
 pub mod clock;
 pub mod command;

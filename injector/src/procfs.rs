@@ -96,6 +96,8 @@ pub struct ProcStat {
     pub pgid: i32,
     /// Session id.
     pub sid: i32,
+    /// The kernel's flags for the process (`PF_*`): `PF_KTHREAD` marks a kernel thread.
+    pub flags: u32,
     /// Start time in clock ticks since boot: with `pid`, names one process for its whole life.
     pub starttime: u64,
 }
@@ -111,6 +113,12 @@ impl ProcStat {
     pub fn is_zombie(&self) -> bool {
         self.state == 'Z' || self.state == 'X'
     }
+
+    /// Whether it is a kernel thread (`PF_KTHREAD`), which no fault may aim at.
+    pub fn is_kernel_thread(&self) -> bool {
+        const PF_KTHREAD: u32 = 0x0020_0000;
+        self.flags & PF_KTHREAD != 0
+    }
 }
 
 fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
@@ -123,8 +131,10 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
     let ppid = rest.next()?.parse().ok()?;
     let pgid = rest.next()?.parse().ok()?;
     let sid = rest.next()?.parse().ok()?;
-    // Fields 7..=21 precede starttime (field 22); we consumed fields 3..=6.
-    let starttime = rest.nth(15)?.parse().ok()?;
+    // Fields 7 (tty) and 8 (tpgid), then the flags (9).
+    let flags = rest.nth(2)?.parse().ok()?;
+    // Fields 10..=21 precede starttime (field 22).
+    let starttime = rest.nth(12)?.parse().ok()?;
     Some(ProcStat {
         pid,
         comm,
@@ -132,6 +142,7 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
         ppid,
         pgid,
         sid,
+        flags,
         starttime,
     })
 }
@@ -253,6 +264,11 @@ mod tests {
             ('S', 1, 4242, 4242)
         );
         assert_eq!(stat.starttime, 987654);
+        assert_eq!(stat.flags, 4194560);
+        assert!(!stat.is_kernel_thread());
+        // kthreadd, a kernel thread, as this machine shows it.
+        let kthreadd = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0";
+        assert!(parse_stat(2, kthreadd).unwrap().is_kernel_thread());
     }
 
     #[test]
