@@ -51,6 +51,42 @@ async fn a_recorded_run_reads_back_record_for_record() {
 }
 
 #[tokio::test]
+async fn trials_committed_together_keep_their_own_phases_and_expectations() {
+    // The rows of a batch are written in pieces (16 + 1 for 17 trials) and the phase and
+    // expectation rows name their trial by the id its piece gave it: a second run in the
+    // same file starts past the first one's ids.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("atropos.db");
+    let exps = vec![synthetic::experiment(2, 3, 4)];
+    let mut recorder = Recorder::open(&db).await.unwrap();
+    let first = events_of("batch-1", 3, &exps);
+    let second = events_of("batch-2", 4, &exps);
+    recorder.record_batch(&first).await.unwrap();
+    recorder.record_batch(&second).await.unwrap();
+    recorder.close().await.unwrap();
+    let store = Store::open(&db, false).await.unwrap();
+    let mut checked = 0;
+    for (run, events) in [("batch-1", &first), ("batch-2", &second)] {
+        for t in events.iter().filter_map(|e| match e {
+            RunEvent::Trial(t) => Some(t),
+            _ => None,
+        }) {
+            let view = query::trial(&store, &t.id).await.unwrap();
+            assert!(!t.observation.phases.is_empty() && !t.expectations.is_empty());
+            assert_eq!(
+                view.record.observation.phases, t.observation.phases,
+                "{}",
+                t.id
+            );
+            assert_eq!(view.record.expectations, t.expectations, "{}", t.id);
+            assert_eq!(view.run, run);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 34, "two runs of 17 trials");
+}
+
+#[tokio::test]
 async fn coverage_counts_match_the_trials_that_were_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("atropos.db");

@@ -30,6 +30,21 @@ pub(crate) struct RunIds {
     pub experiments: HashMap<String, ExperimentIds>,
 }
 
+impl RunIds {
+    /// The ids of the experiment `trial` belongs to.
+    fn experiment_of(&self, trial: &TrialRecord) -> anyhow::Result<ExperimentIds> {
+        self.experiments
+            .get(&trial.experiment)
+            .copied()
+            .with_context(|| {
+                format!(
+                    "trial {} belongs to experiment {}, which its run did not announce",
+                    trial.id, trial.experiment
+                )
+            })
+    }
+}
+
 /// Stores a `u64` (seeds) in SQLite's signed 64-bit integer, bit for bit.
 pub(crate) fn u64_to_sql(v: u64) -> i64 {
     i64::from_ne_bytes(v.to_ne_bytes())
@@ -193,12 +208,10 @@ fn pieces(n: usize) -> Vec<(usize, usize, usize)> {
 /// cells by kind of fault (version × phase × kind × verdict).
 const INSERT_REST: &str = "\
 INSERT INTO phase_events (trial_id, seq, name, entered_ns, evidence)
-SELECT (SELECT id FROM trials WHERE uid = value ->> 0), value ->> 1, value ->> 2,
-    value ->> 3, value ->> 4
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
 FROM json_each(?);
 INSERT INTO expectation_results (trial_id, seq, name, passed, expected, actual)
-SELECT (SELECT id FROM trials WHERE uid = value ->> 0), value ->> 1, value ->> 2,
-    value ->> 3, value ->> 4, value ->> 5
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
 FROM json_each(?);
 UPDATE run_experiments SET passed = passed + (v.value ->> 1), failed = failed + (v.value ->> 2),
     errors = errors + (v.value ->> 3), updated_at = max(updated_at, ?)
@@ -244,18 +257,26 @@ async fn insert_batch(
     trials: &[&TrialRecord],
     now: f64,
 ) -> anyhow::Result<()> {
-    let rest = Rest::of(ids, trials)?;
-    for (shape, start, rows) in pieces(rest.run_experiments.len()) {
+    let run_experiments = trials
+        .iter()
+        .map(|t| ids.experiment_of(t).map(|e| e.run_experiment))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut rows = Vec::with_capacity(trials.len());
+    for (shape, start, n) in pieces(trials.len()) {
         let mut query: Query<'_> = sqlx::query(insert_trials_sql(shape)).persistent(true);
-        let piece = start..start + rows;
-        for (t, run_experiment) in trials[piece.clone()]
-            .iter()
-            .zip(&rest.run_experiments[piece])
-        {
+        let piece = start..start + n;
+        for (t, run_experiment) in trials[piece.clone()].iter().zip(&run_experiments[piece]) {
             query = bind_trial(query, ids.run, *run_experiment, t, now)?;
         }
-        query.execute(&mut *conn).await?;
+        let last = query.execute(&mut *conn).await?.last_insert_rowid();
+        // The rows of one INSERT get consecutive ids: SQLite gives each new row one more
+        // than the largest id in the table (https://sqlite.org/autoinc.html), and this
+        // connection holds the write lock for the whole transaction. So the phase and
+        // expectation rows name their trial by id, not by a lookup of its uid.
+        let n = i64::try_from(n).context("a piece of a batch is small")?;
+        rows.extend(last - n + 1..=last);
     }
+    let rest = Rest::of(ids, trials, &rows)?;
     sqlx::query(INSERT_REST)
         .persistent(true)
         .bind(rest.phases)
@@ -270,9 +291,8 @@ async fn insert_batch(
 }
 
 /// What a batch writes besides the trials' own rows: the parameters of [`INSERT_REST`],
-/// each table's rows as one JSON array, and the `run_experiments` row of each trial.
+/// each table's rows as one JSON array.
 struct Rest {
-    run_experiments: Vec<i64>,
     phases: String,
     expectations: String,
     verdicts: String,
@@ -281,29 +301,19 @@ struct Rest {
 }
 
 impl Rest {
-    fn of(ids: &RunIds, trials: &[&TrialRecord]) -> anyhow::Result<Rest> {
-        let mut run_experiments = Vec::with_capacity(trials.len());
+    /// `rows`: the id each trial's row was given, in the order of `trials`.
+    fn of(ids: &RunIds, trials: &[&TrialRecord], rows: &[i64]) -> anyhow::Result<Rest> {
         let mut phases = Vec::new();
         let mut expectations = Vec::new();
         // The aggregates this batch adds to, in a stable order.
         let mut verdicts: BTreeMap<i64, Counts> = BTreeMap::new();
         let mut coverage: BTreeMap<(i64, &str, &str, &str), i64> = BTreeMap::new();
         let mut kinds: BTreeMap<(i64, &str, &str, &str), i64> = BTreeMap::new();
-        for t in trials {
-            let exp = ids
-                .experiments
-                .get(&t.experiment)
-                .copied()
-                .with_context(|| {
-                    format!(
-                        "trial {} belongs to experiment {}, which its run did not announce",
-                        t.id, t.experiment
-                    )
-                })?;
-            run_experiments.push(exp.run_experiment);
+        for (t, &row) in trials.iter().zip(rows) {
+            let exp = ids.experiment_of(t)?;
             for (seq, p) in t.observation.phases.iter().enumerate() {
                 phases.push((
-                    t.id.as_str(),
+                    row,
                     seq,
                     p.name.as_str(),
                     p.entered_ns.map(ns_to_sql),
@@ -312,7 +322,7 @@ impl Rest {
             }
             for (seq, e) in t.expectations.iter().enumerate() {
                 expectations.push((
-                    t.id.as_str(),
+                    row,
                     seq,
                     e.name.as_str(),
                     e.passed,
@@ -358,7 +368,6 @@ impl Rest {
             .map(|((version, phase, fault, verdict), n)| (version, phase, fault, verdict, n))
             .collect();
         Ok(Rest {
-            run_experiments,
             phases: serde_json::to_string(&phases)?,
             expectations: serde_json::to_string(&expectations)?,
             verdicts: serde_json::to_string(&verdicts)?,
