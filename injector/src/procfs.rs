@@ -109,6 +109,11 @@ impl ProcStat {
         parse_stat(pid, &text)
     }
 
+    /// Parses the text of `/proc/PID/stat`.
+    pub fn parse(pid: i32, text: &str) -> Option<ProcStat> {
+        parse_stat(pid, text)
+    }
+
     /// Whether the process has exited and waits to be reaped.
     pub fn is_zombie(&self) -> bool {
         self.state == 'Z' || self.state == 'X'

@@ -18,7 +18,6 @@
 //! pidfd, start time and boot id, and every later action goes through that.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
@@ -71,15 +70,16 @@ pub struct Process {
     pub uid: u32,
     /// Its command line, one entry per argument.
     pub argv: Vec<String>,
-    /// Its v2 cgroup path (`/` when it has none to show).
+    /// Its v2 cgroup path (`/` when it has none to show). Read for the processes
+    /// [`Selection::choose`] returns, and for every match of a selector by cgroup or unit;
+    /// empty in a listing of matches otherwise.
     pub cgroup: String,
 }
 
 impl Process {
     /// The basename of `argv[0]` (what `name:` compares with).
     pub fn name(&self) -> &str {
-        let first = self.argv.first().map_or("", String::as_str);
-        first.rsplit('/').next().unwrap_or(first)
+        basename(self.argv.first().map_or("", String::as_str))
     }
 
     /// The command line with arguments joined by spaces (what `cmdline:` matches).
@@ -222,6 +222,9 @@ fn refused_words(refused: &[(Process, Refusal)]) -> String {
     format!(" that may be aimed at; refused: {}", list.join(", "))
 }
 
+/// From how many candidate processes a selection reads `/proc` on every CPU.
+const PARALLEL_FROM: usize = 512;
+
 impl Selector {
     /// Every process that matches, split into those that may be aimed at and those that
     /// may not. Reads `/proc` only.
@@ -248,12 +251,9 @@ impl Selector {
         let me = std::process::id() as i32;
         let ancestors = procfs::ancestors(me);
         let my_uid = nix::unistd::geteuid().as_raw();
-        let mut selection = Selection::default();
-        for pid in candidates {
-            let Some(process) = self.check(pid, parents.as_deref(), pidfile) else {
-                continue;
-            };
-            let refusal = if pid == 1 {
+        let refusal = |process: &Process| {
+            let pid = process.pid;
+            if pid == 1 {
                 Some(Refusal::Init)
             } else if pid == me {
                 Some(Refusal::Atropos)
@@ -265,8 +265,35 @@ impl Selector {
                 Some(Refusal::OtherUser(process.uid))
             } else {
                 None
-            };
-            match refusal {
+            }
+        };
+        // Reading another process's command line is the cost (the kernel walks its
+        // memory): a host's processes are split among the CPUs, each part in pid order.
+        let scan = |pids: &[i32]| {
+            let mut buf = Vec::with_capacity(4096);
+            pids.iter()
+                .filter_map(|&pid| self.check(pid, parents.as_deref(), pidfile, &mut buf))
+                .collect::<Vec<_>>()
+        };
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let found: Vec<Process> = if threads > 1 && candidates.len() >= PARALLEL_FROM {
+            let part = candidates.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let parts: Vec<_> = candidates
+                    .chunks(part)
+                    .map(|pids| s.spawn(|| scan(pids)))
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        } else {
+            scan(&candidates)
+        };
+        let mut selection = Selection::default();
+        for process in found {
+            match refusal(&process) {
                 Some(why) => selection.refused.push((process, why)),
                 None => selection.allowed.push(process),
             }
@@ -274,15 +301,31 @@ impl Selector {
         Ok(selection)
     }
 
-    /// `pid` as a [`Process`] if it matches every criterion, cheapest first.
+    /// `pid` as a [`Process`] if it matches every criterion. The argv tests come first:
+    /// they reject most of a host's processes with one read, so a `cmdline` or `name`
+    /// selector reads the rest of `/proc/PID` for its matches only. `buf` is reused
+    /// between processes.
     fn check(
         &self,
         pid: i32,
         parents: Option<&[(i32, u64)]>,
         pidfile: Option<(i32, std::time::SystemTime)>,
+        buf: &mut Vec<u8>,
     ) -> Option<Process> {
-        let stat = ProcStat::read(pid)?;
-        if stat.is_zombie() {
+        let dir = ProcDir::open(pid)?;
+        let argv = dir.argv(buf);
+        let name = argv.first().map_or("", |a| basename(a));
+        if self.name.as_deref().is_some_and(|n| n != name) {
+            return None;
+        }
+        if let Some(re) = &self.cmdline
+            && !re.is_match(&argv.join(" "))
+        {
+            return None;
+        }
+        let stat = ProcStat::parse(pid, dir.text("stat", buf)?)?;
+        // A kernel thread has no command line; it is never selected, refused or listed.
+        if stat.is_zombie() || stat.is_kernel_thread() {
             return None;
         }
         if let Some(parents) = parents
@@ -290,7 +333,7 @@ impl Selector {
         {
             return None;
         }
-        let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+        let uid = dir.uid()?;
         if self.user.is_some_and(|u| u != uid) {
             return None;
         }
@@ -299,12 +342,12 @@ impl Selector {
         {
             return None;
         }
-        let argv = argv(pid);
-        // A kernel thread has no command line; it is never selected, refused or listed.
-        if stat.is_kernel_thread() {
+        if let Some(exe) = &self.exe
+            && dir.link("exe").as_deref() != Some(exe.as_path())
+        {
             return None;
         }
-        let process = Process {
+        let mut process = Process {
             pid,
             starttime: stat.starttime,
             ppid: stat.ppid,
@@ -312,42 +355,117 @@ impl Selector {
             argv,
             cgroup: String::new(),
         };
-        if self.name.as_deref().is_some_and(|n| n != process.name()) {
-            return None;
+        if self.cgroup.is_some() || self.systemd_unit.is_some() {
+            let cgroups = dir.text("cgroup", buf).unwrap_or_default();
+            if let Some(want) = &self.cgroup
+                && !cgroup_matches(cgroups, want)
+            {
+                return None;
+            }
+            let v2 = v2_path(cgroups);
+            if let Some(unit) = &self.systemd_unit
+                && !v2.split('/').any(|c| c == unit)
+            {
+                return None;
+            }
+            process.cgroup = v2.to_owned();
         }
-        if let Some(re) = &self.cmdline
-            && !re.is_match(&process.command_line())
-        {
-            return None;
+        Some(process)
+    }
+}
+
+/// The basename of a path given as text.
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The v2 path in a `/proc/PID/cgroup` text (`/` when there is none).
+fn v2_path(cgroups: &str) -> &str {
+    cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+}
+
+/// `/proc/PID`, opened once: the files read in it are opened relative to it, so each is
+/// one short path lookup, and they all belong to the same process (a pid reused meanwhile
+/// would not be found through it).
+struct ProcDir(OwnedFd);
+
+impl ProcDir {
+    fn open(pid: i32) -> Option<ProcDir> {
+        use nix::fcntl::OFlag;
+        nix::fcntl::open(
+            format!("/proc/{pid}").as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        .map(ProcDir)
+    }
+
+    /// The whole of file `name` in it, into `buf`.
+    fn read<'b>(&self, name: &str, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+        use nix::fcntl::OFlag;
+        let file = nix::fcntl::openat(
+            &self.0,
+            name,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        buf.clear();
+        if buf.capacity() < 4096 {
+            buf.reserve(4096);
         }
-        if let Some(exe) = &self.exe
-            && std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .as_deref()
-                != Some(exe)
-        {
-            return None;
+        loop {
+            if buf.len() == buf.capacity() {
+                buf.reserve(buf.capacity());
+            }
+            let len = buf.len();
+            buf.resize(buf.capacity(), 0);
+            match nix::unistd::read(&file, &mut buf[len..]) {
+                Ok(0) => {
+                    buf.truncate(len);
+                    return Some(buf);
+                }
+                Ok(n) => buf.truncate(len + n),
+                Err(nix::errno::Errno::EINTR) => buf.truncate(len),
+                Err(_) => return None,
+            }
         }
-        let cgroups = procfs::read_text(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        let v2 = cgroups
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .unwrap_or("/")
-            .to_owned();
-        if let Some(want) = &self.cgroup
-            && !cgroup_matches(&cgroups, want)
-        {
-            return None;
+    }
+
+    /// File `name` as text (`/proc` text files are ASCII but for names, taken lossily).
+    fn text<'b>(&self, name: &str, buf: &'b mut Vec<u8>) -> Option<&'b str> {
+        let raw = self.read(name, buf)?;
+        if std::str::from_utf8(raw).is_err() {
+            let text = String::from_utf8_lossy(raw).into_owned();
+            *buf = text.into_bytes();
         }
-        if let Some(unit) = &self.systemd_unit
-            && !v2.split('/').any(|c| c == unit)
-        {
-            return None;
-        }
-        Some(Process {
-            cgroup: v2,
-            ..process
+        std::str::from_utf8(buf).ok()
+    }
+
+    /// The arguments of `cmdline` (none for a kernel thread or a zombie).
+    fn argv(&self, buf: &mut Vec<u8>) -> Vec<String> {
+        self.read("cmdline", buf).map_or_else(Vec::new, |raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
         })
+    }
+
+    /// The uid owning the process.
+    fn uid(&self) -> Option<u32> {
+        nix::sys::stat::fstat(&self.0).ok().map(|st| st.st_uid)
+    }
+
+    /// Where link `name` in it points.
+    fn link(&self, name: &str) -> Option<PathBuf> {
+        nix::fcntl::readlinkat(&self.0, name)
+            .ok()
+            .map(PathBuf::from)
     }
 }
 
@@ -388,6 +506,11 @@ impl Selection {
         }
         allowed.truncate(wanted);
         allowed.sort_by_key(|p| p.pid);
+        for p in &mut allowed {
+            if p.cgroup.is_empty() {
+                p.cgroup = v2_cgroup(p.pid);
+            }
+        }
         Ok(allowed)
     }
 }
@@ -458,14 +581,10 @@ fn all_pids() -> Vec<i32> {
         .collect()
 }
 
-fn argv(pid: i32) -> Vec<String> {
-    let Ok(raw) = procfs::read(format!("/proc/{pid}/cmdline")) else {
-        return Vec::new();
-    };
-    raw.split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+/// The v2 cgroup path of `pid` (`/` when it has none or is gone).
+fn v2_cgroup(pid: i32) -> String {
+    let cgroups = procfs::read_text(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    v2_path(&cgroups).to_owned()
 }
 
 /// Whether a `/proc/PID/cgroup` text puts the process in `want` or below it.
@@ -559,7 +678,13 @@ mod tests {
         let shell = &found.allowed[0];
         assert_eq!(shell.pid, a.pid());
         assert_eq!(shell.name(), "sh");
-        assert!(shell.cgroup.starts_with('/'));
+        assert!(shell.cgroup.is_empty(), "a listing does not read cgroups");
+        let chosen = found.clone().choose(Count::One, 1, |_| 0).unwrap();
+        let shell = &chosen[0];
+        assert!(
+            shell.cgroup.starts_with('/'),
+            "a chosen target's cgroup is read"
+        );
         let narrowed = Selector {
             name: Some("sh".into()),
             user: Some(shell.uid),
