@@ -85,13 +85,13 @@ impl Shared {
 
     /// A free loopback port not handed to another trial of this run that is still running.
     ///
-    /// Drawn uniformly from the ephemeral range and checked free by a bind, rather than
+    /// Drawn uniformly from [`trial_port_range`] and checked free by a bind, rather than
     /// taken from `bind(port 0)`: the kernel hands recently freed ports out again soon, so
     /// two atropos runs side by side often got the same one, and the `listen` marker then
     /// (rightly) found the other run's target holding it.
     fn port(&self) -> u16 {
         use rand::RngExt;
-        let (low, high) = ephemeral_range();
+        let (low, high) = trial_port_range();
         let mut rng = rand::rng();
         for _ in 0..256 {
             let port: u16 = rng.random_range(low..=high);
@@ -179,6 +179,21 @@ impl Shared {
 }
 
 /// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), else Linux's default.
+/// The ports trials are given: those below the ephemeral range (from 10000), which the
+/// kernel never hands out by itself. A port drawn from the ephemeral range could be taken,
+/// between the check and the target's `listen`, as the local port of anyone's outgoing
+/// connection or `bind(port 0)` (a clean-clone CI run saw the `listen` marker refuse such a
+/// port). The ephemeral range itself when it leaves too little below it.
+fn trial_port_range() -> (u16, u16) {
+    const LOWEST: u16 = 10_000;
+    let (low, high) = ephemeral_range();
+    if low > LOWEST + 1024 {
+        (LOWEST, low - 1)
+    } else {
+        (low, high)
+    }
+}
+
 fn ephemeral_range() -> (u16, u16) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
