@@ -210,9 +210,18 @@ async fn each_trial_is_visible_to_readers_as_soon_as_it_is_recorded() {
     let mut recorder = Recorder::open(&db).await.unwrap();
     let store = Store::open(&db, false).await.unwrap();
     recorder.record(&events[0]).await.unwrap();
-    let page = query::run(&store, "live", RunFilter::default())
-        .await
-        .unwrap();
+    // The start is committed without the run waiting for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let page = loop {
+        match query::run(&store, "live", RunFilter::default()).await {
+            Ok(page) => break page,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the start is not committed: {e:#}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
     assert_eq!(
         (page.run.status.as_str(), page.matching),
         ("running", 0),
@@ -256,7 +265,9 @@ async fn a_failed_commit_is_reported_by_the_next_call() {
     let events = events_of("twice", 5, &exps);
     let mut recorder = Recorder::open(&db).await.unwrap();
     recorder.record_batch(&events).await.unwrap();
-    let err = recorder.record(&events[0]).await.unwrap_err();
+    // A second start of the same run: refused by the store, reported by the next call.
+    recorder.record(&events[0]).await.unwrap();
+    let err = recorder.flush().await.unwrap_err();
     assert!(format!("{err:#}").contains("twice"), "{err:#}");
     assert!(
         recorder.record(&events[1]).await.is_err(),

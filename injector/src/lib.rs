@@ -50,7 +50,7 @@ pub use record::{
 pub use signal::Signal;
 pub use tokio_util::sync::CancellationToken;
 pub use trial::run as run_trial;
-pub use unix::default_sigpipe;
+pub use unix::{background_thread, default_sigpipe};
 
 /// Prepares this process to run trials: becomes a child subreaper (so orphans of targets come
 /// back to it), starts the guardian that kills every target group should atropos die, and

@@ -835,6 +835,23 @@ fn short_slice() {
     let _ = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) };
 }
 
+/// The nice value of [`background_thread`]: a nice-0 thread that wants the CPU gets about
+/// ten times its share, yet it is never starved (`SCHED_IDLE` could starve it for as long as
+/// the machine is busy, and a run's end waits for its writer).
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// Lowers this thread's priority to nice [`BACKGROUND_NICE`]; the threads it starts from
+/// now on inherit it. For work that must not delay a trial, such as the results store's
+/// writer. Best effort: an error leaves the thread as it was.
+pub fn background_thread() {
+    // SAFETY: integer arguments only. With PRIO_PROCESS Linux takes a thread id (nice is a
+    // property of each thread), so this changes the calling thread alone.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid.cast_unsigned(), BACKGROUND_NICE);
+    }
+}
+
 /// Restores the default action of SIGPIPE (the Rust runtime ignores it), so that a short
 /// command whose output is piped into `head` ends quietly like other Unix tools instead of
 /// failing on EPIPE. Not for servers: a peer closing a socket must not kill them.

@@ -5,9 +5,9 @@
 //! - [`Recorder`] is the writer. `atropos run` hands it every [`RunEvent`](crate::record::RunEvent);
 //!   the runner hands trials over every [`crate::runner::ANNOUNCE_EVERY`] (20 ms) after
 //!   they end. A trial is committed as soon as it arrives, or, when trials arrive faster than
-//!   every [`recorder::COALESCE`] (20 ms), together with the others that arrived meanwhile
+//!   every [`recorder::COALESCE`] (100 ms), together with the others that arrived meanwhile
 //!   (group commit). A run killed at any point keeps every trial that ended before its last
-//!   40 ms.
+//!   120 ms. The writer is a thread of its own at a lower priority.
 //! - A run is written with its owner: host, boot id, pid and the pid's start time. Whoever
 //!   opens the file next ([`Recorder::open`], [`Store::open`]) marks a `running` run whose
 //!   owner is gone as `interrupted` ([`owner`]).
