@@ -87,3 +87,75 @@ spec:
     }
     assert!(processes_with(&tok).is_empty());
 }
+
+#[test]
+fn a_log_marker_follows_the_file_across_rotation_and_truncation() {
+    let dir = tempdir();
+    let tok = token("logrotate");
+    // The target writes `booting` to its log, rotates it by rename (the old descriptor
+    // still writes `loaded` into the rotated file), starts a new log with `listening`, then
+    // cuts that one to nothing (copytruncate) and writes `ready` into it.
+    let script = r#"
+log="$1/app.log"
+exec 3>>"$log"
+echo booting >&3
+sleep 0.05
+mv "$log" "$log.1"
+echo loaded >&3
+sleep 0.05
+echo listening >> "$log"
+sleep 0.05
+: > "$log"
+echo ready >> "$log"
+sleep 5
+"#;
+    let path = dir.path().join("x.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: log-rotation }}
+spec:
+  target:
+    run: {{ command: ["sh", "-c", {script:?}, "{tok}", "${{trial.dir}}"] }}
+  phases:
+    - {{ name: booted, marker: {{ log: {{ path: "${{trial.dir}}/app.log", regex: "^booting$" }} }} }}
+    - {{ name: loaded, marker: {{ log: {{ path: "${{trial.dir}}/app.log", regex: "^loaded$" }} }} }}
+    - {{ name: listening, marker: {{ log: {{ path: "${{trial.dir}}/app.log", regex: "^listening$" }} }} }}
+    - {{ name: ready, marker: {{ log: {{ path: "${{trial.dir}}/app.log", regex: "^ready$" }} }} }}
+  faults:
+    - {{ name: term-ready, signal: SIGTERM, at: {{ phase: ready }} }}
+  expect:
+    exit: {{ signals: [SIGTERM] }}
+    reaches: [ready]
+  trials: 3
+"#
+        ),
+    )
+    .unwrap();
+    let (out, report) = run_json(&[path.to_str().unwrap()], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for t in trials_n(&report, "log-rotation", "term-ready", 3) {
+        let phases = t["observation"]["phases"].as_array().unwrap();
+        let entered: Vec<u64> = phases
+            .iter()
+            .map(|p| {
+                p["entered_ns"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{phases:?}"))
+            })
+            .collect();
+        assert_eq!(entered.len(), 4, "{phases:?}");
+        assert!(entered.is_sorted(), "entered in order: {phases:?}");
+        let ready = phases.iter().find(|p| p["name"] == "ready").unwrap();
+        assert_eq!(ready["evidence"], "ready");
+        assert_eq!(t["observation"]["deliveries"][0]["signal"], "SIGTERM");
+    }
+    assert!(processes_with(&tok).is_empty());
+}

@@ -26,6 +26,7 @@ pub mod clock;
 pub mod command;
 pub mod duration;
 pub mod journal;
+pub mod logfollow;
 pub mod markers;
 pub mod orphans;
 pub mod output;

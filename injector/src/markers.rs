@@ -11,14 +11,15 @@
 //! target. Listeners that already held the port when the trial started are kept, and
 //! [`Polled::note`] reports them.
 
-use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use regex::Regex;
 
 use crate::clock::now_ns;
+use crate::logfollow::LogFollower;
 use crate::plan::Marker;
 use crate::sockets::{self, Listener};
 
@@ -31,16 +32,13 @@ pub enum Polled {
     Listen(ListenWatch),
     /// A file existing.
     File(PathBuf),
-    /// A log file followed from its end at spawn time.
+    /// A log file followed from its end at spawn time, across rotation and truncation
+    /// ([`LogFollower`]: read only when inotify reports a change).
     Log {
         /// The file.
-        path: PathBuf,
+        follower: LogFollower,
         /// The regex lines must match.
         regex: Regex,
-        /// How far it was read.
-        offset: u64,
-        /// An incomplete last line.
-        pending: String,
     },
     /// A moment: spawn time plus the delay (monotonic ns).
     Delay(u64),
@@ -60,10 +58,8 @@ impl Polled {
             Marker::Listen(port) => Polled::Listen(ListenWatch::new(*port)),
             Marker::File(path) => Polled::File(path.clone()),
             Marker::Log { path, regex } => Polled::Log {
-                path: path.clone(),
                 regex: Regex::new(regex).ok()?,
-                offset: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-                pending: String::new(),
+                follower: LogFollower::from_end(path),
             },
             Marker::Delay(d) => {
                 Polled::Delay(started_ns + u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
@@ -91,6 +87,15 @@ impl Polled {
         })
     }
 
+    /// Moves a delay marker's moment `by` nanoseconds later: the markers are made before the
+    /// target is spawned (a log line it writes at once must not be missed), and its start
+    /// time is known only after.
+    pub fn shift(&mut self, by: u64) {
+        if let Polled::Delay(at) = self {
+            *at = at.saturating_add(by);
+        }
+    }
+
     /// When a delay marker is due; the loop wakes exactly then instead of ticking.
     pub fn due_at(&self) -> Option<u64> {
         match self {
@@ -112,12 +117,11 @@ impl Polled {
                 .then(|| (now_ns(), format!("{} exists", path.display()))),
             Polled::Delay(at) => (now_ns() >= *at).then(|| (*at, "delay elapsed".to_owned())),
             Polled::Http(slot) => slot.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            Polled::Log {
-                path,
-                regex,
-                offset,
-                pending,
-            } => follow(path, regex, offset, pending).map(|l| (now_ns(), l)),
+            Polled::Log { follower, regex } => follower
+                .lines()
+                .into_iter()
+                .find(|l| regex.is_match(l))
+                .map(|l| (now_ns(), l)),
         }
     }
 
@@ -219,31 +223,6 @@ impl ListenWatch {
             self.port
         ))
     }
-}
-
-/// Reads what was appended to `path` since `offset`; returns the first new line matching.
-fn follow(path: &Path, regex: &Regex, offset: &mut u64, pending: &mut String) -> Option<String> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    if len < *offset {
-        *offset = 0; // truncated or replaced
-    }
-    if len == *offset {
-        return None;
-    }
-    file.seek(std::io::SeekFrom::Start(*offset)).ok()?;
-    let mut bytes = Vec::new();
-    let n = file.read_to_end(&mut bytes).ok()?;
-    *offset += n as u64;
-    pending.push_str(&String::from_utf8_lossy(&bytes));
-    while let Some(nl) = pending.find('\n') {
-        let line: String = pending.drain(..=nl).collect();
-        let line = line.trim_end_matches(['\n', '\r']);
-        if regex.is_match(line) {
-            return Some(line.to_owned());
-        }
-    }
-    None
 }
 
 /// GETs a plain-HTTP URL on this machine and returns the status code.

@@ -91,9 +91,20 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         &plan.target.cwd,
     );
     command.env(orphans::TOKEN_VAR, &plan.id);
+    // Polled markers start watching before the target exists: a log file is followed from
+    // its end as it is now, so the first line the target writes is not taken for old.
+    let http_stop = Arc::new(AtomicBool::new(false));
+    let provisional = now_ns();
+    let mut polled: Vec<(usize, Polled)> = plan
+        .phases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Polled::new(&p.marker, provisional, &http_stop).map(|m| (i, m)))
+        .collect();
     let mut child = match spawn(&command) {
         Ok(child) => child,
         Err(err) => {
+            http_stop.store(true, std::sync::atomic::Ordering::Relaxed);
             obs.error = Some(format!(
                 "failed to start `{program}` in {}: {err}",
                 plan.target.cwd.display()
@@ -126,13 +137,9 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
             plan.tail_lines,
         ),
     ];
-    let http_stop = Arc::new(AtomicBool::new(false));
-    let polled = plan
-        .phases
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| Polled::new(&p.marker, t0, &http_stop).map(|m| (i, m)))
-        .collect();
+    for (_, p) in &mut polled {
+        p.shift(t0.saturating_sub(provisional));
+    }
 
     let mut driver = Driver {
         plan,
