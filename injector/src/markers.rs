@@ -96,6 +96,15 @@ impl Polled {
         }
     }
 
+    /// A descriptor that becomes readable when this marker may have been reached (a log
+    /// file's inotify watch): the loop waits on it instead of ticking.
+    pub fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            Polled::Log { follower, .. } => follower.fd(),
+            _ => None,
+        }
+    }
+
     /// When a delay marker is due; the loop wakes exactly then instead of ticking.
     pub fn due_at(&self) -> Option<u64> {
         match self {

@@ -40,7 +40,9 @@ impl Driver<'_> {
             };
             until = until.min(now + CANCEL_CHECK);
             for (index, polled) in &self.polled {
-                if self.entered[*index].is_none() {
+                // A marker with a descriptor wakes the wait itself; the others are looked
+                // at every tick.
+                if self.entered[*index].is_none() && polled.wake_fd().is_none() {
                     until = until.min(polled.due_at().unwrap_or(now + ns(TICK)));
                 }
             }
@@ -69,6 +71,15 @@ impl Driver<'_> {
                 fds.push(PollFd::new(self.child.pidfd(), PollFlags::POLLIN));
                 which.push(2);
             }
+            // Pending log markers: their watch's events are read by `check_polled`.
+            for (index, polled) in &self.polled {
+                if self.entered[*index].is_none()
+                    && let Some(fd) = polled.wake_fd()
+                {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    which.push(3);
+                }
+            }
             let timeout = nix::sys::time::TimeSpec::from_duration(Duration::from_nanos(timeout_ns));
             if fds.is_empty() {
                 std::thread::sleep(Duration::from_nanos(timeout_ns));
@@ -90,7 +101,7 @@ impl Driver<'_> {
             if w < 2 {
                 let hits = self.streams[w].read_available(&mut self.buf);
                 self.on_hits(hits);
-            } else if self.child.peek().is_some() {
+            } else if w == 2 && self.child.peek().is_some() {
                 self.exited_at = Some(now_ns());
                 self.exit = self.child.peek();
             }
