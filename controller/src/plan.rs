@@ -360,7 +360,8 @@ impl TrialEnv {
 /// The working directory of an experiment's target.
 pub fn target_cwd(loaded: &Loaded) -> PathBuf {
     let base = &loaded.dir;
-    let cwd = match &loaded.experiment.spec.target.run.cwd {
+    let written = loaded.experiment.spec.target.run.as_ref();
+    let cwd = match written.and_then(|r| r.cwd.as_ref()) {
         Some(c) => base.join(c),
         None => base.clone(),
     };
@@ -391,7 +392,15 @@ pub fn argv(command: &[String], cwd: &Path, vars: &Vars<'_>) -> Vec<String> {
 
 /// The command to spawn, templates expanded, a relative program made absolute from `cwd`.
 pub fn command(loaded: &Loaded, cwd: &Path, vars: &Vars<'_>) -> inj::RunTarget {
-    let run = &loaded.experiment.spec.target.run;
+    // An attached target spawns nothing: `atropos run` refuses it before any trial, and an
+    // empty command could not start.
+    let Some(run) = &loaded.experiment.spec.target.run else {
+        return inj::RunTarget {
+            argv: Vec::new(),
+            env: Vec::new(),
+            cwd: cwd.to_owned(),
+        };
+    };
     let argv = argv(&run.command, cwd, vars);
     let cwd = cwd.to_owned();
     let env = run

@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Record nothing in a results store.
     #[arg(long)]
     no_db: bool,
+    /// A process id no `attach:` target may select, whatever matches (repeatable).
+    #[arg(long, value_name = "PID")]
+    protect: Vec<i32>,
 }
 
 pub(super) fn main(args: RunArgs) -> u8 {
@@ -104,8 +107,31 @@ pub(super) fn main(args: RunArgs) -> u8 {
         return EXIT_INVALID;
     }
     if args.dry_run {
-        print!("{}", dry_run(&plan));
-        return EXIT_OK;
+        return match dry_run(&plan, &args.protect) {
+            Ok(text) => {
+                print!("{text}");
+                EXIT_OK
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                EXIT_INVALID
+            }
+        };
+    }
+    if let Some(exp) = plan
+        .experiments
+        .iter()
+        .find(|e| e.loaded.experiment.spec.target.attach.is_some())
+    {
+        eprintln!(
+            "error: {}: experiment {} attaches to running processes; injecting faults into them is not built yet",
+            exp.loaded.file.display(),
+            exp.info.name
+        );
+        eprintln!(
+            "help: `atropos run --dry-run` lists the processes it selects and what each step would hit"
+        );
+        return EXIT_INVALID;
     }
     let jobs = args.jobs.map_or_else(
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -404,8 +430,69 @@ fn watch_signals(cancel: CancellationToken, run_id: String) -> tokio::task::Join
     })
 }
 
-/// The plan in words: what would be spawned, hit, and when.
-fn dry_run(plan: &RunPlan) -> String {
+/// The generator stream of target selection, apart from the trials' draws (so that adding
+/// `count:` does not move any offset).
+const SELECTION_STREAM: u64 = 0x6174_7461_6368;
+
+/// The processes an `attach:` selects now, in words, or why it cannot select.
+fn attached(
+    exp: &plan::ExperimentPlan,
+    attach: &crate::spec::AttachSpec,
+    protect: &[i32],
+) -> Result<String, String> {
+    use rand::SeedableRng;
+    use std::fmt::Write;
+    let file = exp.loaded.file.display();
+    let name = &exp.info.name;
+    let lowered = crate::spec::attach::lower(attach, &exp.loaded.dir, protect)
+        .map_err(|e| format!("error: {file}: experiment {name}: spec.target.attach: {e}"))?;
+    let selection = lowered
+        .selector
+        .resolve(&lowered.guard)
+        .map_err(|e| format!("error: {file}: experiment {name}: spec.target.attach: {e}"))?;
+    let refused = selection.refused.clone();
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(exp.info.seed ^ SELECTION_STREAM);
+    let matching = selection.allowed.len();
+    let chosen = selection
+        .choose(lowered.count, lowered.max_targets, |n| rng.random_range(0..n))
+        .map_err(|e| {
+            format!(
+                "error: {file}: experiment {name}: spec.target.attach: {e}\nhelp: narrow the selector, or raise `max_targets` if every one of them may be hit"
+            )
+        })?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  target: attach: {} of {} matching (max_targets {})",
+        chosen.len(),
+        matching,
+        lowered.max_targets
+    );
+    for p in &chosen {
+        let _ = writeln!(
+            out,
+            "    pid {} · start time {} (clock ticks after boot) · uid {} · cgroup {} · {}",
+            p.pid,
+            p.starttime,
+            p.uid,
+            p.cgroup,
+            crate::spec::clip(&p.command_line(), 120)
+        );
+    }
+    for (p, why) in &refused {
+        let _ = writeln!(
+            out,
+            "    refused pid {} ({why}): {}",
+            p.pid,
+            crate::spec::clip(&p.command_line(), 120)
+        );
+    }
+    Ok(out)
+}
+
+/// The plan in words: what would be spawned, hit, and when; for an `attach:` target, the
+/// processes it selects now.
+fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
@@ -424,12 +511,18 @@ fn dry_run(plan: &RunPlan) -> String {
             exp.loaded.file.display(),
             exp.info.seed
         );
-        let _ = writeln!(
-            out,
-            "  target: {} (cwd {})",
-            spec.target.run.command.join(" "),
-            plan::target_cwd(&exp.loaded).display()
-        );
+        match (&spec.target.run, &spec.target.attach) {
+            (Some(run), _) => {
+                let _ = writeln!(
+                    out,
+                    "  target: {} (cwd {})",
+                    run.command.join(" "),
+                    plan::target_cwd(&exp.loaded).display()
+                );
+            }
+            (None, Some(attach)) => out.push_str(&attached(exp, attach, protect)?),
+            (None, None) => {}
+        }
         let _ = writeln!(
             out,
             "  phases: start → {} → exited",
@@ -500,5 +593,5 @@ fn dry_run(plan: &RunPlan) -> String {
             }
         }
     }
-    out
+    Ok(out)
 }

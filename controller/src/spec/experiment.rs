@@ -82,12 +82,92 @@ fn default_trials() -> u32 {
     1
 }
 
-/// What faults hit.
+/// What faults hit: exactly one of `run` and `attach`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// A command spawned fresh for every trial.
-    pub run: RunSpec,
+    #[serde(default)]
+    pub run: Option<RunSpec>,
+    /// Running processes atropos did not start, selected from `/proc`.
+    #[serde(default)]
+    pub attach: Option<AttachSpec>,
+}
+
+/// Running processes to aim at: every criterion given must hold (AND). Nothing is read by
+/// running `ps`: `/proc` only.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachSpec {
+    /// This process id.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// The process id written in this file (relative to the experiment file's folder).
+    #[serde(default)]
+    pub pidfile: Option<String>,
+    /// The executable, as `/proc/PID/exe` names it.
+    #[serde(default)]
+    pub exe: Option<String>,
+    /// The basename of the whole `argv[0]` (not the 15-byte `comm`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A regex over the command line, arguments joined by single spaces.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// A cgroup v2 path (`/system.slice/redis.service`), or `CONTROLLER:PATH` of a v1
+    /// hierarchy; the process's cgroup must be it or below it.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// A systemd unit (`redis-server.service`), found in the process's cgroup path.
+    #[serde(default)]
+    pub systemd_unit: Option<String>,
+    /// The user owning the process: a name or a uid.
+    #[serde(default)]
+    pub user: Option<Scalar>,
+    /// Children of a process this selector matches (the nginx workers under their master).
+    #[serde(default)]
+    pub parent: Option<Box<AttachSpec>>,
+    /// How many of the matches to aim at: `one` (default), `all`, a number, or a share
+    /// such as `50%`; drawn with the run's seed.
+    #[serde(default)]
+    pub count: Option<Scalar>,
+    /// The most processes that may match at all (default 1): more is an error that lists
+    /// them, never a guess.
+    #[serde(default)]
+    pub max_targets: Option<u32>,
+    /// Process ids never to aim at, whatever matches.
+    #[serde(default)]
+    pub protect: Vec<i32>,
+    /// Users (names or uids) other than atropos's own whose processes may be selected.
+    #[serde(default)]
+    pub allow_users: Vec<Scalar>,
+}
+
+/// A YAML scalar kept as text: a number or a string (`user: 1000`, `user: redis`).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[schemars(with = "serde_json::Value")]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A command atropos spawns for every trial, in its own process group.

@@ -6,6 +6,7 @@
 //! checks meaning, and `atropos run` checks that every target can start
 //! ([`check_targets`]).
 
+pub mod attach;
 mod expansion;
 mod experiment;
 mod limits;
@@ -30,7 +31,7 @@ pub use lowered::{LoweredFault, LoweredStep, Valid, When};
 pub use names::{NAME_MAX, NAME_RULE, check_name};
 pub use offset::Offset;
 pub use preflight::{Unstartable, Unstartables, check_targets};
-pub use problem::{Invalid, Problem, suggest};
+pub use problem::{Invalid, Problem, clip, suggest};
 pub use size::ByteSize;
 pub use validate::{IMPLICIT_PHASES, check, validate};
 

@@ -66,8 +66,9 @@ fn check_experiment(exp: &ExperimentPlan) -> Vec<Unstartable> {
             help: help.to_owned(),
         }
     };
+    let run = spec.target.run.as_ref();
     if !exp.cwd.is_dir() {
-        let written = spec.target.run.cwd.as_deref().unwrap_or(".");
+        let written = run.and_then(|r| r.cwd.as_deref()).unwrap_or(".");
         let what = if exp.cwd.exists() {
             "is not a folder"
         } else {
@@ -85,11 +86,8 @@ fn check_experiment(exp: &ExperimentPlan) -> Vec<Unstartable> {
              or correct the path",
         )];
     }
-    let path_var = spec
-        .target
-        .run
-        .env
-        .get("PATH")
+    let path_var = run
+        .and_then(|r| r.env.get("PATH"))
         .map(|p| p.as_str().into())
         .or_else(|| std::env::var_os("PATH"));
     let mut found = Vec::new();
@@ -100,12 +98,9 @@ fn check_experiment(exp: &ExperimentPlan) -> Vec<Unstartable> {
             found.push(at(format!("{field}[0]"), anchor, key, message, help));
         }
     };
-    command(
-        "spec.target.run.command",
-        None,
-        "command",
-        &spec.target.run.command,
-    );
+    if let Some(run) = run {
+        command("spec.target.run.command", None, "command", &run.command);
+    }
     if let Some(check) = &spec.expect.check {
         command("spec.expect.check.command", None, "check", &check.command);
     }

@@ -192,25 +192,28 @@ fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
         ctx.report("metadata.name".into(), None, "name", None, message);
     }
     let spec = &exp.spec;
-    if spec.target.run.command.is_empty() || spec.target.run.command[0].is_empty() {
-        ctx.report(
-            "spec.target.run.command".into(),
+    match (&spec.target.run, &spec.target.attach) {
+        (Some(run), None) => check_run(ctx, run),
+        (None, Some(attach)) => check_attach(ctx, attach, "spec.target.attach", true),
+        (Some(_), Some(_)) => ctx.report(
+            "spec.target".into(),
             None,
-            "command",
+            "attach",
             None,
-            "expected a program and its arguments".into(),
-        );
+            "both `run` and `attach`; expected one: a command to spawn, or running processes"
+                .into(),
+        ),
+        (None, None) => ctx.report(
+            "spec.target".into(),
+            None,
+            "target",
+            None,
+            "expected `run` (a command atropos spawns) or `attach` (running processes it selects)"
+                .into(),
+        ),
     }
-    for (i, arg) in spec.target.run.command.iter().enumerate() {
-        ctx.template(
-            format!("spec.target.run.command[{i}]"),
-            None,
-            "command",
-            arg,
-        );
-    }
-    for (k, v) in &spec.target.run.env {
-        ctx.template(format!("spec.target.run.env.{k}"), None, k, v);
+    if spec.target.attach.is_some() {
+        check_attached_spec(ctx, spec);
     }
     if !(1..=1_000_000).contains(&spec.trials) {
         ctx.report(
@@ -686,5 +689,180 @@ fn check_expect(
                 arg,
             );
         }
+    }
+}
+
+/// The checks of a spawned target's command and environment.
+fn check_run(ctx: &mut Ctx<'_>, run: &crate::spec::RunSpec) {
+    if run.command.is_empty() || run.command[0].is_empty() {
+        ctx.report(
+            "spec.target.run.command".into(),
+            None,
+            "command",
+            None,
+            "expected a program and its arguments".into(),
+        );
+    }
+    for (i, arg) in run.command.iter().enumerate() {
+        ctx.template(
+            format!("spec.target.run.command[{i}]"),
+            None,
+            "command",
+            arg,
+        );
+    }
+    for (k, v) in &run.env {
+        ctx.template(format!("spec.target.run.env.{k}"), None, k, v);
+    }
+}
+
+/// The checks of an attach selector at `field`; `top`: not a `parent:` inside another.
+fn check_attach(ctx: &mut Ctx<'_>, a: &crate::spec::AttachSpec, field: &str, top: bool) {
+    let criteria = [
+        a.pid.is_some(),
+        a.pidfile.is_some(),
+        a.exe.is_some(),
+        a.name.is_some(),
+        a.cmdline.is_some(),
+        a.cgroup.is_some(),
+        a.systemd_unit.is_some(),
+        a.user.is_some(),
+        a.parent.is_some(),
+    ];
+    if !criteria.contains(&true) {
+        ctx.report(
+            field.to_owned(),
+            None,
+            "attach",
+            None,
+            "no criterion; expected at least one of pid, pidfile, exe, name, cmdline, cgroup, \
+             systemd_unit, user, parent (a selector that matches everything is never taken)"
+                .into(),
+        );
+    }
+    if let Some(pid) = a.pid
+        && pid <= 1
+    {
+        ctx.report(
+            format!("{field}.pid"),
+            None,
+            "pid",
+            Some(&pid.to_string()),
+            format!("pid {pid}; expected a process id above 1 (PID 1 is never a target)"),
+        );
+    }
+    if let Some(re) = &a.cmdline {
+        ctx.regex(format!("{field}.cmdline"), None, "cmdline", re);
+    }
+    for (key, value) in [
+        ("pidfile", &a.pidfile),
+        ("exe", &a.exe),
+        ("name", &a.name),
+        ("cgroup", &a.cgroup),
+        ("systemd_unit", &a.systemd_unit),
+    ] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            ctx.report(
+                format!("{field}.{key}"),
+                None,
+                key,
+                None,
+                format!("empty `{key}`; expected a value or no `{key}` at all"),
+            );
+        }
+    }
+    if let Some(user) = &a.user
+        && let Err(message) = crate::spec::attach::uid_of(&user.0)
+    {
+        ctx.report(
+            format!("{field}.user"),
+            None,
+            "user",
+            Some(&user.0),
+            message,
+        );
+    }
+    for (i, user) in a.allow_users.iter().enumerate() {
+        if let Err(message) = crate::spec::attach::uid_of(&user.0) {
+            ctx.report(
+                format!("{field}.allow_users[{i}]"),
+                None,
+                "allow_users",
+                Some(&user.0),
+                message,
+            );
+        }
+    }
+    if let Some(count) = &a.count
+        && let Err(message) = crate::spec::attach::count_of(&count.0)
+    {
+        ctx.report(
+            format!("{field}.count"),
+            None,
+            "count",
+            Some(&count.0),
+            message,
+        );
+    }
+    if a.max_targets == Some(0) {
+        ctx.report(
+            format!("{field}.max_targets"),
+            None,
+            "max_targets",
+            Some("0"),
+            "0; expected at least 1".into(),
+        );
+    }
+    if !top
+        && (a.count.is_some()
+            || a.max_targets.is_some()
+            || !a.protect.is_empty()
+            || !a.allow_users.is_empty())
+    {
+        ctx.report(
+            field.to_owned(),
+            None,
+            "parent",
+            None,
+            "count, max_targets, protect and allow_users belong to the outer `attach`; a \
+             `parent` only selects"
+                .into(),
+        );
+    }
+    if let Some(parent) = &a.parent {
+        check_attach(ctx, parent, &format!("{field}.parent"), false);
+    }
+}
+
+/// What an experiment on attached processes cannot ask for: they are not atropos's
+/// children, so it has no pipes to their output and never learns their exit status.
+fn check_attached_spec(ctx: &mut Ctx<'_>, spec: &crate::spec::Spec) {
+    for (i, phase) in spec.phases.iter().enumerate() {
+        let key = match &phase.marker {
+            Marker::Stdout(_) => "stdout",
+            Marker::Stderr(_) => "stderr",
+            _ => continue,
+        };
+        ctx.report(
+            format!("spec.phases[{i}].marker.{key}"),
+            Some(&phase.name),
+            key,
+            None,
+            format!(
+                "an attached process's {key} is not atropos's to read; expected a log, listen, \
+                 http, file or delay marker"
+            ),
+        );
+    }
+    if spec.expect.exit.is_some() {
+        ctx.report(
+            "spec.expect.exit".into(),
+            None,
+            "exit",
+            None,
+            "an attached process is not atropos's child, so its exit status is never known; \
+             expected no `exit` expectation (use `reaches` or a `check` command)"
+                .into(),
+        );
     }
 }

@@ -5,4 +5,6 @@
 
 pub mod select;
 
-pub use select::{Count, Pinned, Process, Refusal, SelectError, Selection, Selector};
+pub use select::{
+    Count, Guard, Pinned, Process, Refusal, SelectError, Selection, Selector, uid_by_name,
+};

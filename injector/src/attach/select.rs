@@ -515,6 +515,13 @@ impl Selection {
     }
 }
 
+/// The uid of the user `name` in this machine's user database, if it has one.
+pub fn uid_by_name(name: &str) -> Result<Option<u32>, String> {
+    nix::unistd::User::from_name(name)
+        .map(|u| u.map(|u| u.uid.as_raw()))
+        .map_err(|e| e.to_string())
+}
+
 /// The pid in `path`, and when the file was last written.
 fn read_pidfile(path: &Path) -> Result<(i32, std::time::SystemTime), SelectError> {
     let bad = |reason: String| SelectError::Pidfile {

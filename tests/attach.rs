@@ -1,0 +1,285 @@
+//! `target: attach:`: what a selector picks among processes this test started (each with a
+//! unique token in its argv, the only thing selectors here match), how it refuses, and the
+//! checks of the experiment file. The processes end when the test closes their stdin:
+//! nothing here is signalled.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::{atropos, tempdir, token};
+
+/// A process of ours that waits for end of file on its stdin; `Drop` closes it and reaps.
+struct Waiting(Child);
+
+impl Waiting {
+    fn start(token: &str) -> Waiting {
+        let child = Command::new("sh")
+            .args(["-c", "read _", token])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Waiting(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn alive(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self.pid())).exists()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+fn experiment(attach: &str, rest: &str) -> String {
+    format!(
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: attach-test }}
+spec:
+  target:
+    attach: {attach}
+  phases:
+    - {{ name: up, marker: {{ delay: 10ms }} }}
+  faults:
+    - {{ name: term-up, signal: SIGTERM, at: {{ phase: up }} }}
+{rest}"#
+    )
+}
+
+fn dry_run(dir: &std::path::Path, yaml: &str, extra: &[&str]) -> std::process::Output {
+    let path = dir.join("attach.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    atropos()
+        .args(["run", "--dry-run", "--no-db"])
+        .arg(&path)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_dry_run_lists_the_process_a_selector_picks_with_its_identity() {
+    let dir = tempdir();
+    let tok = token("attach-one");
+    let target = Waiting::start(&tok);
+    let _other = Waiting::start(&token("attach-other"));
+    // The fixture may not have exec'd `sh` yet: its command line is then atropos's test.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let out = dry_run(
+        dir.path(),
+        &experiment(&format!("{{ cmdline: \"{tok}$\" }}"), ""),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("target: attach: 1 of 1 matching (max_targets 1)"),
+        "{stdout}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&format!("pid {} ·", target.pid())))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("start time "), "{line}");
+    assert!(line.contains(&format!("uid {}", nix_uid())), "{line}");
+    assert!(line.ends_with(&format!("sh -c read _ {tok}")), "{line}");
+    assert!(target.alive(), "a dry run touches nothing");
+}
+
+fn nix_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn more_matches_than_max_targets_is_an_error_that_lists_them_never_a_guess() {
+    let dir = tempdir();
+    let tok = token("attach-many");
+    let a = Waiting::start(&tok);
+    let b = Waiting::start(&tok);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let out = dry_run(
+        dir.path(),
+        &experiment(&format!("{{ cmdline: \"{tok}$\" }}"), ""),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("2 processes match, but at most 1 may"),
+        "{stderr}"
+    );
+    for p in [&a, &b] {
+        assert!(
+            stderr.contains(&format!("{} (sh -c read _ {tok})", p.pid())),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("help: narrow the selector"), "{stderr}");
+    // Allowed, and asked for both.
+    let out = dry_run(
+        dir.path(),
+        &experiment(
+            &format!("{{ cmdline: \"{tok}$\", count: all, max_targets: 2 }}"),
+            "",
+        ),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("2 of 2 matching"), "{stdout}");
+    for p in [&a, &b] {
+        assert!(stdout.contains(&format!("pid {} ·", p.pid())), "{stdout}");
+    }
+}
+
+#[test]
+fn a_protected_pid_is_refused_and_listed_with_why() {
+    let dir = tempdir();
+    let tok = token("attach-protect");
+    let target = Waiting::start(&tok);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let pid = target.pid().to_string();
+    let out = dry_run(
+        dir.path(),
+        &experiment(&format!("{{ cmdline: \"{tok}$\" }}"), ""),
+        &["--protect", &pid],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no process matches that may be aimed at; refused: {pid} (protected)"
+        )),
+        "{stderr}"
+    );
+    // The same from the experiment's own list.
+    let out = dry_run(
+        dir.path(),
+        &experiment(&format!("{{ cmdline: \"{tok}$\", protect: [{pid}] }}"), ""),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn running_an_attach_experiment_is_refused_before_anything_is_touched() {
+    let dir = tempdir();
+    let tok = token("attach-run");
+    let target = Waiting::start(&tok);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let path = dir.path().join("attach.yaml");
+    std::fs::write(&path, experiment(&format!("{{ cmdline: \"{tok}$\" }}"), "")).unwrap();
+    let out = atropos()
+        .args(["run", "--no-db"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("injecting faults into them is not built yet"),
+        "{stderr}"
+    );
+    assert!(target.alive());
+}
+
+#[test]
+fn bad_attach_targets_exit_2_with_file_line_and_field() {
+    let dir = tempdir();
+    let cases: [(&str, &str, &str); 7] = [
+        ("{}", "", "spec.target.attach: no criterion"),
+        (
+            "{ pid: 1 }",
+            "",
+            "spec.target.attach.pid: pid 1; expected a process id above 1",
+        ),
+        (
+            "{ name: x, count: some }",
+            "",
+            "spec.target.attach.count: `some` is not a count",
+        ),
+        (
+            "{ name: x, user: no-such-user-atropos }",
+            "",
+            "spec.target.attach.user: no user `no-such-user-atropos`",
+        ),
+        ("{ cmdline: \"(\" }", "", "spec.target.attach.cmdline"),
+        (
+            "{ name: x, parent: { name: y, count: all } }",
+            "",
+            "spec.target.attach.parent: count, max_targets, protect and allow_users belong to the outer",
+        ),
+        (
+            "{ name: x }",
+            "  expect: { exit: { codes: [0] } }\n",
+            "spec.expect.exit: an attached process is not atropos's child",
+        ),
+    ];
+    for (attach, rest, wanted) in cases {
+        let yaml = experiment(attach, rest);
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let out = atropos().args(["validate"]).arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{attach}: {stderr}");
+        let prefix = format!("{}:", path.display());
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(wanted))
+            .unwrap_or_else(|| panic!("{attach}: wanted `{wanted}` in {stderr}"));
+        let at = line.strip_prefix("error: ").unwrap_or(line);
+        assert!(
+            at.starts_with(&prefix),
+            "{attach}: no file:line:col in {line}"
+        );
+        let mut spot = at[prefix.len()..].split(':');
+        let line_no: usize = spot.next().unwrap().parse().unwrap();
+        let _col: usize = spot.next().unwrap().parse().unwrap();
+        assert!(
+            line_no >= 6,
+            "{attach}: the line of the field, not of the file's start: {line}"
+        );
+    }
+    // Both kinds of target, and a stdout marker on an attached process.
+    let both = experiment("{ name: x }", "").replace(
+        "    attach:",
+        "    run: { command: [\"true\"] }\n    attach:",
+    );
+    let stdout_marker =
+        experiment("{ name: x }", "").replace("{ delay: 10ms }", "{ stdout: \"^up$\" }");
+    for (yaml, wanted) in [
+        (both, "both `run` and `attach`"),
+        (
+            stdout_marker,
+            "an attached process's stdout is not atropos's to read",
+        ),
+    ] {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let out = atropos().args(["validate"]).arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(wanted), "{stderr}");
+    }
+}
