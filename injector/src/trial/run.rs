@@ -138,7 +138,7 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         ),
     ];
     for (_, p) in &mut polled {
-        p.shift(t0.saturating_sub(provisional));
+        p.spawned(t0.saturating_sub(provisional));
     }
 
     let mut driver = Driver {
