@@ -97,6 +97,14 @@ fn the_dry_run_lists_the_process_a_selector_picks_with_its_identity() {
     assert!(line.contains("start time "), "{line}");
     assert!(line.contains(&format!("uid {}", nix_uid())), "{line}");
     assert!(line.ends_with(&format!("sh -c read _ {tok}")), "{line}");
+    assert!(
+        stdout.contains("term-up × 1: SIGTERM → each chosen process at up + 0s"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("baseline:"),
+        "no baseline is spawned for attached processes"
+    );
     assert!(target.alive(), "a dry run touches nothing");
 }
 

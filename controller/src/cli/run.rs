@@ -528,10 +528,19 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
             "  phases: start → {} → exited",
             exp.info.phases.join(" → ")
         );
-        let _ = writeln!(
-            out,
-            "  baseline: 1 trial without faults, stopped with SIGTERM after the last phase"
-        );
+        let attached = spec.target.attach.is_some();
+        if attached {
+            let _ = writeln!(
+                out,
+                "  (`atropos run` refuses attached targets until injecting into them is built: \
+                 this is what they would select and hit)"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  baseline: 1 trial without faults, stopped with SIGTERM after the last phase"
+            );
+        }
         for (f, fault) in exp.faults.iter().enumerate() {
             if !fault.selected {
                 continue;
@@ -546,6 +555,7 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
                         Action::Signal(sig) => sig.to_string(),
                     };
                     let to = match &s.aim {
+                        Aim::Main if attached => "each chosen process".to_owned(),
                         Aim::Main => "main process".to_owned(),
                         Aim::Group => "process group".to_owned(),
                         Aim::Descendant(re) => format!("descendants matching /{re}/"),
