@@ -156,9 +156,27 @@ fn more_matches_than_max_targets_is_an_error_that_lists_them_never_a_guess() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("2 of 2 matching"), "{stdout}");
+    assert!(
+        stdout
+            .contains("blast radius: 2 target(s) × 1 step(s) = at most 2 signals; max_signals 2\n"),
+        "{stdout}"
+    );
     for p in [&a, &b] {
         assert!(stdout.contains(&format!("pid {} ·", p.pid())), "{stdout}");
     }
+    let out = dry_run(
+        dir.path(),
+        &experiment(
+            &format!("{{ cmdline: \"{tok}$\", count: all, max_targets: 2, max_signals: 1 }}"),
+            "",
+        ),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("max_signals 1 (the run stops once it has sent 1)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -215,7 +233,12 @@ fn running_an_attach_experiment_is_refused_before_anything_is_touched() {
 #[test]
 fn bad_attach_targets_exit_2_with_file_line_and_field() {
     let dir = tempdir();
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 8] = [
+        (
+            "{ name: x, max_signals: 0 }",
+            "",
+            "spec.target.attach.max_signals: 0; expected at least 1",
+        ),
         ("{}", "", "spec.target.attach: no criterion"),
         (
             "{ pid: 1 }",
@@ -236,7 +259,7 @@ fn bad_attach_targets_exit_2_with_file_line_and_field() {
         (
             "{ name: x, parent: { name: y, count: all } }",
             "",
-            "spec.target.attach.parent: count, max_targets, protect and allow_users belong to the outer",
+            "spec.target.attach.parent: count, max_targets, max_signals, protect and allow_users belong to the outer",
         ),
         (
             "{ name: x }",

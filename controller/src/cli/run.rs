@@ -434,12 +434,13 @@ fn watch_signals(cancel: CancellationToken, run_id: String) -> tokio::task::Join
 /// `count:` does not move any offset).
 const SELECTION_STREAM: u64 = 0x6174_7461_6368;
 
-/// The processes an `attach:` selects now, in words, or why it cannot select.
+/// The processes an `attach:` selects now in words, with how many were chosen; or why it
+/// cannot select.
 fn attached(
     exp: &plan::ExperimentPlan,
     attach: &crate::spec::AttachSpec,
     protect: &[i32],
-) -> Result<String, String> {
+) -> Result<(String, usize), String> {
     use rand::SeedableRng;
     use std::fmt::Write;
     let file = exp.loaded.file.display();
@@ -487,7 +488,7 @@ fn attached(
             crate::spec::clip(&p.command_line(), 120)
         );
     }
-    Ok(out)
+    Ok((out, chosen.len()))
 }
 
 /// The plan in words: what would be spawned, hit, and when; for an `attach:` target, the
@@ -520,7 +521,27 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
                     plan::target_cwd(&exp.loaded).display()
                 );
             }
-            (None, Some(attach)) => out.push_str(&attached(exp, attach, protect)?),
+            (None, Some(attach)) => {
+                let (text, chosen) = attached(exp, attach, protect)?;
+                out.push_str(&text);
+                let steps: usize = exp
+                    .faults
+                    .iter()
+                    .filter(|f| f.selected)
+                    .map(|f| f.lowered.steps.len() * exp.per_fault as usize)
+                    .sum();
+                let most = chosen * steps;
+                let limit = attach.max_signals.map_or(most, |m| m as usize);
+                let _ = writeln!(
+                    out,
+                    "  blast radius: {chosen} target(s) × {steps} step(s) = at most {most} signals; max_signals {limit}{}",
+                    if limit < most {
+                        format!(" (the run stops once it has sent {limit})")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             (None, None) => {}
         }
         let _ = writeln!(

@@ -135,6 +135,10 @@ pub struct AttachSpec {
     /// them, never a guess.
     #[serde(default)]
     pub max_targets: Option<u32>,
+    /// The run's blast radius: the most signals it may send to attached processes in all
+    /// (default: chosen targets × the steps of every trial); reaching it stops the run.
+    #[serde(default)]
+    pub max_signals: Option<u32>,
     /// Process ids never to aim at, whatever matches.
     #[serde(default)]
     pub protect: Vec<i32>,

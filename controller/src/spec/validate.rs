@@ -813,9 +813,19 @@ fn check_attach(ctx: &mut Ctx<'_>, a: &crate::spec::AttachSpec, field: &str, top
             "0; expected at least 1".into(),
         );
     }
+    if a.max_signals == Some(0) {
+        ctx.report(
+            format!("{field}.max_signals"),
+            None,
+            "max_signals",
+            Some("0"),
+            "0; expected at least 1 (a run that may send no signal injects nothing)".into(),
+        );
+    }
     if !top
         && (a.count.is_some()
             || a.max_targets.is_some()
+            || a.max_signals.is_some()
             || !a.protect.is_empty()
             || !a.allow_users.is_empty())
     {
@@ -824,8 +834,8 @@ fn check_attach(ctx: &mut Ctx<'_>, a: &crate::spec::AttachSpec, field: &str, top
             None,
             "parent",
             None,
-            "count, max_targets, protect and allow_users belong to the outer `attach`; a \
-             `parent` only selects"
+            "count, max_targets, max_signals, protect and allow_users belong to the outer \
+             `attach`; a `parent` only selects"
                 .into(),
         );
     }
