@@ -312,7 +312,13 @@ impl Selector {
         pidfile: Option<(i32, std::time::SystemTime)>,
         buf: &mut Vec<u8>,
     ) -> Option<Process> {
+        // Most processes fail the argv tests: for those, one open of `/proc/PID/cmdline`
+        // by path and no allocation (the words are tested in `buf` as they are).
+        if (self.name.is_some() || self.cmdline.is_some()) && !self.argv_matches(pid, buf) {
+            return None;
+        }
         let dir = ProcDir::open(pid)?;
+        // Read again through the handle: the number may name another process by now.
         let argv = dir.argv(buf);
         let name = argv.first().map_or("", |a| basename(a));
         if self.name.as_deref().is_some_and(|n| n != name) {
@@ -374,6 +380,97 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// Whether `pid`'s command line passes the `name` and `cmdline` tests, read by path
+    /// into `buf` (no allocation for a process that fails them).
+    fn argv_matches(&self, pid: i32, buf: &mut Vec<u8>) -> bool {
+        use std::io::Write;
+        let mut path = [0u8; 32];
+        let len = {
+            let mut cursor = std::io::Cursor::new(&mut path[..]);
+            if write!(cursor, "/proc/{pid}/cmdline").is_err() {
+                return false;
+            }
+            usize::try_from(cursor.position()).unwrap_or(0)
+        };
+        let Ok(path) = std::str::from_utf8(&path[..len]) else {
+            return false;
+        };
+        if read_file(path, buf).is_none() {
+            return false;
+        }
+        // Arguments are separated (and ended) by NUL; empty ones are dropped, as `argv`
+        // does, before joining with single spaces.
+        let mut joined = 0;
+        let mut start = 0;
+        let total = buf.len();
+        for i in 0..=total {
+            if i == total || buf[i] == 0 {
+                if i > start {
+                    if joined > 0 {
+                        buf[joined] = b' ';
+                        joined += 1;
+                    }
+                    buf.copy_within(start..i, joined);
+                    joined += i - start;
+                }
+                start = i + 1;
+            }
+        }
+        buf.truncate(joined);
+        let text = String::from_utf8_lossy(buf);
+        // A necessary condition only (argv[0]'s basename is part of the joined words); the
+        // exact test follows the read through the process's handle.
+        if let Some(want) = &self.name
+            && !text.contains(want.as_str())
+        {
+            return false;
+        }
+        if let Some(re) = &self.cmdline
+            && !re.is_match(&text)
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// The whole file at `path`, into `buf`.
+fn read_file<'b>(path: &str, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+    use nix::fcntl::OFlag;
+    let file = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    read_all(&file, buf)
+}
+
+/// Everything left to read from `file`, into `buf`.
+fn read_all<'b>(file: &OwnedFd, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+    buf.clear();
+    if buf.capacity() < 4096 {
+        buf.reserve(4096);
+    }
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        let len = buf.len();
+        buf.resize(buf.capacity(), 0);
+        match nix::unistd::read(file, &mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                return Some(buf);
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(nix::errno::Errno::EINTR) => buf.truncate(len),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// The basename of a path given as text.
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
@@ -414,26 +511,7 @@ impl ProcDir {
             nix::sys::stat::Mode::empty(),
         )
         .ok()?;
-        buf.clear();
-        if buf.capacity() < 4096 {
-            buf.reserve(4096);
-        }
-        loop {
-            if buf.len() == buf.capacity() {
-                buf.reserve(buf.capacity());
-            }
-            let len = buf.len();
-            buf.resize(buf.capacity(), 0);
-            match nix::unistd::read(&file, &mut buf[len..]) {
-                Ok(0) => {
-                    buf.truncate(len);
-                    return Some(buf);
-                }
-                Ok(n) => buf.truncate(len + n),
-                Err(nix::errno::Errno::EINTR) => buf.truncate(len),
-                Err(_) => return None,
-            }
-        }
+        read_all(&file, buf)
     }
 
     /// File `name` as text (`/proc` text files are ASCII but for names, taken lossily).
@@ -675,6 +753,41 @@ mod tests {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    #[test]
+    fn the_quick_argv_test_joins_words_as_argv_does_and_decides_nothing_alone() {
+        let a = Fixture::start("words");
+        let pid = a.pid();
+        let mut buf = Vec::new();
+        let joined = format!("sh -c sleep 30 & wait {}", a.token);
+        let exact = |re: &str| Selector {
+            cmdline: Some(Regex::new(re).unwrap()),
+            ..Selector::default()
+        };
+        // NULs become single spaces: the same text `command_line` shows.
+        assert!(exact(&format!("^{}$", regex::escape(&joined))).argv_matches(pid, &mut buf));
+        assert!(!exact("\\x00").argv_matches(pid, &mut buf));
+        // For `name`, a necessary condition only: `wait` is in the words but is not
+        // argv[0]'s basename, and the full check refuses it.
+        let by_word = Selector {
+            name: Some("wait".into()),
+            ..a.by_token()
+        };
+        assert!(by_word.argv_matches(pid, &mut buf));
+        assert!(by_word.check(pid, None, None, &mut buf).is_none());
+        let by_name = Selector {
+            name: Some("sh".into()),
+            ..a.by_token()
+        };
+        assert!(by_name.check(pid, None, None, &mut buf).is_some());
+        assert!(
+            !Selector {
+                name: Some("no-such-word-here".into()),
+                ..Selector::default()
+            }
+            .argv_matches(pid, &mut buf)
+        );
     }
 
     #[test]
