@@ -455,11 +455,20 @@ fn attached(
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(exp.info.seed ^ SELECTION_STREAM);
     let matching = selection.allowed.len();
     let chosen = selection
-        .choose(lowered.count, lowered.max_targets, |n| rng.random_range(0..n))
+        .choose(lowered.count, lowered.max_targets, |n| {
+            rng.random_range(0..n)
+        })
         .map_err(|e| {
-            format!(
-                "error: {file}: experiment {name}: spec.target.attach: {e}\nhelp: narrow the selector, or raise `max_targets` if every one of them may be hit"
-            )
+            let help = match e {
+                atropos_injector::attach::SelectError::TooMany { .. } => {
+                    "narrow the selector, or raise `max_targets` if every one of them may be hit"
+                }
+                _ => {
+                    "every criterion must hold; a refused process is listed with why (another \
+                     user's processes need `allow_users:`)"
+                }
+            };
+            format!("error: {file}: experiment {name}: spec.target.attach: {e}\nhelp: {help}")
         })?;
     let mut out = String::new();
     let _ = writeln!(

@@ -82,6 +82,14 @@ impl Process {
         basename(self.argv.first().map_or("", String::as_str))
     }
 
+    /// Whether `name:` takes this process: the basename of its whole `argv[0]`, or, for a
+    /// process that rewrote its title into `argv[0]` (`redis-server 127.0.0.1:6379`,
+    /// `nginx: worker process`), the basename of the title's first word without a trailing
+    /// `:`.
+    pub fn is_named(&self, want: &str) -> bool {
+        named(self.argv.first().map_or("", String::as_str), want)
+    }
+
     /// The command line with arguments joined by spaces (what `cmdline:` matches).
     pub fn command_line(&self) -> String {
         self.argv.join(" ")
@@ -320,8 +328,8 @@ impl Selector {
         let dir = ProcDir::open(pid)?;
         // Read again through the handle: the number may name another process by now.
         let argv = dir.argv(buf);
-        let name = argv.first().map_or("", |a| basename(a));
-        if self.name.as_deref().is_some_and(|n| n != name) {
+        let argv0 = argv.first().map_or("", String::as_str);
+        if self.name.as_deref().is_some_and(|n| !named(argv0, n)) {
             return None;
         }
         if let Some(re) = &self.cmdline
@@ -468,6 +476,17 @@ fn read_all<'b>(file: &OwnedFd, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
             Err(nix::errno::Errno::EINTR) => buf.truncate(len),
             Err(_) => return None,
         }
+    }
+}
+
+/// Whether `argv0` names `want` (see [`Process::is_named`]).
+fn named(argv0: &str, want: &str) -> bool {
+    if basename(argv0) == want {
+        return true;
+    }
+    match argv0.split_once(' ') {
+        Some((first, _)) => basename(first.trim_end_matches(':')) == want,
+        None => false,
     }
 }
 
@@ -718,10 +737,17 @@ mod tests {
                 .args(["-c", "sleep 30 & wait", &token])
                 .spawn()
                 .unwrap();
-            // Until the shell has forked its `sleep`.
+            // Until the shell has forked its `sleep` and that child has exec'd it: before
+            // its exec the child still carries the shell's argv, token included, and a
+            // selector by token would find two processes.
             let pid = child.id() as i32;
+            let execd = |c: &i32| {
+                std::fs::read(format!("/proc/{c}/cmdline"))
+                    .is_ok_and(|argv| !argv.windows(token.len()).any(|w| w == token.as_bytes()))
+            };
             for _ in 0..400 {
-                if !procfs::children(pid).is_empty() {
+                let children = procfs::children(pid);
+                if !children.is_empty() && children.iter().all(execd) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -787,6 +813,25 @@ mod tests {
                 ..Selector::default()
             }
             .argv_matches(pid, &mut buf)
+        );
+    }
+
+    #[test]
+    fn a_rewritten_title_is_named_by_its_first_word() {
+        assert!(named("/usr/bin/redis-server", "redis-server"));
+        assert!(named(
+            "/usr/bin/redis-server 127.0.0.1:6379",
+            "redis-server"
+        ));
+        assert!(named("nginx: worker process", "nginx"));
+        assert!(
+            named("my long name", "my long name"),
+            "the whole argv[0] still counts"
+        );
+        assert!(!named("redis-server 127.0.0.1:6379", "redis"));
+        assert!(
+            !named("/usr/bin/python3 worker.py", "worker.py"),
+            "only the first word"
         );
     }
 

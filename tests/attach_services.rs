@@ -1,0 +1,233 @@
+//! Attach selection against real services from Debian, started by this test in a temp folder
+//! on loopback ports: a Redis found by its pidfile, and the nginx workers found as the
+//! children of the master its pidfile names. Both rewrite their process titles, so their
+//! command lines carry no token of ours: every selector here is scoped by a pidfile in this
+//! test's own folder. `.ci/run` installs the packages; without them these tests fail rather
+//! than skip. The services are stopped through the processes this test spawned.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{atropos, tempdir};
+
+/// A service this test spawned: stopped with `signal` (its own graceful stop), then reaped.
+struct Service {
+    child: Child,
+    stop: nix::sys::signal::Signal,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // Our own child, not yet reaped: its number is still its own.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = nix::sys::signal::kill(pid, self.stop);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn pid_in(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn dry_run(dir: &Path, attach: &str) -> (i32, String, String) {
+    let yaml = format!(
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: service-selection }}
+spec:
+  target:
+    attach: {attach}
+  phases:
+    - {{ name: up, marker: {{ delay: 10ms }} }}
+  faults:
+    - {{ name: term-up, signal: SIGTERM, at: {{ phase: up }} }}
+"#
+    );
+    let path = dir.join("attach.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = atropos()
+        .args(["run", "--dry-run", "--no-db"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_redis_is_selected_by_its_pidfile_and_its_whole_name() {
+    let dir = tempdir();
+    let pidfile = dir.path().join("redis.pid");
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (.ci/run installs it)");
+    let redis = Service {
+        child,
+        stop: nix::sys::signal::Signal::SIGTERM,
+    };
+    wait_for("redis", || pid_in(&pidfile).is_some());
+    assert_eq!(pid_in(&pidfile), Some(redis.child.id() as i32));
+    let (code, stdout, stderr) = dry_run(
+        dir.path(),
+        &format!(
+            "{{ pidfile: {:?}, name: redis-server }}",
+            pidfile.display().to_string()
+        ),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("pid {} ·", redis.child.id())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 of 1 matching"), "{stdout}");
+    // Its title is rewritten into argv[0] (`redis-server 127.0.0.1:PORT`, one word with
+    // spaces): `name` takes the title's first word, and nothing less.
+    let (code, _, stderr) = dry_run(
+        dir.path(),
+        &format!(
+            "{{ pidfile: {:?}, name: redis }}",
+            pidfile.display().to_string()
+        ),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no process matches"), "{stderr}");
+}
+
+#[test]
+fn nginx_workers_are_selected_as_the_children_of_the_master_its_pidfile_names() {
+    let dir = tempdir();
+    let port = free_port();
+    let prefix = dir.path();
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let pidfile = prefix.join("nginx.pid");
+    std::fs::write(
+        prefix.join("nginx.conf"),
+        format!(
+            "worker_processes 2;\n\
+             pid {pid};\n\
+             error_log {prefix}/logs/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {prefix}/body;\n  \
+             proxy_temp_path {prefix}/proxy;\n  fastcgi_temp_path {prefix}/fastcgi;\n  \
+             uwsgi_temp_path {prefix}/uwsgi;\n  scgi_temp_path {prefix}/scgi;\n  \
+             server {{ listen 127.0.0.1:{port}; return 204; }}\n}}\n",
+            pid = pidfile.display(),
+            prefix = prefix.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed (.ci/run installs it)");
+    let master = Service {
+        child,
+        stop: nix::sys::signal::Signal::SIGQUIT,
+    };
+    let master_pid = master.child.id() as i32;
+    wait_for("nginx and its two workers", || {
+        pid_in(&pidfile) == Some(master_pid)
+            && std::fs::read_to_string(format!("/proc/{master_pid}/task/{master_pid}/children"))
+                .is_ok_and(|c| c.split_whitespace().count() == 2)
+    });
+    let workers: Vec<String> =
+        std::fs::read_to_string(format!("/proc/{master_pid}/task/{master_pid}/children"))
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+    let parent = format!("{{ pidfile: {:?} }}", pidfile.display().to_string());
+    // The workers run as `nobody`: another user's processes are refused unless allowed.
+    let (code, _, stderr) = dry_run(prefix, &format!("{{ parent: {parent} }}"));
+    assert_eq!(code, 2, "{stderr}");
+    for w in &workers {
+        assert!(
+            stderr.contains(&format!("{w} (owned by uid 65534, not this user")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("need `allow_users:`"), "{stderr}");
+    let parent = format!("{parent}, allow_users: [nobody]");
+    // By default one target at most: two workers match, so it refuses and lists both.
+    let (code, _, stderr) = dry_run(prefix, &format!("{{ parent: {parent} }}"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("2 processes match, but at most 1 may"),
+        "{stderr}"
+    );
+    for w in &workers {
+        assert!(
+            stderr.contains(&format!("{w} (nginx: worker process)")),
+            "{stderr}"
+        );
+    }
+    // One drawn of the two, with the run's seed.
+    let (code, stdout, stderr) = dry_run(
+        prefix,
+        &format!("{{ parent: {parent}, count: one, max_targets: 2 }}"),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("1 of 2 matching (max_targets 2)"),
+        "{stdout}"
+    );
+    let chosen = workers
+        .iter()
+        .filter(|w| stdout.contains(&format!("pid {w} ·")))
+        .count();
+    assert_eq!(chosen, 1, "{stdout}");
+    assert!(
+        !stdout.contains(&format!("pid {master_pid} ·")),
+        "the master is not its own child: {stdout}"
+    );
+}
