@@ -12,7 +12,8 @@
 //!   that appeared): the old one is read to its end first, so that the lines a writer still
 //!   appended to it are not lost, then the new one from its start.
 //!
-//! Where inotify cannot be had (no instances left), every call looks, as polling would.
+//! Where inotify cannot be had (no instances left, or the folder does not exist yet), every
+//! call looks, as polling would.
 //! Only whole lines are returned; a line still being written waits for its newline.
 
 use std::fs::File;
@@ -114,9 +115,8 @@ impl LogFollower {
             }
         }
         self.stirred = false;
-        let mut bytes = Vec::new();
         if let Some(opened) = self.file.as_mut() {
-            read_new(opened, &mut bytes, &mut self.pending);
+            read_new(opened, &mut self.pending);
         }
         // Has the name been given to another file (rotated, or it appeared)?
         let current = std::fs::metadata(&self.path).ok();
@@ -130,7 +130,7 @@ impl LogFollower {
             if self.pending.last().is_some_and(|&b| b != b'\n') {
                 self.pending.push(b'\n');
             }
-            read_new(&mut opened, &mut bytes, &mut self.pending);
+            read_new(&mut opened, &mut self.pending);
             self.file = Some(opened);
         }
         self.take_lines()
@@ -157,9 +157,9 @@ impl LogFollower {
     }
 }
 
-/// Reads what `opened` gained since its offset into `pending` (from its start when it is
-/// now shorter than the offset: truncated). `scratch` is a reused buffer.
-fn read_new(opened: &mut Opened, scratch: &mut Vec<u8>, pending: &mut Vec<u8>) {
+/// Appends to `pending` what `opened` gained since its offset (from its start when it is
+/// now shorter than the offset: truncated).
+fn read_new(opened: &mut Opened, pending: &mut Vec<u8>) {
     let Ok(meta) = opened.file.metadata() else {
         return;
     };
@@ -170,10 +170,8 @@ fn read_new(opened: &mut Opened, scratch: &mut Vec<u8>, pending: &mut Vec<u8>) {
     if meta.len() == opened.offset || opened.file.seek(SeekFrom::Start(opened.offset)).is_err() {
         return;
     }
-    scratch.clear();
-    if let Ok(n) = (&opened.file).read_to_end(scratch) {
+    if let Ok(n) = (&opened.file).read_to_end(pending) {
         opened.offset += n as u64;
-        pending.extend_from_slice(scratch);
     }
 }
 

@@ -91,14 +91,12 @@ impl Polled {
     /// markers are made before the spawn (a log line the target writes at once must not be
     /// taken for an old one), and
     /// - a delay counts from the spawn, so it moves `by` later;
-    /// - a `listen` marker takes its look at who already holds the port now: a look before
-    ///   the spawn found, in about one run of `well-behaved.yaml` in twelve, a listener on the
-    ///   trial's fresh port that no process held by the end of the trial (the bind that
-    ///   checked the port free, it seems), and the trial was an error.
+    /// - a `listen` marker looks at who already holds the port now
+    ///   ([`ListenWatch::look_before`]).
     pub fn spawned(&mut self, by: u64) {
         match self {
             Polled::Delay(at) => *at = at.saturating_add(by),
-            Polled::Listen(watch) => *watch = ListenWatch::new(watch.port),
+            Polled::Listen(watch) => watch.look_before(),
             _ => {}
         }
     }
@@ -176,17 +174,24 @@ pub struct ListenWatch {
 }
 
 impl ListenWatch {
-    /// Looks up the listeners `port` has now, just after the target's spawn: a sock_diag
-    /// socket and its two dumps, tens of microseconds. Any found is someone else's, but for the race noted on `before`.
+    /// A watch of `port` with its sock_diag socket open; who already listens is looked up
+    /// by [`ListenWatch::look_before`], once the target is spawned.
     pub fn new(port: u16) -> ListenWatch {
-        let mut source = sockets::Source::new();
-        let before = source.listeners(port).unwrap_or_default();
         ListenWatch {
             port,
-            source,
-            before,
+            source: sockets::Source::new(),
+            before: Vec::new(),
             foreign: (Vec::new(), 0),
         }
+    }
+
+    /// Looks up the listeners the port has now, just after the target's spawn: two dumps,
+    /// tens of microseconds. Any found is someone else's, but for the race noted on
+    /// `before`. (A look before the spawn found, in about one run of `well-behaved.yaml` in
+    /// twelve, a listener on the trial's fresh port that no process held by the end of the
+    /// trial, and the trial was an error.)
+    pub fn look_before(&mut self) {
+        self.before = self.source.listeners(self.port).unwrap_or_default();
     }
 
     /// `Some((time, evidence))` once one of `owners` holds a socket listening on the port.
@@ -287,7 +292,9 @@ mod tests {
     }
 
     fn listen(port: u16) -> Polled {
-        Polled::new(&Marker::Listen(port), now_ns(), &Default::default()).unwrap()
+        let mut polled = Polled::new(&Marker::Listen(port), now_ns(), &Default::default()).unwrap();
+        polled.spawned(0);
+        polled
     }
 
     fn me() -> i32 {

@@ -33,7 +33,8 @@ pub struct Selector {
     pub pidfile: Option<PathBuf>,
     /// The executable (`/proc/PID/exe`), compared as a path.
     pub exe: Option<PathBuf>,
-    /// The basename of `argv[0]`.
+    /// The basename of `argv[0]`, or of the first word of a title rewritten into it (see
+    /// [`named`]).
     pub name: Option<String>,
     /// A regex over the command line, arguments joined by single spaces.
     pub cmdline: Option<Regex>,
@@ -77,17 +78,9 @@ pub struct Process {
 }
 
 impl Process {
-    /// The basename of `argv[0]` (what `name:` compares with).
+    /// The basename of `argv[0]`.
     pub fn name(&self) -> &str {
         basename(self.argv.first().map_or("", String::as_str))
-    }
-
-    /// Whether `name:` takes this process: the basename of its whole `argv[0]`, or, for a
-    /// process that rewrote its title into `argv[0]` (`redis-server 127.0.0.1:6379`,
-    /// `nginx: worker process`), the basename of the title's first word without a trailing
-    /// `:`.
-    pub fn is_named(&self, want: &str) -> bool {
-        named(self.argv.first().map_or("", String::as_str), want)
     }
 
     /// The command line with arguments joined by spaces (what `cmdline:` matches).
@@ -479,7 +472,10 @@ fn read_all<'b>(file: &OwnedFd, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
     }
 }
 
-/// Whether `argv0` names `want` (see [`Process::is_named`]).
+/// Whether `name:` `want` takes a process whose `argv[0]` is `argv0`: the basename of the
+/// whole `argv[0]`, or, for a process that rewrote its title into `argv[0]`
+/// (`redis-server 127.0.0.1:6379`, `nginx: worker process`), the basename of the title's
+/// first word without a trailing `:`.
 fn named(argv0: &str, want: &str) -> bool {
     if basename(argv0) == want {
         return true;
