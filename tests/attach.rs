@@ -8,7 +8,7 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{atropos, tempdir, token};
+use common::{atropos, attach_dry_run as dry_run, attach_experiment as experiment, tempdir, token};
 
 /// A process of ours that waits for end of file on its stdin; `Drop` closes it and reaps.
 struct Waiting(Child);
@@ -37,33 +37,6 @@ impl Drop for Waiting {
         drop(self.0.stdin.take());
         let _ = self.0.wait();
     }
-}
-
-fn experiment(attach: &str, rest: &str) -> String {
-    format!(
-        r#"apiVersion: atropos/v1
-kind: Experiment
-metadata: {{ name: attach-test }}
-spec:
-  target:
-    attach: {attach}
-  phases:
-    - {{ name: up, marker: {{ delay: 10ms }} }}
-  faults:
-    - {{ name: term-up, signal: SIGTERM, at: {{ phase: up }} }}
-{rest}"#
-    )
-}
-
-fn dry_run(dir: &std::path::Path, yaml: &str, extra: &[&str]) -> std::process::Output {
-    let path = dir.join("attach.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    atropos()
-        .args(["run", "--dry-run", "--no-db"])
-        .arg(&path)
-        .args(extra)
-        .output()
-        .unwrap()
 }
 
 #[test]

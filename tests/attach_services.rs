@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{atropos, tempdir};
+use common::{attach_dry_run, attach_experiment, tempdir};
 
 /// A service this test spawned: stopped with `signal` (its own graceful stop), then reaped.
 struct Service {
@@ -57,26 +57,7 @@ fn pid_in(path: &Path) -> Option<i32> {
 }
 
 fn dry_run(dir: &Path, attach: &str) -> (i32, String, String) {
-    let yaml = format!(
-        r#"apiVersion: atropos/v1
-kind: Experiment
-metadata: {{ name: service-selection }}
-spec:
-  target:
-    attach: {attach}
-  phases:
-    - {{ name: up, marker: {{ delay: 10ms }} }}
-  faults:
-    - {{ name: term-up, signal: SIGTERM, at: {{ phase: up }} }}
-"#
-    );
-    let path = dir.join("attach.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = atropos()
-        .args(["run", "--dry-run", "--no-db"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = attach_dry_run(dir, &attach_experiment(attach, ""), &[]);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

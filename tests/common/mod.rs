@@ -178,3 +178,33 @@ pub fn served_address(child: &mut Child) -> String {
         .trim()
         .to_owned()
 }
+
+/// An experiment aiming `SIGTERM` at the processes `attach` (a YAML flow map) selects, 10 ms
+/// after selection; `rest` is appended to its `spec:`.
+pub fn attach_experiment(attach: &str, rest: &str) -> String {
+    format!(
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: attach-test }}
+spec:
+  target:
+    attach: {attach}
+  phases:
+    - {{ name: up, marker: {{ delay: 10ms }} }}
+  faults:
+    - {{ name: term-up, signal: SIGTERM, at: {{ phase: up }} }}
+{rest}"#
+    )
+}
+
+/// `atropos run --dry-run --no-db` of `yaml` (written to `dir/attach.yaml`) with `extra`.
+pub fn attach_dry_run(dir: &Path, yaml: &str, extra: &[&str]) -> Output {
+    let path = dir.join("attach.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    atropos()
+        .args(["run", "--dry-run", "--no-db"])
+        .arg(&path)
+        .args(extra)
+        .output()
+        .unwrap()
+}

@@ -445,12 +445,15 @@ fn attached(
     use std::fmt::Write;
     let file = exp.loaded.file.display();
     let name = &exp.info.name;
-    let lowered = crate::spec::attach::lower(attach, &exp.loaded.dir, protect)
-        .map_err(|e| format!("error: {file}: experiment {name}: spec.target.attach: {e}"))?;
+    let error = |e: &dyn std::fmt::Display| {
+        format!("error: {file}: experiment {name}: spec.target.attach: {e}")
+    };
+    let lowered =
+        crate::spec::attach::lower(attach, &exp.loaded.dir, protect).map_err(|e| error(&e))?;
     let selection = lowered
         .selector
         .resolve(&lowered.guard)
-        .map_err(|e| format!("error: {file}: experiment {name}: spec.target.attach: {e}"))?;
+        .map_err(|e| error(&e))?;
     let refused = selection.refused.clone();
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(exp.info.seed ^ SELECTION_STREAM);
     let matching = selection.allowed.len();
@@ -468,7 +471,7 @@ fn attached(
                      user's processes need `allow_users:`)"
                 }
             };
-            format!("error: {file}: experiment {name}: spec.target.attach: {e}\nhelp: {help}")
+            format!("{}\nhelp: {help}", error(&e))
         })?;
     let mut out = String::new();
     let _ = writeln!(

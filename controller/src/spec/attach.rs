@@ -15,8 +15,7 @@ pub fn uid_of(text: &str) -> Result<u32, String> {
     match atropos_injector::attach::uid_by_name(text) {
         Ok(Some(uid)) => Ok(uid),
         Ok(None) => Err(format!(
-            "no user `{}` on this machine; expected a user name or a uid",
-            text
+            "no user `{text}` on this machine; expected a user name or a uid"
         )),
         Err(e) => Err(format!("cannot look users up: {e}")),
     }
@@ -26,8 +25,7 @@ pub fn uid_of(text: &str) -> Result<u32, String> {
 pub fn count_of(text: &str) -> Result<Count, String> {
     let bad = || {
         format!(
-            "`{}` is not a count; expected one, all, a number such as 3, or a share such as 50%",
-            text
+            "`{text}` is not a count; expected one, all, a number such as 3, or a share such as 50%"
         )
     };
     match text {
@@ -85,14 +83,7 @@ pub fn lower(spec: &AttachSpec, dir: &Path, protect: &[i32]) -> Result<Lowered, 
 }
 
 fn selector(spec: &AttachSpec, dir: &Path) -> Result<Selector, String> {
-    let path = |p: &str| {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            dir.join(p)
-        }
-    };
+    let path = |p: &str| crate::plan::resolve(dir, p);
     Ok(Selector {
         pid: spec.pid,
         pidfile: spec.pidfile.as_deref().map(path),
