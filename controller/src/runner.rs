@@ -95,7 +95,7 @@ impl Shared {
         let mut rng = rand::rng();
         for _ in 0..256 {
             let port: u16 = rng.random_range(low..=high);
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            if !atropos_injector::sockets::port_is_free(port) {
                 continue;
             }
             let mut used = self.ports.lock().unwrap_or_else(|p| p.into_inner());

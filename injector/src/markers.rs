@@ -171,6 +171,9 @@ pub struct ListenWatch {
     /// The inodes of the last listeners that no trial process held, and until when that
     /// answer stands; a listener not among them is looked at on the next tick.
     foreign: (Vec<u64>, u64),
+    /// Whether a trial process was seen listening: then a socket in `before` did not stand
+    /// in the target's way and is no reason to doubt the trial.
+    seen: bool,
 }
 
 impl ListenWatch {
@@ -182,6 +185,7 @@ impl ListenWatch {
             source: sockets::Source::new(),
             before: Vec::new(),
             foreign: (Vec::new(), 0),
+            seen: false,
         }
     }
 
@@ -213,6 +217,7 @@ impl ListenWatch {
             return None;
         };
         self.before.retain(|b| b.inode != listener.inode);
+        self.seen = true;
         // Seen at the dump, not after the scan: a large descriptor table takes a while.
         Some((
             now,
@@ -223,8 +228,17 @@ impl ListenWatch {
         ))
     }
 
-    /// "port 18080 was already in use before the trial started: ..." when it was.
+    /// "port 18080 was already in use before the trial started: ..." when it was and the
+    /// target was never seen listening on it.
+    ///
+    /// Once the target listened, an earlier socket did not keep it from the port. One that
+    /// the target did not replace is, most often, a copy of a port probe that some fork held
+    /// until its exec (a CI run saw one: a `term-after-exit` trial that reached `ready` was
+    /// an error, its "holder" long gone by the end).
     pub fn note(&self) -> Option<String> {
+        if self.seen {
+            return None;
+        }
         let first = self.before.first()?;
         let holder = match sockets::find_holder(first.inode) {
             Some((pid, cmd)) => format!("held by pid {pid} `{cmd}`"),
@@ -347,6 +361,21 @@ mod tests {
             "{note}"
         );
         drop(held);
+    }
+
+    #[test]
+    fn a_socket_held_before_the_trial_is_no_error_once_the_target_listens() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let mut polled = listen(port);
+        assert!(
+            polled.note().is_some(),
+            "held by the test when the trial began"
+        );
+        drop(held);
+        let _own = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        assert!(polled.check(&|| vec![me()]).is_some());
+        assert_eq!(polled.note(), None);
     }
 
     #[test]

@@ -212,6 +212,24 @@ pub fn process_tree(root: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Whether `port` can be bound on loopback: tried with a socket that is bound and never
+/// listens. A probe that listened (`TcpListener::bind`) was a listener on the trial's port
+/// for a moment, and a fork by another lane in that moment held a copy of it until its
+/// exec: that trial's `listen` marker then found the port taken before its target began.
+pub fn port_is_free(port: u16) -> bool {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
+    use std::os::fd::AsRawFd;
+    let Ok(probe) = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    bind(probe.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).is_ok()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
@@ -387,5 +405,17 @@ pub(crate) mod tests {
             assert!(Instant::now() < until, "the child never listened");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_port_probe_sees_a_listener_and_leaves_no_listener_of_its_own() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        assert!(!port_is_free(port), "a listener holds it");
+        drop(held);
+        assert!(port_is_free(port));
+        // What the probe left is nothing that listens: the port binds and listens at once.
+        let again = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        assert_eq!(again.local_addr().unwrap().port(), port);
     }
 }
