@@ -181,32 +181,106 @@ fn a_protected_pid_is_refused_and_listed_with_why() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn running_an_attach_experiment_is_refused_before_anything_is_touched() {
-    let dir = tempdir();
-    let tok = token("attach-run");
-    let target = Waiting::start(&tok);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let path = dir.path().join("attach.yaml");
-    std::fs::write(&path, experiment(&format!("{{ cmdline: \"{tok}$\" }}"), "")).unwrap();
+/// `atropos run --no-db --json` of `yaml` in `dir`: the exit code and the JSON report.
+fn run_json(dir: &std::path::Path, yaml: &str) -> (Option<i32>, serde_json::Value, String) {
+    let path = dir.join("attach.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let json = dir.join("report.json");
     let out = atropos()
-        .args(["run", "--no-db"])
+        .args(["run", "--no-db", "--json"])
+        .arg(&json)
         .arg(&path)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("injecting faults into them is not built yet"),
-        "{stderr}"
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = std::fs::read_to_string(&json)
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    (out.status.code(), report, stderr)
+}
+
+#[test]
+fn a_fault_hits_the_attached_process_by_pidfd_and_its_exit_status_stays_unknown() {
+    let dir = tempdir();
+    let tok = token("attach-run");
+    let mut target = Waiting::start(&tok);
+    let bystander = Waiting::start(&token("attach-bystander"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (code, report, stderr) = run_json(
+        dir.path(),
+        &experiment(&format!("{{ cmdline: \"{tok}$\" }}"), ""),
     );
-    assert!(target.alive());
+    assert_eq!(code, Some(0), "{stderr}");
+    let trial = &report["trials"][0];
+    assert_eq!(trial["verdict"], "pass", "{trial:#}");
+    let obs = &trial["observation"];
+    assert_eq!(obs["pid"], target.pid(), "{obs:#}");
+    let delivery = &obs["deliveries"][0];
+    assert_eq!(delivery["outcome"], "delivered", "{obs:#}");
+    assert_eq!(delivery["pids"][0], target.pid());
+    assert_eq!(obs["stop"], "exited", "{obs:#}");
+    assert_eq!(obs["exit"]["code"], serde_json::Value::Null);
+    assert_eq!(obs["exit"]["signal"], serde_json::Value::Null);
+    // Its parent (this test) learns what atropos could not: SIGTERM ended it.
+    let status = target.0.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(15));
+    assert!(bystander.alive(), "only the selected process was hit");
+    assert!(
+        !report["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["fault"] == "baseline"),
+        "no baseline for a running service"
+    );
+}
+
+#[test]
+fn a_run_stops_at_its_blast_radius_before_the_signal_that_would_pass_it() {
+    let dir = tempdir();
+    let tok = token("attach-radius");
+    let first = Waiting::start(&tok);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Three trials may send one signal in all: the first hits, the second is refused.
+    let yaml = experiment(
+        &format!("{{ cmdline: \"{tok}$\", max_signals: 1, cooldown: 10ms }}"),
+        "  trials: 3\n  timeout: 2s\n",
+    );
+    let second = std::thread::spawn({
+        let tok = tok.clone();
+        move || {
+            // The replacement a supervisor would start, once the first is gone.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Waiting::start(&tok)
+        }
+    });
+    let (code, report, stderr) = run_json(dir.path(), &yaml);
+    let second = second.join().unwrap();
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "{report:#}");
+    assert_eq!(
+        trials[0]["observation"]["deliveries"][0]["outcome"],
+        "delivered"
+    );
+    let why = trials[1]["observation"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains(
+            "blast radius: 1 signal(s) sent, and this trial could send 1 more, past max_signals 1"
+        ),
+        "{why}"
+    );
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(second.alive(), "the replacement was never signalled");
+    drop(first);
 }
 
 #[test]
 fn bad_attach_targets_exit_2_with_file_line_and_field() {
     let dir = tempdir();
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 12] = [
         (
             "{ name: x, max_signals: 0 }",
             "",
@@ -237,7 +311,27 @@ fn bad_attach_targets_exit_2_with_file_line_and_field() {
         (
             "{ name: x }",
             "  expect: { exit: { codes: [0] } }\n",
-            "spec.expect.exit: an attached process is not atropos's child",
+            "spec.expect.exit.codes: an attached process is not atropos's child",
+        ),
+        (
+            "{ name: x }",
+            "  expect: { stdout: { contains: [done] } }\n",
+            "spec.expect.stdout: an attached process's stdout is not atropos's to read",
+        ),
+        (
+            "{ name: x }",
+            "    - { name: grp, signal: SIGTERM, to: group, at: { phase: up } }\n",
+            "spec.faults[1].to: the process group of a process atropos did not start",
+        ),
+        (
+            "{ name: x }",
+            "    - { name: rnd, signal: SIGTERM, at: { phase: up, offset: random } }\n",
+            "spec.faults[1].at.offset: `random` spreads over a phase's length",
+        ),
+        (
+            "{ name: x }",
+            "    - { name: zmb, signal: SIGTERM, at: { exited: zombie } }\n",
+            "spec.faults[1].at.exited: an attached process is reaped by its own parent",
         ),
     ];
     for (attach, rest, wanted) in cases {

@@ -272,12 +272,12 @@ fn injector_loop(path: &Path, beside: Beside) -> (f64, u64) {
         .filter(|_| beside == Beside::RuntimeWokenPerTrial)
         .map(|rt| rt.spawn(async move { while rx.recv().await.is_some() {} }));
     let start = Instant::now();
-    let (base, _) = plan::injector_plan(exp, &exp.baseline, &env, &Default::default());
+    let (base, _) = plan::injector_plan(exp, &exp.baseline, &env, &Default::default(), None);
     let base = atropos_injector::trial::run_blocking(&base, &cancel);
     let lengths = plan::PhaseLengths::from_baseline(&base);
     let mut felt = Vec::new();
     for trial in exp.trials() {
-        let (iplan, _) = plan::injector_plan(exp, &trial, &env, &lengths);
+        let (iplan, _) = plan::injector_plan(exp, &trial, &env, &lengths, None);
         let obs = atropos_injector::trial::run_blocking(&iplan, &cancel);
         felt.extend(self::felt(&obs));
         if listener.is_some() {

@@ -63,7 +63,25 @@ pub struct ExperimentPlan {
     pub needs_port: bool,
     /// Whether any string uses `${trial.dir}` (else none is created).
     pub needs_dir: bool,
+    /// For an `attach:` target: how its processes are selected, set once the run has
+    /// resolved them (`atropos run` does before any trial). Its trials run without a
+    /// baseline, one after another.
+    pub attach: Option<Arc<AttachPlan>>,
 }
+
+/// How the trials of an `attach:` experiment find and bound what they hit.
+#[derive(Debug, Clone)]
+pub struct AttachPlan {
+    /// The selector, guard and count.
+    pub lowered: spec::attach::Lowered,
+    /// The most signals the run may send to attached processes.
+    pub max_signals: usize,
+    /// The pause between two of its trials.
+    pub cooldown: Duration,
+}
+
+/// Default pause between two trials against a running service.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
 
 impl ExperimentPlan {
     /// Its fault trials, in plan order, made one at a time as they are taken: a run of a
@@ -82,7 +100,8 @@ impl ExperimentPlan {
 
     /// How many fault trials [`ExperimentPlan::trials`] yields.
     pub fn fault_trials(&self) -> usize {
-        self.info.planned_trials.saturating_sub(1)
+        let baselines = usize::from(self.loaded.experiment.spec.target.attach.is_none());
+        self.info.planned_trials.saturating_sub(baselines)
     }
 }
 
@@ -220,6 +239,8 @@ pub fn plan(valid: Vec<Valid>, run_id: &str, seed: u64, options: &PlanOptions) -
             })
             .collect();
         let selected = faults.iter().filter(|f| f.selected).count();
+        // A running service has no baseline: it is already up, and is never stopped.
+        let baselines = usize::from(exp.spec.target.attach.is_none());
         let baseline = PlannedTrial {
             id: format!("{run_id}-{e}-b"),
             fault: None,
@@ -237,7 +258,7 @@ pub fn plan(valid: Vec<Valid>, run_id: &str, seed: u64, options: &PlanOptions) -
             phases: exp.spec.phases.iter().map(|p| p.name.clone()).collect(),
             faults: faults.iter().map(|f| f.lowered.name.clone()).collect(),
             seed: exp_seed,
-            planned_trials: selected * per_fault as usize + 1,
+            planned_trials: selected * per_fault as usize + baselines,
         };
         let cwd = target_cwd(&loaded);
         let needs_port = loaded.source.contains("${trial.port}");
@@ -252,6 +273,7 @@ pub fn plan(valid: Vec<Valid>, run_id: &str, seed: u64, options: &PlanOptions) -
             cwd,
             needs_port,
             needs_dir,
+            attach: None,
         });
     }
     RunPlan {
@@ -413,16 +435,27 @@ pub fn command(loaded: &Loaded, cwd: &Path, vars: &Vars<'_>) -> inj::RunTarget {
 
 /// The injector's plan for `trial`; `lengths` are the baseline's phase lengths (empty for
 /// the baseline itself).
+///
+/// `attached`: the processes an `attach:` target's trial hits, selected just before it.
 pub fn injector_plan(
     exp: &ExperimentPlan,
     trial: &PlannedTrial,
     env: &TrialEnv,
     lengths: &PhaseLengths,
+    attached: Option<inj::AttachTarget>,
 ) -> (inj::TrialPlan, Option<u64>) {
     let spec = &exp.loaded.experiment.spec;
     let vars = env.vars(trial);
-    let target = command(&exp.loaded, &exp.cwd, &vars);
-    let cwd = target.cwd.clone();
+    let cwd = exp.cwd.clone();
+    let finish = match (&attached, trial.fault) {
+        (Some(_), _) => inj::Finish::Observe,
+        (None, None) => inj::Finish::Stop,
+        (None, Some(_)) => inj::Finish::AwaitExit,
+    };
+    let target = match attached {
+        Some(attached) => inj::Target::Attach(attached),
+        None => inj::Target::Run(command(&exp.loaded, &cwd, &vars)),
+    };
     let phases = phase_plans(spec, &vars, &cwd);
     let hold = spec.hold.unwrap_or(DEFAULT_HOLD);
     let mut first_offset = None;
@@ -472,11 +505,7 @@ pub fn injector_plan(
         phases,
         steps,
         watches,
-        finish: if trial.fault.is_none() {
-            inj::Finish::Stop
-        } else {
-            inj::Finish::AwaitExit
-        },
+        finish,
         hold,
         grace,
         timeout: spec.timeout.unwrap_or(DEFAULT_TIMEOUT),

@@ -72,6 +72,23 @@ pub struct Recovery {
     pub reached_ns: Option<u64>,
     /// What the restarted target did.
     pub observation: Observation,
+    /// For an attached target, the times of its recovery by its supervisor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<Replacement>,
+}
+
+/// How a running service came back after a fault took its process: `reached_ns` of its
+/// [`Recovery`] counts from the exit being seen to the phase (time to recover, MTTR).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    /// From the fault's last signal to the exit being seen (time to detect); `None` when
+    /// no signal preceded it.
+    pub detected_ns: Option<u64>,
+    /// From the exit to a new process matching the selector (time to replace); `None` if
+    /// none appeared in time.
+    pub replaced_ns: Option<u64>,
+    /// The replacement's pid.
+    pub pid: Option<i32>,
 }
 
 /// The check command of a trial.

@@ -15,8 +15,8 @@ use crate::signal::Signal;
 pub struct TrialPlan {
     /// Unique id; also put into the target's environment as `ATROPOS_TRIAL`.
     pub id: String,
-    /// What to run.
-    pub target: RunTarget,
+    /// What faults hit: a command to spawn, or running processes to attach to.
+    pub target: Target,
     /// Phases in order.
     pub phases: Vec<PhasePlan>,
     /// Fault steps in order; empty for a baseline or recovery trial.
@@ -39,6 +39,38 @@ pub struct TrialPlan {
     pub sample_resources: bool,
     /// How many lines of each stream to keep.
     pub tail_lines: usize,
+}
+
+/// What a trial's faults hit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// A command spawned fresh for the trial.
+    Run(RunTarget),
+    /// Processes already running, selected before the trial.
+    Attach(AttachTarget),
+}
+
+/// Running processes a trial attaches to, each named by its identity: a pid alone may name
+/// another process by the time the plan runs, so the injector pins each by pid and start
+/// time, in this boot only, and refuses the trial if one is no longer the process selected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachTarget {
+    /// The selected processes, the first one the main process of the trial's record.
+    pub processes: Vec<Identity>,
+    /// The boot they were selected in (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+    /// Where paths of the trial are resolved from.
+    pub cwd: PathBuf,
+}
+
+/// One process, as exactly as Linux can name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// Process id.
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub starttime: u64,
 }
 
 /// A command to spawn fresh for the trial.
@@ -189,8 +221,12 @@ pub enum Finish {
     AwaitExit,
     /// Without faults: `hold` after the last phase, stop with SIGTERM, then `grace`.
     Stop,
-    /// A recovery probe: as soon as this phase is entered, kill the target.
+    /// A recovery probe: as soon as this phase is entered, kill the target (an attached
+    /// target is left running).
     UntilPhase(usize),
+    /// An attached target after its steps: watched for `grace`, whether it exits or not, and
+    /// never stopped or killed by atropos; only the experiment's own steps touch it.
+    Observe,
 }
 
 pub(crate) mod opt_nanos {

@@ -69,7 +69,7 @@ impl std::fmt::Display for Exit {
                     ""
                 }
             ),
-            (None, None) => f.write_str("unknown exit"),
+            (None, None) => f.write_str("exit status unknown (not a child)"),
         }
     }
 }
@@ -92,8 +92,12 @@ pub enum StopReason {
     Reached,
     /// A phase was not entered within its deadline (`within`); atropos killed the target.
     PhaseDeadline,
-    /// The target could not be started.
+    /// The target could not be started, or an attached one was no longer the process
+    /// selected.
     SpawnFailed,
+    /// An attached target was watched for its grace period after the last step and left
+    /// as it was: atropos never stops or kills a process it did not start.
+    Observed,
 }
 
 impl StopReason {
@@ -108,6 +112,7 @@ impl StopReason {
             Self::Reached => "reached",
             Self::PhaseDeadline => "phase_deadline",
             Self::SpawnFailed => "spawn_failed",
+            Self::Observed => "observed",
         }
     }
 }
@@ -257,6 +262,40 @@ pub struct Observation {
     pub missed: Option<MissedPhase>,
     /// What the harness could not do, if anything.
     pub error: Option<String>,
+}
+
+impl Observation {
+    /// The observation of a trial that never began (its target could not be started or
+    /// attached to): nothing seen, every phase unentered.
+    pub fn unstarted(trial_id: &str, phases: &[String]) -> Observation {
+        Observation {
+            trial_id: trial_id.to_owned(),
+            pid: None,
+            started_ns: crate::clock::now_ns(),
+            ended_ns: 0,
+            phases: phases
+                .iter()
+                .map(|name| PhaseEntry {
+                    name: name.clone(),
+                    entered_ns: None,
+                    evidence: None,
+                })
+                .collect(),
+            deliveries: Vec::new(),
+            skipped: Vec::new(),
+            stop_signal: None,
+            exit: None,
+            stop: StopReason::SpawnFailed,
+            orphans: Vec::new(),
+            watches: Vec::new(),
+            stdout_tail: Vec::new(),
+            stderr_tail: Vec::new(),
+            lines: (0, 0),
+            resources: None,
+            missed: None,
+            error: None,
+        }
+    }
 }
 
 /// A phase not entered within its deadline.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use atropos_injector::{
     Action, Aim, CancellationToken, DeliveryOutcome, ExitedState, Finish, Marker, PhasePlan,
-    RunTarget, Signal, StepPlan, StopReason, Stream, TrialPlan, Watch, When, run_trial,
+    RunTarget, Signal, StepPlan, StopReason, Stream, Target, TrialPlan, Watch, When, run_trial,
 };
 
 fn plan(
@@ -17,11 +17,11 @@ fn plan(
     let token = format!("atropos-injector-test-{}", rand_token());
     TrialPlan {
         id: token.clone(),
-        target: RunTarget {
+        target: Target::Run(RunTarget {
             argv: vec!["sh".into(), "-c".into(), script.into(), token],
             env: vec![],
             cwd: std::env::temp_dir(),
-        },
+        }),
         phases: phases
             .into_iter()
             .map(|(n, m)| PhasePlan {
@@ -657,7 +657,10 @@ fn a_target_starts_with_every_signal_default_and_none_blocked_whatever_atropos_i
     atropos_injector::init().unwrap();
     let token = format!("atropos-sigs-{}", rand_token());
     let mut p = plan("", vec![], vec![], Finish::AwaitExit);
-    p.target.argv = vec![
+    let Target::Run(run) = &mut p.target else {
+        unreachable!("plan() makes a run target")
+    };
+    run.argv = vec![
         "grep".into(),
         "-E".into(),
         "-e".into(),

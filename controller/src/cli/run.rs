@@ -118,20 +118,20 @@ pub(super) fn main(args: RunArgs) -> u8 {
             }
         };
     }
-    if let Some(exp) = plan
-        .experiments
-        .iter()
-        .find(|e| e.loaded.experiment.spec.target.attach.is_some())
-    {
-        eprintln!(
-            "error: {}: experiment {} attaches to running processes; injecting faults into them is not built yet",
-            exp.loaded.file.display(),
-            exp.info.name
-        );
-        eprintln!(
-            "help: `atropos run --dry-run` lists the processes it selects and what each step would hit"
-        );
-        return EXIT_INVALID;
+    // What an `attach:` selects is resolved once before any trial: a selector that matches
+    // nothing or too much is bad input, and nothing is signalled.
+    let mut plan = plan;
+    for exp in &mut plan.experiments {
+        let Some(spec) = exp.loaded.experiment.spec.target.attach.clone() else {
+            continue;
+        };
+        match attach_plan(exp, &spec, &args.protect) {
+            Ok(attach) => exp.attach = Some(Arc::new(attach)),
+            Err(err) => {
+                eprintln!("{err}");
+                return EXIT_INVALID;
+            }
+        }
     }
     let jobs = args.jobs.map_or_else(
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -430,9 +430,37 @@ fn watch_signals(cancel: CancellationToken, run_id: String) -> tokio::task::Join
     })
 }
 
-/// The generator stream of target selection, apart from the trials' draws (so that adding
-/// `count:` does not move any offset).
-const SELECTION_STREAM: u64 = 0x6174_7461_6368;
+/// How the trials of `exp` select and bound what they hit, once its selector was seen to
+/// select now (else the error, listing what matched).
+fn attach_plan(
+    exp: &plan::ExperimentPlan,
+    spec: &crate::spec::AttachSpec,
+    protect: &[i32],
+) -> Result<plan::AttachPlan, String> {
+    let (_, chosen) = attached(exp, spec, protect)?;
+    let lowered = crate::spec::attach::lower(spec, &exp.loaded.dir, protect).map_err(|e| {
+        format!(
+            "error: {}: spec.target.attach: {e}",
+            exp.loaded.file.display()
+        )
+    })?;
+    Ok(plan::AttachPlan {
+        lowered,
+        max_signals: spec
+            .max_signals
+            .map_or_else(|| chosen * fault_steps(exp), |m| m as usize),
+        cooldown: spec.cooldown.unwrap_or(plan::DEFAULT_COOLDOWN),
+    })
+}
+
+/// The steps of every trial the run makes of `exp`.
+fn fault_steps(exp: &plan::ExperimentPlan) -> usize {
+    exp.faults
+        .iter()
+        .filter(|f| f.selected)
+        .map(|f| f.lowered.steps.len() * exp.per_fault as usize)
+        .sum()
+}
 
 /// The processes an `attach:` selects now in words, with how many were chosen; or why it
 /// cannot select.
@@ -455,7 +483,11 @@ fn attached(
         .resolve(&lowered.guard)
         .map_err(|e| error(&e))?;
     let refused = selection.refused.clone();
-    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(exp.info.seed ^ SELECTION_STREAM);
+    // Drawn as the first trial will draw.
+    let mut rng = match exp.trials().next() {
+        Some(first) => crate::runner::attach::selection_rng(exp.info.seed, &first),
+        None => rand::rngs::ChaCha8Rng::seed_from_u64(exp.info.seed),
+    };
     let matching = selection.allowed.len();
     let chosen = selection
         .choose(lowered.count, lowered.max_targets, |n| {
@@ -536,12 +568,7 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
             (None, Some(attach)) => {
                 let (text, chosen) = attached(exp, attach, protect)?;
                 out.push_str(&text);
-                let steps: usize = exp
-                    .faults
-                    .iter()
-                    .filter(|f| f.selected)
-                    .map(|f| f.lowered.steps.len() * exp.per_fault as usize)
-                    .sum();
+                let steps = fault_steps(exp);
                 let most = chosen * steps;
                 let limit = attach.max_signals.map_or(most, |m| m as usize);
                 let _ = writeln!(
@@ -565,8 +592,15 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
         if attached {
             let _ = writeln!(
                 out,
-                "  (`atropos run` refuses attached targets until injecting into them is built: \
-                 this is what they would select and hit)"
+                "  trials without a baseline (the service is already up), one after another, \
+                 each selecting afresh, {} apart",
+                crate::judge::human(
+                    spec.target
+                        .attach
+                        .as_ref()
+                        .and_then(|a| a.cooldown)
+                        .unwrap_or(plan::DEFAULT_COOLDOWN)
+                )
             );
         } else {
             let _ = writeln!(

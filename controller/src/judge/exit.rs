@@ -39,6 +39,11 @@ pub(super) fn exit(spec: &ExitExpect, obs: &Observation, grace: Duration) -> Exp
             human(grace)
         )),
         StopReason::Timeout => failed(timed_out(obs)),
+        StopReason::Observed => failed(format!(
+            "still running {} after {after_what}; left running (atropos never kills a process \
+             it did not start)",
+            human(grace)
+        )),
         StopReason::PhaseDeadline => failed(
             "not reached: a phase missed its deadline and atropos killed the target".to_owned(),
         ),

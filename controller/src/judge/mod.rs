@@ -31,16 +31,19 @@ mod verdict;
 
 pub use facts::After;
 pub use files::FileState;
-pub use text::{human_ns, what_happened};
+pub use text::{human, human_ns, what_happened};
 pub use verdict::Judgement;
 
-/// Judges `obs` for `trial` of an experiment with `phases`.
+/// Judges `obs` for `trial` of an experiment with `phases`; `attached`: its target is
+/// running processes atropos did not start (their exit is judged only when the experiment
+/// asks that they exit, and never by status, which is unknowable).
 pub fn judge(
     trial: &PlannedTrial,
     phases: &[String],
     obs: &Observation,
     after: &After,
     grace: Duration,
+    attached: bool,
 ) -> Judgement {
     if let Some(early) = verdict::stopped_early(obs) {
         return early;
@@ -50,11 +53,13 @@ pub fn judge(
     let any_exit = ExitExpect::default();
 
     let mut results = phases::phases(baseline, phases, expect.reaches.as_deref(), obs);
-    results.push(exit::exit(
-        expect.exit.as_ref().unwrap_or(&any_exit),
-        obs,
-        grace,
-    ));
+    if !attached || expect.exit.is_some() {
+        results.push(exit::exit(
+            expect.exit.as_ref().unwrap_or(&any_exit),
+            obs,
+            grace,
+        ));
+    }
     results.extend(output::output(
         &plan::watches(expect),
         &obs.watches,

@@ -13,6 +13,9 @@ pub(super) fn recover(spec: &Recover, rec: &Recovery) -> ExpectationResult {
         spec.reaches,
         human(spec.within)
     );
+    if let Some(r) = &rec.attached {
+        return replaced(spec, rec, r);
+    }
     match rec.reached_ns {
         Some(at) if at <= nanos(spec.within) => result(
             "recover",
@@ -33,6 +36,53 @@ pub(super) fn recover(spec: &Recover, rec: &Recovery) -> ExpectationResult {
             format!("it did not: {}", what_happened(&rec.observation)),
         ),
     }
+}
+
+/// An attached target's recovery: a replacement process, then the phase.
+fn replaced(spec: &Recover, rec: &Recovery, r: &crate::record::Replacement) -> ExpectationResult {
+    let (Some(replaced), Some(pid)) = (r.replaced_ns, r.pid) else {
+        return result(
+            "recover",
+            false,
+            expected_attached(spec),
+            format!(
+                "no process matching the selector replaced it within {}",
+                human(spec.within)
+            ),
+        );
+    };
+    let Some(at) = rec.reached_ns else {
+        return result(
+            "recover",
+            false,
+            expected_attached(spec),
+            format!(
+                "pid {pid} replaced it after {}, but did not reach `{}`: {}",
+                human_ns(replaced),
+                spec.reaches,
+                what_happened(&rec.observation)
+            ),
+        );
+    };
+    result(
+        "recover",
+        at <= nanos(spec.within),
+        expected_attached(spec),
+        format!(
+            "pid {pid} replaced it after {} and reached `{}` {} after the exit",
+            human_ns(replaced),
+            spec.reaches,
+            human_ns(at)
+        ),
+    )
+}
+
+fn expected_attached(spec: &Recover) -> String {
+    format!(
+        "a replacement process to reach `{}` within {} of the exit",
+        spec.reaches,
+        human(spec.within)
+    )
 }
 
 #[cfg(test)]
@@ -100,6 +150,7 @@ mod tests {
                 phase: "ready".to_owned(),
                 reached_ns: c.reached_ns,
                 observation: c.restart.clone(),
+                attached: None,
             };
             assert_results(
                 c.name,

@@ -128,6 +128,7 @@ fn judge_runs_every_kind_in_a_fixed_order_and_fails_on_any_failure() {
                     phase: "ready".to_owned(),
                     reached_ns: Some(1_000_000_000),
                     observation: obs().phase("ready", Some(1_000_000_000)).build(),
+                    attached: None,
                 }),
                 check: Some(CheckRun {
                     command: vec!["true".to_owned()],
@@ -164,7 +165,14 @@ fn judge_runs_every_kind_in_a_fixed_order_and_fails_on_any_failure() {
     let declared = vec!["ready".to_owned()];
     for c in &cases {
         let trial = trial(c.fault, c.expect.clone());
-        let got = judge(&trial, &declared, &c.obs, &c.after, Duration::from_secs(5));
+        let got = judge(
+            &trial,
+            &declared,
+            &c.obs,
+            &c.after,
+            Duration::from_secs(5),
+            false,
+        );
         let names: Vec<&str> = got.expectations.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(got.verdict, c.verdict, "case `{}`: verdict", c.name);
         assert_eq!(names, c.names, "case `{}`: expectations", c.name);

@@ -11,7 +11,7 @@ use atropos_injector::Observation;
 pub use crate::report::model::human_ns;
 
 /// [`human_ns`] of a [`Duration`], saturating at `u64::MAX` nanoseconds.
-pub(super) fn human(d: Duration) -> String {
+pub fn human(d: Duration) -> String {
     human_ns(nanos(d))
 }
 

@@ -171,11 +171,13 @@ impl<'a> JsonTrial<'a> {
                          phase,
                          reached_ns,
                          observation,
+                         attached,
                      }| {
                         JsonRecovery {
                             phase,
                             reached_ns: *reached_ns,
                             observation: JsonObservation::of(observation),
+                            attached: attached.as_ref(),
                         }
                     },
                 ),
@@ -194,6 +196,9 @@ struct JsonRecovery<'a> {
     phase: &'a str,
     reached_ns: Option<u64>,
     observation: JsonObservation<'a>,
+    /// An attached target's times to detect, to replace and (`reached_ns`) to recover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attached: Option<&'a crate::record::Replacement>,
 }
 
 /// An observation with `started_ns` (absolute) renamed `started_monotonic_ns`.

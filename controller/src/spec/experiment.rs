@@ -145,6 +145,11 @@ pub struct AttachSpec {
     /// Users (names or uids) other than atropos's own whose processes may be selected.
     #[serde(default)]
     pub allow_users: Vec<Scalar>,
+    /// The pause between two trials against the service (default 1s): trials run one after
+    /// another, each once the last has ended and its recovery (if asked for) was measured.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub cooldown: Option<Duration>,
 }
 
 /// A YAML scalar kept as text: a number or a string (`user: 1000`, `user: redis`).

@@ -864,15 +864,94 @@ fn check_attached_spec(ctx: &mut Ctx<'_>, spec: &crate::spec::Spec) {
             ),
         );
     }
-    if spec.expect.exit.is_some() {
-        ctx.report(
-            "spec.expect.exit".into(),
-            None,
-            "exit",
-            None,
-            "an attached process is not atropos's child, so its exit status is never known; \
-             expected no `exit` expectation (use `reaches` or a `check` command)"
-                .into(),
-        );
+    let expects = std::iter::once(("spec.expect".to_owned(), &spec.expect)).chain(
+        spec.overrides
+            .iter()
+            .map(|(name, e)| (format!("spec.overrides.{name}"), e)),
+    );
+    for (field, expect) in expects {
+        if let Some(exit) = &expect.exit
+            && !(exit.codes.is_empty() && exit.signals.is_empty())
+        {
+            let key = if exit.codes.is_empty() {
+                "signals"
+            } else {
+                "codes"
+            };
+            ctx.report(
+                format!("{field}.exit.{key}"),
+                None,
+                key,
+                None,
+                "an attached process is not atropos's child, so its exit status is never \
+                 known; expected `exit: { within: DURATION }` alone (it must exit in time), \
+                 or `reaches` or a `check` command"
+                    .into(),
+            );
+        }
+        for (key, out) in [("stdout", &expect.stdout), ("stderr", &expect.stderr)] {
+            if out.is_some() {
+                ctx.report(
+                    format!("{field}.{key}"),
+                    None,
+                    key,
+                    None,
+                    format!(
+                        "an attached process's {key} is not atropos's to read; expected a \
+                         `check` command that reads its log"
+                    ),
+                );
+            }
+        }
+    }
+    for (f, fault) in spec.faults.iter().enumerate() {
+        let inline = (fault.to.as_ref(), fault.at.as_ref());
+        let steps = fault
+            .steps
+            .iter()
+            .flatten()
+            .map(|s| (s.to.as_ref(), s.at.as_ref()));
+        for (j, (to, at)) in std::iter::once(inline).chain(steps).enumerate() {
+            let field = match j {
+                0 => format!("spec.faults[{f}]"),
+                _ => format!("spec.faults[{f}].steps[{}]", j - 1),
+            };
+            if to == Some(&crate::spec::Aim::Group) {
+                ctx.report(
+                    format!("{field}.to"),
+                    Some(&fault.name),
+                    "to",
+                    None,
+                    "the process group of a process atropos did not start may hold its \
+                     supervisor or shell; expected `main` or `{ descendant: REGEX }`"
+                        .into(),
+                );
+            }
+            if let Some(at) = at {
+                if at.offset == Some(crate::spec::Offset::Random) {
+                    ctx.report(
+                        format!("{field}.at.offset"),
+                        Some(&fault.name),
+                        "offset",
+                        None,
+                        "`random` spreads over a phase's length measured by a baseline trial, \
+                         and a running service has none; expected a fixed offset or \
+                         `random(FROM..TO)`"
+                            .into(),
+                    );
+                }
+                if at.exited == Some(crate::spec::ExitedAt::Zombie) {
+                    ctx.report(
+                        format!("{field}.at.exited"),
+                        Some(&fault.name),
+                        "exited",
+                        None,
+                        "an attached process is reaped by its own parent, not atropos, so \
+                         atropos cannot hold it as a zombie; expected `exited: reaped`"
+                            .into(),
+                    );
+                }
+            }
+        }
     }
 }

@@ -639,6 +639,11 @@ mod tests {
                     phase: "ready".into(),
                     reached_ns: None,
                     observation: t.observation.clone(),
+                    attached: Some(crate::record::Replacement {
+                        detected_ns: Some(1_200_000),
+                        replaced_ns: None,
+                        pid: None,
+                    }),
                 });
                 if let Some(e) = t.expectations.first_mut() {
                     e.actual = "exit 1 ≠ 0, \"hung\"".into();

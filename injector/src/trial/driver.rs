@@ -6,7 +6,6 @@ use crate::markers::Polled;
 use crate::output::StreamState;
 use crate::plan::TrialPlan;
 use crate::process;
-use crate::process::Spawned;
 use crate::record::{Delivery, Exit, Resources, Skipped, StopReason, StopSignal};
 
 /// The longest the loop sleeps without looking at cancellation.
@@ -27,7 +26,7 @@ pub(super) struct Paused {
 
 pub(super) struct Driver<'a> {
     pub(super) plan: &'a TrialPlan,
-    pub(super) child: Spawned,
+    pub(super) child: Box<dyn super::subject::Subject>,
     pub(super) t0: u64,
     pub(super) entered: Vec<Option<(u64, String)>>,
     pub(super) exited_at: Option<u64>,
@@ -47,6 +46,9 @@ pub(super) struct Driver<'a> {
     pub(super) resources: Option<Resources>,
     pub(super) next_sample: u64,
     pub(super) buf: Vec<u8>,
+    /// An attached target's descendants seen so far, by pid and start time (they are
+    /// orphans if they outlive it).
+    pub(super) descendants: Vec<(i32, u64)>,
 }
 
 /// What the driver waits for next.

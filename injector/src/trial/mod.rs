@@ -11,6 +11,9 @@
 mod driver;
 mod run;
 mod steps;
+mod subject;
 mod wait;
 
 pub use run::{run, run_blocking};
+pub(crate) use steps::rank;
+pub use subject::Subject;

@@ -7,13 +7,15 @@ use regex::Regex;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::*;
+use super::subject::Subject;
+use crate::attach::Attached;
 use crate::clock::now_ns;
 use crate::markers::Polled;
 use crate::orphans;
 use crate::output::StreamState;
-use crate::plan::{Marker, Stream, TrialPlan};
+use crate::plan::{Marker, RunTarget, Stream, Target, TrialPlan};
 use crate::process::{self, spawn};
-use crate::record::{MissedPhase, Observation, PhaseEntry, Resources, StopReason, WatchHit};
+use crate::record::{MissedPhase, Observation, PhaseEntry, Resources, WatchHit};
 
 /// Runs one trial to its end on a blocking thread and reports everything observed.
 pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
@@ -29,43 +31,19 @@ pub async fn run(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
 }
 
 pub(super) fn empty_observation(plan: &TrialPlan) -> Observation {
-    Observation {
-        trial_id: plan.id.clone(),
-        pid: None,
-        started_ns: now_ns(),
-        ended_ns: 0,
-        phases: plan
-            .phases
-            .iter()
-            .map(|p| PhaseEntry {
-                name: p.name.clone(),
-                entered_ns: None,
-                evidence: None,
-            })
-            .collect(),
-        deliveries: Vec::new(),
-        skipped: Vec::new(),
-        stop_signal: None,
-        exit: None,
-        stop: StopReason::SpawnFailed,
-        orphans: Vec::new(),
-        watches: plan
-            .watches
-            .iter()
-            .map(|w| WatchHit {
-                stream: w.stream,
-                pattern: w.regex.clone(),
-                first: None,
-                count: 0,
-            })
-            .collect(),
-        stdout_tail: Vec::new(),
-        stderr_tail: Vec::new(),
-        lines: (0, 0),
-        resources: None,
-        missed: None,
-        error: None,
-    }
+    let phases: Vec<String> = plan.phases.iter().map(|p| p.name.clone()).collect();
+    let mut obs = Observation::unstarted(&plan.id, &phases);
+    obs.watches = plan
+        .watches
+        .iter()
+        .map(|w| WatchHit {
+            stream: w.stream,
+            pattern: w.regex.clone(),
+            first: None,
+            count: 0,
+        })
+        .collect();
+    obs
 }
 
 /// Runs one trial to its end on this thread. Never panics on what the target does; harness
@@ -79,18 +57,7 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
             return obs;
         }
     };
-    let Some(program) = plan.target.argv.first() else {
-        obs.error = Some("the target command is empty".to_owned());
-        return obs;
-    };
     crate::unix::tune_trial_thread();
-    let mut command = process::command(
-        program,
-        &plan.target.argv[1..],
-        &plan.target.env,
-        &plan.target.cwd,
-    );
-    command.env(orphans::TOKEN_VAR, &plan.id);
     // Polled markers start watching before the target exists: a log file is followed from
     // its end as it is now, so the first line the target writes is not taken for old.
     let http_stop = Arc::new(AtomicBool::new(false));
@@ -101,19 +68,31 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         .enumerate()
         .filter_map(|(i, p)| Polled::new(&p.marker, provisional, &http_stop).map(|m| (i, m)))
         .collect();
-    let mut child = match spawn(&command) {
-        Ok(child) => child,
+    let started = match &plan.target {
+        Target::Run(run) => start(plan, run),
+        Target::Attach(attach) => Attached::pin(attach)
+            .map(|held| Started {
+                subject: Box::new(held),
+                stdout: None,
+                stderr: None,
+                t0: now_ns(),
+            })
+            .map_err(|err| format!("cannot attach: {err}")),
+    };
+    let Started {
+        subject: child,
+        stdout,
+        stderr,
+        t0,
+    } = match started {
+        Ok(started) => started,
         Err(err) => {
             http_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            obs.error = Some(format!(
-                "failed to start `{program}` in {}: {err}",
-                plan.target.cwd.display()
-            ));
+            obs.error = Some(err);
             obs.ended_ns = now_ns() - obs.started_ns;
             return obs;
         }
     };
-    let t0 = child.started_ns;
     obs.started_ns = t0;
     obs.pid = Some(child.pid());
 
@@ -124,18 +103,8 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
             .collect::<Vec<_>>()
     });
     let streams = [
-        StreamState::new(
-            child.stdout.take(),
-            out_markers,
-            out_watches,
-            plan.tail_lines,
-        ),
-        StreamState::new(
-            child.stderr.take(),
-            err_markers,
-            err_watches,
-            plan.tail_lines,
-        ),
+        StreamState::new(stdout, out_markers, out_watches, plan.tail_lines),
+        StreamState::new(stderr, err_markers, err_watches, plan.tail_lines),
     ];
     for (_, p) in &mut polled {
         p.spawned(t0.saturating_sub(provisional));
@@ -162,7 +131,12 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         resources: plan.sample_resources.then(Resources::default),
         next_sample: t0,
         buf: vec![0u8; 64 * 1024],
+        descendants: Vec::new(),
     };
+    if !driver.child.is_child() {
+        driver.note_descendants();
+        driver.reached_at_selection();
+    }
     let stop = driver.drive(cancel);
     http_stop.store(true, Ordering::Relaxed);
 
@@ -170,19 +144,20 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
     if let Some(paused) = driver.paused.take() {
         driver.resume(paused);
     }
-    let exit = match driver.child.reap() {
-        Some(exit) => Some(exit),
-        None => driver.child.kill_and_reap(),
-    };
+    let exit = driver.child.finish();
     let exit = driver.exit.clone().or(exit).map(|mut e| {
         e.at_ns = driver.exited_at.unwrap_or(e.at_ns).saturating_sub(t0);
         e
     });
-    let orphans = orphans::sweep(
-        &plan.id,
-        driver.child.pid(),
-        driver.child.lane().map(|l| &**l),
-    );
+    let orphans = if driver.child.is_child() {
+        orphans::sweep(
+            &plan.id,
+            driver.child.pid(),
+            driver.child.lane().map(|l| &**l),
+        )
+    } else {
+        driver.attached_orphans()
+    };
     driver.drain();
 
     obs.phases = plan
@@ -234,6 +209,35 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
     }
     obs.ended_ns = now_ns().saturating_sub(t0);
     obs
+}
+
+/// A target that began: the subject, its output pipes if it has them, and when it began.
+struct Started {
+    subject: Box<dyn Subject>,
+    stdout: Option<std::os::fd::OwnedFd>,
+    stderr: Option<std::os::fd::OwnedFd>,
+    t0: u64,
+}
+
+/// Spawns the command of a `run:` target.
+fn start(plan: &TrialPlan, run: &RunTarget) -> Result<Started, String> {
+    let Some(program) = run.argv.first() else {
+        return Err("the target command is empty".to_owned());
+    };
+    let mut command = process::command(program, &run.argv[1..], &run.env, &run.cwd);
+    command.env(orphans::TOKEN_VAR, &plan.id);
+    let mut child = spawn(&command).map_err(|err| {
+        format!(
+            "failed to start `{program}` in {}: {err}",
+            run.cwd.display()
+        )
+    })?;
+    Ok(Started {
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        t0: child.started_ns,
+        subject: Box::new(child),
+    })
 }
 
 pub(super) fn stream_index(stream: Stream) -> usize {

@@ -132,6 +132,14 @@ impl Driver<'_> {
                     return Err(StopReason::Reached);
                 }
             }
+            Finish::Observe => {
+                let since = self.last_step_at.unwrap_or(self.t0);
+                let limit = since + ns(self.plan.grace);
+                if now_ns() >= limit {
+                    return Err(StopReason::Observed);
+                }
+                soonest(limit);
+            }
         }
         if let Some(reason) = self.kill_reason {
             return Err(reason);
@@ -278,6 +286,9 @@ impl Driver<'_> {
 
     /// Carries out step `index` now.
     pub(super) fn fire(&mut self, index: usize, trigger: u64, offset: u64) {
+        if !self.child.is_child() {
+            self.note_descendants();
+        }
         let step = &self.plan.steps[index];
         let (signal, pause) = match &step.action {
             Action::Signal(sig) => (*sig, None),
@@ -287,13 +298,11 @@ impl Driver<'_> {
         let mut pids = Vec::new();
         let (outcome, delivered) = match &step.aim {
             Aim::Main => {
-                pids.push(self.child.pid());
-                if pause.is_some()
-                    && let Some(stat) = procfs::ProcStat::read(self.child.pid())
-                {
-                    let _ = journal::record(stat.pid, stat.starttime);
-                    if let Some(pin) = process::pin(stat.pid, stat.starttime) {
-                        pinned.push((pin, stat.starttime));
+                pids.extend(self.child.pids());
+                if pause.is_some() {
+                    for (pin, start) in self.child.pin_main() {
+                        let _ = journal::record(pin.pid, start);
+                        pinned.push((pin, start));
                     }
                 }
                 let outcome = self.child.signal(signal);
@@ -414,6 +423,17 @@ impl Driver<'_> {
     /// Live processes of this trial other than the main one.
     pub(super) fn trial_processes(&self) -> Vec<procfs::ProcStat> {
         let main = self.child.pid();
+        if !self.child.is_child() {
+            let mut found: Vec<_> = self
+                .child
+                .pids()
+                .into_iter()
+                .flat_map(procfs::descendants_of)
+                .collect();
+            found.sort_by_key(|p| p.pid);
+            found.dedup_by_key(|p| p.pid);
+            return found;
+        }
         let mut found = procfs::descendants_of(main);
         found.extend(orphans::find(
             &self.plan.id,
@@ -444,7 +464,7 @@ impl Driver<'_> {
 }
 
 /// Of two outcomes for the processes a step hit, the one that says most.
-pub(super) fn rank(a: DeliveryOutcome, b: DeliveryOutcome) -> DeliveryOutcome {
+pub(crate) fn rank(a: DeliveryOutcome, b: DeliveryOutcome) -> DeliveryOutcome {
     let score = |o| match o {
         DeliveryOutcome::Delivered => 4,
         DeliveryOutcome::Zombie => 3,

@@ -11,7 +11,6 @@ use crate::markers::TICK;
 use crate::output::{Hits, StreamState};
 use crate::procfs;
 use crate::record::StopReason;
-use crate::signal::Signal;
 
 impl Driver<'_> {
     /// The loop: one ppoll over the pipes and the pidfd, until the trial ends.
@@ -128,6 +127,12 @@ impl Driver<'_> {
             let mut pids = vec![main];
             match child.lane() {
                 Some(lane) => pids.extend(lane.members()),
+                None if !child.is_child() => {
+                    for pid in child.pids() {
+                        pids.push(pid);
+                        pids.extend(crate::procfs::descendants_of(pid).iter().map(|p| p.pid));
+                    }
+                }
                 None => {
                     pids.extend(crate::procfs::descendants_of(main).iter().map(|p| p.pid));
                     pids.extend(
@@ -146,6 +151,76 @@ impl Driver<'_> {
                 && let Some(seen) = polled.check(&owners)
             {
                 self.entered[*index] = Some(seen);
+            }
+        }
+    }
+
+    /// An attached service may be past some of its phases when the trial begins (it is up):
+    /// each marker that can be looked at now (a port, a URL, a file, a delay) is, and a phase
+    /// found reached counts as entered at the start, as does every phase before it. The
+    /// evidence says so. A line marker cannot be looked at: a log line written before the
+    /// trial is not read, and a stdout line has no pipe.
+    pub(super) fn reached_at_selection(&mut self) {
+        for (index, phase) in self.plan.phases.iter().enumerate() {
+            if let crate::plan::Marker::Http(url) = &phase.marker
+                && let Some(status) = crate::markers::http_status(url)
+                && (200..300).contains(&status)
+            {
+                self.entered[index] = Some((self.t0, format!("GET {url} answered {status}")));
+            }
+        }
+        self.check_polled();
+        let Some(last) = self.entered.iter().rposition(Option::is_some) else {
+            return;
+        };
+        let later = self.plan.phases[last].name.clone();
+        for entry in &mut self.entered[..=last] {
+            *entry = Some(match entry.take() {
+                Some((_, evidence)) => {
+                    (self.t0, format!("already reached at selection: {evidence}"))
+                }
+                None => (
+                    self.t0,
+                    format!("already passed at selection: phase `{later}` was reached"),
+                ),
+            });
+        }
+    }
+
+    /// What an attached target left: its descendants seen during the trial that still run
+    /// once it has exited. They are reported, never killed: on a live host they may be
+    /// someone's work.
+    pub(super) fn attached_orphans(&mut self) -> Vec<crate::record::Orphan> {
+        if self.exited_at.is_none() {
+            return Vec::new();
+        }
+        self.note_descendants();
+        self.descendants
+            .iter()
+            .filter(|(pid, start)| {
+                procfs::ProcStat::read(*pid)
+                    .is_some_and(|s| s.starttime == *start && !s.is_zombie())
+            })
+            .map(|(pid, _)| crate::record::Orphan {
+                pid: *pid,
+                comm: procfs::ProcStat::read(*pid)
+                    .map(|s| s.comm)
+                    .unwrap_or_default(),
+                cmdline: procfs::cmdline(*pid),
+                left_group: false,
+                killed: false,
+            })
+            .collect()
+    }
+
+    /// Adds the attached target's current descendants to those it is known to have had.
+    pub(super) fn note_descendants(&mut self) {
+        for pid in self.child.pids() {
+            for stat in procfs::descendants_of(pid) {
+                let id = (stat.pid, stat.starttime);
+                if !self.descendants.contains(&id) {
+                    self.descendants.push(id);
+                }
             }
         }
     }
@@ -179,8 +254,7 @@ impl Driver<'_> {
 
     pub(super) fn kill(&mut self, reason: StopReason) {
         if self.exited_at.is_none() {
-            let _ = self.child.signal_group(Signal::KILL);
-            let _ = self.child.signal(Signal::KILL);
+            self.child.kill();
         }
         self.kill_reason = Some(reason);
     }

@@ -13,8 +13,11 @@
 //! Cancelling the token stops new trials from starting and makes the running ones kill
 //! their targets; a last sweep kills anything still carrying this run's token.
 
+pub mod attach;
+
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -65,6 +68,12 @@ struct Board {
     /// Records not yet handed to `events`. Nothing else keeps them: what a run holds does
     /// not grow with its trials.
     outbox: Vec<Arc<TrialRecord>>,
+    /// Per experiment: whether a trial of it runs now. An `attach:` experiment's trials hit
+    /// one live service, so they run one after another, never two at once.
+    busy: Vec<bool>,
+    /// Per experiment: when its last trial against a live service ended (its cooldown
+    /// counts from then).
+    last_end: Vec<Option<std::time::Instant>>,
 }
 
 struct Shared {
@@ -76,6 +85,8 @@ struct Shared {
     run_dir: PathBuf,
     /// Ports handed to trials still running (released when each ends).
     ports: Mutex<HashSet<u16>>,
+    /// Per experiment: signals sent to attached processes so far (its blast radius).
+    sent: Vec<AtomicUsize>,
 }
 
 impl Shared {
@@ -129,10 +140,19 @@ impl Shared {
                 };
                 return Some((work, None));
             }
-            if let Some((experiment, trials)) = board.released.front_mut() {
-                let experiment = *experiment;
-                match trials.next() {
+            // The first experiment with trials left that may start one now: a busy `attach:`
+            // experiment waits for its running trial (whose lane takes its next one).
+            let mut i = 0;
+            while i < board.released.len() {
+                let experiment = board.released[i].0;
+                if board.busy[experiment] {
+                    i += 1;
+                    continue;
+                }
+                match board.released[i].1.next() {
                     Some(trial) => {
+                        let attached = self.experiments[experiment].attach.is_some();
+                        board.busy[experiment] = attached;
                         let lengths = board.lengths[experiment].clone();
                         let work = Work {
                             experiment,
@@ -141,8 +161,7 @@ impl Shared {
                         return Some((work, lengths));
                     }
                     None => {
-                        board.released.pop_front();
-                        continue;
+                        board.released.remove(i);
                     }
                 }
             }
@@ -162,6 +181,10 @@ impl Shared {
     /// Files a finished piece of work; a baseline that ran releases its trials.
     fn finish(&self, work: &Work, record: Option<Arc<TrialRecord>>) {
         let mut board = self.board();
+        if board.busy[work.experiment] {
+            board.busy[work.experiment] = false;
+            board.last_end[work.experiment] = Some(std::time::Instant::now());
+        }
         if work.trial.is_none() {
             board.baselines_left -= 1;
             if let Some(baseline) = &record {
@@ -224,14 +247,26 @@ pub async fn execute(
         tracing::warn!(%err, folder = %run_dir.display(), "cannot create the run's folder");
     }
     let count = plan.experiments.len();
+    // A running service has no baseline: its trials are released at once.
+    let baselines: VecDeque<usize> = (0..count)
+        .filter(|&e| plan.experiments[e].attach.is_none())
+        .collect();
+    let released = (0..count)
+        .filter(|&e| plan.experiments[e].attach.is_some())
+        .map(|e| (e, plan.experiments[e].trials()))
+        .collect();
     let shared = Arc::new(Shared {
         experiments: plan.experiments.into_iter().map(Arc::new).collect(),
         board: Mutex::new(Board {
-            baselines: (0..count).collect(),
-            baselines_left: count,
+            baselines_left: baselines.len(),
+            baselines,
+            released,
             lengths: vec![None; count],
+            busy: vec![false; count],
+            last_end: vec![None; count],
             ..Board::default()
         }),
+        sent: (0..count).map(|_| AtomicUsize::new(0)).collect(),
         ready: Condvar::new(),
         cancel: cancel.clone(),
         run_dir: run_dir.clone(),
@@ -281,7 +316,14 @@ fn lane(shared: &Shared) {
             Some(trial) => (trial, lengths.unwrap_or_default()),
             None => (&exp.baseline, Arc::default()),
         };
-        let record = run_trial(exp, trial, &lengths, shared);
+        let record = match &exp.attach {
+            Some(attach) => {
+                let since = shared.board().last_end[work.experiment];
+                attach::cool_down(attach, since, &shared.cancel);
+                attach::run_trial(exp, attach, trial, work.experiment, shared)
+            }
+            None => run_trial(exp, trial, &lengths, shared),
+        };
         shared.finish(&work, record);
     }
 }
@@ -303,7 +345,7 @@ fn run_trial(
     }
     let port = if exp.needs_port { shared.port() } else { 0 };
     let env = TrialEnv { port, dir };
-    let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths);
+    let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths, None);
     let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
     let after = if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
         after_checks(exp, trial, &env, &shared.cancel)
@@ -315,8 +357,30 @@ fn run_trial(
         // set stays as large as the trials alive, not as the run.
         shared.release_port(port);
     }
+    Some(judged(
+        exp,
+        trial,
+        obs,
+        after,
+        iplan.grace,
+        first_offset,
+        started,
+    ))
+}
+
+/// Judges a trial that ran and makes its record.
+fn judged(
+    exp: &ExperimentPlan,
+    trial: &PlannedTrial,
+    obs: inj::Observation,
+    after: After,
+    grace: Duration,
+    first_offset: Option<u64>,
+    started: u64,
+) -> Arc<TrialRecord> {
     let phases = &exp.info.phases;
-    let judgement = judge::judge(trial, phases, &obs, &after, iplan.grace);
+    let attached = exp.attach.is_some();
+    let judgement = judge::judge(trial, phases, &obs, &after, grace, attached);
     let first = obs.deliveries.first();
     let fault = trial.fault.and_then(|f| exp.faults.get(f));
     let offset_spec = fault
@@ -326,7 +390,7 @@ fn run_trial(
             _ => None,
         });
     let landed = fault.map_or_else(Vec::new, |f| model::landings(&f.kinds, &obs.deliveries));
-    let record = Arc::new(TrialRecord {
+    Arc::new(TrialRecord {
         id: trial.id.clone(),
         experiment: exp.info.name.clone(),
         fault: trial.fault_name.clone(),
@@ -345,8 +409,7 @@ fn run_trial(
         verdict: judgement.verdict,
         reasons: judgement.reasons,
         duration_ns: now_ns() - started,
-    });
-    Some(record)
+    })
 }
 
 /// Files, the check command and the recovery restart, in that order: files describe the
@@ -360,51 +423,18 @@ fn after_checks(
     let expect = &trial.expect;
     let vars = env.vars(trial);
     let cwd = exp.cwd.clone();
-    let mut after = After::default();
-    if let Some(files) = &expect.files {
-        let state = |p: &String, must_exist: bool| {
-            let expanded = template::expand(p, &vars);
-            let exists = plan::resolve(&cwd, &expanded).exists();
-            FileState {
-                path: expanded,
-                must_exist,
-                exists,
-            }
-        };
-        after
-            .files
-            .extend(files.present.iter().map(|p| state(p, true)));
-        after
-            .files
-            .extend(files.absent.iter().map(|p| state(p, false)));
-    }
-    if let Some(check) = &expect.check {
-        let argv = plan::argv(&check.command, &cwd, &vars);
-        let env_vars = vec![("ATROPOS_TRIAL".to_owned(), format!("{}-check", trial.id))];
-        let limit = check.within.unwrap_or(DEFAULT_CHECK_LIMIT);
-        let result = inj::command::run_command_blocking(&argv, &cwd, &env_vars, limit, 20);
-        let mut output = result.output;
-        if let Some(error) = result.error {
-            output.push(error);
-        }
-        after.check = Some(CheckRun {
-            command: argv,
-            code: if result.timed_out {
-                None
-            } else {
-                result.exit.and_then(|e| e.code)
-            },
-            duration_ns: result.duration_ns,
-            output,
-        });
-    }
+    let mut after = After {
+        files: files_left(exp, trial, env),
+        check: check_run(exp, trial, env),
+        ..After::default()
+    };
     if let Some(recover) = &expect.recover
         && let Some(index) = exp.info.phases.iter().position(|p| *p == recover.reaches)
     {
         let target = plan::command(&exp.loaded, &cwd, &vars);
         let rplan = inj::TrialPlan {
             id: format!("{}-r", trial.id),
-            target,
+            target: inj::Target::Run(target),
             phases: plan::phase_plans(&exp.loaded.experiment.spec, &vars, &cwd),
             steps: Vec::new(),
             watches: Vec::new(),
@@ -421,7 +451,53 @@ fn after_checks(
             phase: recover.reaches.clone(),
             reached_ns,
             observation: obs,
+            attached: None,
         });
     }
     after
+}
+
+/// The files the trial left, as the expectations name them.
+fn files_left(exp: &ExperimentPlan, trial: &PlannedTrial, env: &TrialEnv) -> Vec<FileState> {
+    let Some(files) = &trial.expect.files else {
+        return Vec::new();
+    };
+    let vars = env.vars(trial);
+    let state = |p: &String, must_exist: bool| {
+        let expanded = template::expand(p, &vars);
+        let exists = plan::resolve(&exp.cwd, &expanded).exists();
+        FileState {
+            path: expanded,
+            must_exist,
+            exists,
+        }
+    };
+    let present = files.present.iter().map(|p| state(p, true));
+    present
+        .chain(files.absent.iter().map(|p| state(p, false)))
+        .collect()
+}
+
+/// Runs the trial's check command, if it has one.
+fn check_run(exp: &ExperimentPlan, trial: &PlannedTrial, env: &TrialEnv) -> Option<CheckRun> {
+    let check = trial.expect.check.as_ref()?;
+    let vars = env.vars(trial);
+    let argv = plan::argv(&check.command, &exp.cwd, &vars);
+    let env_vars = vec![("ATROPOS_TRIAL".to_owned(), format!("{}-check", trial.id))];
+    let limit = check.within.unwrap_or(DEFAULT_CHECK_LIMIT);
+    let result = inj::command::run_command_blocking(&argv, &exp.cwd, &env_vars, limit, 20);
+    let mut output = result.output;
+    if let Some(error) = result.error {
+        output.push(error);
+    }
+    Some(CheckRun {
+        command: argv,
+        code: if result.timed_out {
+            None
+        } else {
+            result.exit.and_then(|e| e.code)
+        },
+        duration_ns: result.duration_ns,
+        output,
+    })
 }
