@@ -212,3 +212,173 @@ fn nginx_workers_are_selected_as_the_children_of_the_master_its_pidfile_names() 
         "the master is not its own child: {stdout}"
     );
 }
+
+/// A runit `runsv` this test spawned for one service folder; dropped: the service is
+/// brought down and runsv told to exit, through its own control pipe.
+struct Supervised {
+    runsv: Child,
+    service: std::path::PathBuf,
+}
+
+impl Supervised {
+    fn start(service: &Path) -> Supervised {
+        let runsv = Command::new("runsv")
+            .arg(service)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runit is installed (.ci/run installs it)");
+        Supervised {
+            runsv,
+            service: service.to_owned(),
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let control = self.service.join("supervise/control");
+        if let Ok(mut pipe) = std::fs::OpenOptions::new().write(true).open(control) {
+            // `d`: down (SIGTERM, then SIGCONT, to the service); `x`: exit once it is down.
+            let _ = pipe.write_all(b"dx");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.runsv.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.runsv.kill();
+        let _ = self.runsv.wait();
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli comes with redis-server");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `atropos run --json` of `yaml` with its store in `dir`: exit code, report, stderr.
+fn run(dir: &Path, yaml: &str) -> (Option<i32>, serde_json::Value, String) {
+    let path = dir.join("experiment.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let (out, report) = common::run_json(&[path.to_str().unwrap()], dir);
+    (
+        out.status.code(),
+        report,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_redis_under_runit_saves_on_sigterm_and_is_ready_again_with_no_key_lost() {
+    let dir = tempdir();
+    let d = dir.path();
+    let port = free_port();
+    let service = d.join("sv/redis");
+    std::fs::create_dir_all(&service).unwrap();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    let (pidfile, log) = (d.join("redis.pid"), d.join("redis.log"));
+    let run_script = service.join("run");
+    std::fs::write(
+        &run_script,
+        format!(
+            "#!/bin/sh\nexec redis-server --port {port} --bind 127.0.0.1 --dir {data} \
+             --pidfile {pid} --logfile {log} --save '3600 1' --appendonly no \
+             --daemonize no --enable-debug-command local\n",
+            data = d.join("data").display(),
+            pid = pidfile.display(),
+            log = log.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&run_script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _runit = Supervised::start(&service);
+    wait_for("redis under runsv", || redis_cli(port, &["ping"]) == "PONG");
+    assert_eq!(redis_cli(port, &["debug", "populate", "1000"]), "OK");
+    let first = pid_in(&pidfile).unwrap();
+    // Nothing lost: every key back after the restart, and the save logged on each stop.
+    let check = d.join("check.sh");
+    std::fs::write(
+        &check,
+        format!(
+            "test \"$(redis-cli -h 127.0.0.1 -p {port} dbsize)\" = 1000 && \
+             grep -c 'DB saved on disk' '{}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: redis-under-runit }}
+spec:
+  target:
+    attach: {{ pidfile: {pidfile:?}, name: redis-server, cooldown: 100ms }}
+  phases:
+    - {{ name: ready, marker: {{ log: {{ path: {log:?}, regex: "Ready to accept connections" }} }} }}
+  faults:
+    - {{ name: term-ready, signal: SIGTERM, at: {{ phase: ready, offset: 20ms }} }}
+  expect:
+    exit: {{ within: 5s }}
+    recover: {{ reaches: ready, within: 10s }}
+    check: {{ command: ["sh", {check:?}] }}
+  trials: 2
+  timeout: 15s
+"#,
+        pidfile = pidfile.display().to_string(),
+        log = log.display().to_string(),
+        check = check.display().to_string(),
+    );
+    let (code, report, stderr) = run(d, &yaml);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "{report:#}");
+    let mut hit = Vec::new();
+    for t in trials {
+        assert_eq!(t["verdict"], "pass", "{t:#}");
+        let obs = &t["observation"];
+        hit.push(obs["pid"].as_i64().unwrap());
+        // Up when selected: its "ready" line was in the log already.
+        let evidence = obs["phases"][0]["evidence"].as_str().unwrap();
+        assert!(
+            evidence.starts_with("already reached at selection: in the log: ")
+                && evidence.ends_with("Ready to accept connections"),
+            "{obs:#}"
+        );
+        assert_eq!(obs["deliveries"][0]["outcome"], "delivered");
+        assert_eq!(obs["stop"], "exited");
+        let recovery = &t["recovery"];
+        let times = &recovery["attached"];
+        let replacement = times["pid"].as_i64().unwrap();
+        assert_ne!(replacement, obs["pid"].as_i64().unwrap(), "{recovery:#}");
+        assert!(times["detected_ns"].as_u64().is_some(), "{recovery:#}");
+        let (replaced, reached) = (
+            times["replaced_ns"].as_u64().unwrap(),
+            recovery["reached_ns"].as_u64().unwrap(),
+        );
+        assert!(replaced <= reached, "{recovery:#}");
+        eprintln!(
+            "recovery of pid {}: detected {} ns, replaced {replaced} ns, ready {reached} ns",
+            obs["pid"], times["detected_ns"]
+        );
+        assert!(
+            recovery["observation"]["phases"][0]["evidence"]
+                .as_str()
+                .unwrap()
+                .contains("Ready to accept connections"),
+            "{recovery:#}"
+        );
+        let check = &t["check"];
+        assert_eq!(check["code"], 0, "{check:#}");
+    }
+    // Each trial selected afresh: the second hit the process that replaced the first.
+    assert_eq!(hit[0], i64::from(first));
+    assert_eq!(hit[1], trials[0]["recovery"]["attached"]["pid"]);
+    assert_eq!(redis_cli(port, &["dbsize"]), "1000");
+}

@@ -526,6 +526,7 @@ pub fn phase_plans(spec: &spec::Spec, vars: &Vars<'_>, cwd: &Path) -> Vec<inj::P
                 spec::Marker::Log(log) => inj::Marker::Log {
                     path: resolve(cwd, &template::expand(&log.path, vars)),
                     regex: template::expand(&log.regex, vars),
+                    from: None,
                 },
                 spec::Marker::Listen(port) => {
                     inj::Marker::Listen(template::expand(&port.0, vars).parse().unwrap_or(0))

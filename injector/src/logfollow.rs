@@ -61,6 +61,38 @@ impl Opened {
     }
 }
 
+/// Where a log file ended at some moment, to follow it from there later
+/// ([`LogFollower::from_mark`]). A file missing then is marked with zeros: any file found
+/// later is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogMark {
+    /// Its device.
+    pub dev: u64,
+    /// Its inode.
+    pub ino: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+impl LogMark {
+    /// Where `path` ends now.
+    pub fn of(path: &Path) -> LogMark {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).map_or(
+            LogMark {
+                dev: 0,
+                ino: 0,
+                len: 0,
+            },
+            |m| LogMark {
+                dev: m.dev(),
+                ino: m.ino(),
+                len: m.len(),
+            },
+        )
+    }
+}
+
 impl LogFollower {
     /// Follows `path` from its end now: lines already in it are not returned. A file that
     /// appears later, or replaces this one, is read from its start.
@@ -68,6 +100,19 @@ impl LogFollower {
         let mut follower = LogFollower::new(path);
         if let Some(opened) = follower.file.as_mut() {
             opened.offset = opened.file.metadata().map_or(0, |m| m.len());
+        }
+        follower
+    }
+
+    /// Follows `path` from where `mark` saw it end: the lines appended since, also those of
+    /// a file that replaced it or a truncation since (read from their start).
+    pub fn from_mark(path: &Path, mark: LogMark) -> LogFollower {
+        let mut follower = LogFollower::new(path);
+        if let Some(opened) = follower.file.as_mut()
+            && (opened.dev, opened.ino) == (mark.dev, mark.ino)
+        {
+            let len = opened.file.metadata().map_or(0, |m| m.len());
+            opened.offset = if len >= mark.len { mark.len } else { 0 };
         }
         follower
     }
@@ -221,6 +266,26 @@ mod tests {
         assert!(f.lines().is_empty(), "half a line waits for its newline");
         append(&log, "o\r\nthree\n");
         assert_eq!(f.lines(), ["two", "three"]);
+    }
+
+    #[test]
+    fn from_a_mark_reads_what_was_written_since_also_in_a_file_that_replaced_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let missing = LogMark::of(&log);
+        append(&log, "old ready\n");
+        let mark = LogMark::of(&log);
+        append(&log, "since 1\n");
+        assert_eq!(LogFollower::from_mark(&log, mark).lines(), ["since 1"]);
+        // Missing when marked: everything in the file found later is new.
+        assert_eq!(
+            LogFollower::from_mark(&log, missing).lines(),
+            ["old ready", "since 1"]
+        );
+        // Replaced since the mark (rotation): the new file from its start.
+        std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+        append(&log, "new ready\n");
+        assert_eq!(LogFollower::from_mark(&log, mark).lines(), ["new ready"]);
     }
 
     #[test]

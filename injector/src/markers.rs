@@ -57,9 +57,12 @@ impl Polled {
             Marker::Stdout(_) | Marker::Stderr(_) => return None,
             Marker::Listen(port) => Polled::Listen(ListenWatch::new(*port)),
             Marker::File(path) => Polled::File(path.clone()),
-            Marker::Log { path, regex } => Polled::Log {
+            Marker::Log { path, regex, from } => Polled::Log {
                 regex: Regex::new(regex).ok()?,
-                follower: LogFollower::from_end(path),
+                follower: match from {
+                    Some(mark) => LogFollower::from_mark(path, *mark),
+                    None => LogFollower::from_end(path),
+                },
             },
             Marker::Delay(d) => {
                 Polled::Delay(started_ns + u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
@@ -423,6 +426,7 @@ mod tests {
             &Marker::Log {
                 path: path.clone(),
                 regex: "listening on \\d+".into(),
+                from: None,
             },
             now_ns(),
             &Default::default(),

@@ -111,6 +111,10 @@ pub enum Marker {
         path: PathBuf,
         /// The regex.
         regex: String,
+        /// Where to start reading: where the file ended at this mark (a recovery reads the
+        /// lines written since its fault); by default, where it ends when the trial begins.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<crate::logfollow::LogMark>,
     },
     /// A TCP socket listening on this port.
     Listen(u16),

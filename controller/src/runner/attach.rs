@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use atropos_injector::attach::{Process, SelectError};
+use atropos_injector::logfollow::LogMark;
 use atropos_injector::{self as inj, CancellationToken, Identity, clock::now_ns};
 use rand::{RngExt, SeedableRng};
 
@@ -142,6 +143,9 @@ pub(super) fn run_trial(
     let hit = target(&chosen, &exp.cwd);
     let (iplan, first_offset) =
         plan::injector_plan(exp, trial, &env, &Default::default(), Some(hit.clone()));
+    // Where each log ends before the fault: the recovery reads what was written since, so a
+    // replacement's "ready" line written before it is selected still counts.
+    let marks = log_marks(&iplan.phases);
     let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
     let signals: usize = obs.deliveries.iter().map(|d| d.pids.len()).sum();
     shared.sent[experiment].fetch_add(signals, Ordering::Relaxed);
@@ -149,7 +153,12 @@ pub(super) fn run_trial(
     if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
         after.files = files_left(exp, trial, &env);
         if let Some(recover) = &trial.expect.recover {
-            after.recovery = recover_service(exp, attach, trial, &hit, &obs, recover, shared);
+            let ctx = RecoveryContext {
+                hit: &hit,
+                obs: &obs,
+                marks: &marks,
+            };
+            after.recovery = recover_service(exp, attach, trial, &ctx, recover, shared);
         }
         after.check = check_run(exp, trial, &env);
     }
@@ -172,11 +181,11 @@ fn recover_service(
     exp: &ExperimentPlan,
     attach: &AttachPlan,
     trial: &PlannedTrial,
-    hit: &inj::AttachTarget,
-    obs: &inj::Observation,
+    ctx: &RecoveryContext<'_>,
     recover: &crate::spec::Recover,
     shared: &Shared,
 ) -> Option<Recovery> {
+    let RecoveryContext { hit, obs, marks } = *ctx;
     let index = exp.info.phases.iter().position(|p| *p == recover.reaches)?;
     // Monotonic times: the observation's are relative to its start.
     let exit_at = obs.exit.as_ref().map(|e| obs.started_ns + e.at_ns);
@@ -218,10 +227,16 @@ fn recover_service(
         dir: shared.run_dir.join(&trial.id),
     };
     let vars = vars.vars(trial);
+    let mut phases = plan::phase_plans(&exp.loaded.experiment.spec, &vars, &exp.cwd);
+    for (phase, mark) in phases.iter_mut().zip(marks) {
+        if let inj::Marker::Log { from, .. } = &mut phase.marker {
+            *from = *mark;
+        }
+    }
     let rplan = inj::TrialPlan {
         id: format!("{}-r", trial.id),
         target: inj::Target::Attach(subject),
-        phases: plan::phase_plans(&exp.loaded.experiment.spec, &vars, &exp.cwd),
+        phases,
         steps: Vec::new(),
         watches: Vec::new(),
         finish: inj::Finish::UntilPhase(index),
@@ -247,6 +262,26 @@ fn recover_service(
             pid,
         }),
     })
+}
+
+/// What a recovery starts from: the processes the trial hit, what it saw, and where each
+/// phase's log file ended before the fault.
+#[derive(Clone, Copy)]
+struct RecoveryContext<'a> {
+    hit: &'a inj::AttachTarget,
+    obs: &'a inj::Observation,
+    marks: &'a [Option<LogMark>],
+}
+
+/// For each phase, where its log file ends now (`None` for other markers).
+fn log_marks(phases: &[inj::PhasePlan]) -> Vec<Option<LogMark>> {
+    phases
+        .iter()
+        .map(|p| match &p.marker {
+            inj::Marker::Log { path, .. } => Some(LogMark::of(path)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A process the selector matches now that is none of `hit`: waits up to `limit_ns`.

@@ -156,17 +156,30 @@ impl Driver<'_> {
     }
 
     /// An attached service may be past some of its phases when the trial begins (it is up):
-    /// each marker that can be looked at now (a port, a URL, a file, a delay) is, and a phase
-    /// found reached counts as entered at the start, as does every phase before it. The
-    /// evidence says so. A line marker cannot be looked at: a log line written before the
-    /// trial is not read, and a stdout line has no pipe.
+    /// each marker is looked at now (a port, a URL, a file, a delay, and a log file's last
+    /// [`LOG_LOOKBACK`] bytes for a matching line), and a phase found reached counts as
+    /// entered at the start, as does every phase before it. The evidence says so.
     pub(super) fn reached_at_selection(&mut self) {
         for (index, phase) in self.plan.phases.iter().enumerate() {
-            if let crate::plan::Marker::Http(url) = &phase.marker
-                && let Some(status) = crate::markers::http_status(url)
-                && (200..300).contains(&status)
-            {
-                self.entered[index] = Some((self.t0, format!("GET {url} answered {status}")));
+            match &phase.marker {
+                crate::plan::Marker::Http(url) => {
+                    if let Some(status) = crate::markers::http_status(url)
+                        && (200..300).contains(&status)
+                    {
+                        self.entered[index] =
+                            Some((self.t0, format!("GET {url} answered {status}")));
+                    }
+                }
+                crate::plan::Marker::Log {
+                    path,
+                    regex,
+                    from: None,
+                } => {
+                    if let Some(line) = last_match(path, regex) {
+                        self.entered[index] = Some((self.t0, format!("in the log: {line}")));
+                    }
+                }
+                _ => {}
             }
         }
         self.check_polled();
@@ -258,4 +271,24 @@ impl Driver<'_> {
         }
         self.kill_reason = Some(reason);
     }
+}
+
+/// How far back a log file is read for a phase an attached service reached before the trial.
+pub(super) const LOG_LOOKBACK: u64 = 1 << 20;
+
+/// The last line of `path`'s last [`LOG_LOOKBACK`] bytes that matches `regex`.
+fn last_match(path: &std::path::Path, regex: &str) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let re = super::run::cached_regex(regex).ok()?;
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(LOG_LOOKBACK)))
+        .ok()?;
+    let mut tail = Vec::new();
+    file.take(LOG_LOOKBACK).read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    text.lines()
+        .rev()
+        .find(|l| re.is_match(l))
+        .map(str::to_owned)
 }
