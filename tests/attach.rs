@@ -181,22 +181,20 @@ fn a_protected_pid_is_refused_and_listed_with_why() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// `atropos run --no-db --json` of `yaml` in `dir`: the exit code and the JSON report.
+/// `atropos run --json` of `yaml` (written to `dir`): the exit code, the report, stderr.
 fn run_json(dir: &std::path::Path, yaml: &str) -> (Option<i32>, serde_json::Value, String) {
     let path = dir.join("attach.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let json = dir.join("report.json");
-    let out = atropos()
-        .args(["run", "--no-db", "--json"])
-        .arg(&json)
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (out, report) = common::run_json(&[path.to_str().unwrap()], dir);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report = std::fs::read_to_string(&json)
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap_or(serde_json::Value::Null);
     (out.status.code(), report, stderr)
+}
+
+/// The state letter of `pid` in `/proc/PID/stat` (`S`, `T`, ...).
+fn state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.chars().next().unwrap()
 }
 
 #[test]
@@ -380,4 +378,99 @@ fn bad_attach_targets_exit_2_with_file_line_and_field() {
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(wanted), "{stderr}");
     }
+}
+
+#[test]
+fn a_run_whose_selector_matches_too_many_exits_2_listing_them_and_signals_nothing() {
+    let dir = tempdir();
+    let tok = token("attach-many");
+    let (a, b) = (Waiting::start(&tok), Waiting::start(&tok));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let path = dir.path().join("attach.yaml");
+    std::fs::write(&path, experiment(&format!("{{ cmdline: \"{tok}$\" }}"), "")).unwrap();
+    let out = atropos()
+        .args(["run", "--no-db"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("2 processes match, but at most 1 may"),
+        "{stderr}"
+    );
+    for p in [&a, &b] {
+        assert!(
+            stderr.contains(&format!("{} (sh -c read _ {tok})", p.pid())),
+            "{stderr}"
+        );
+        assert_eq!(state(p.pid()), 'S', "not signalled");
+    }
+}
+
+#[test]
+fn a_paused_attached_process_is_resumed_by_the_next_atropos_after_a_sigkill() {
+    let dir = tempdir();
+    let state_dir = dir.path().join("state");
+    let tok = token("attach-pause");
+    let target = Waiting::start(&tok);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let path = dir.path().join("pause.yaml");
+    std::fs::write(
+        &path,
+        experiment(
+            &format!("{{ cmdline: \"{tok}$\" }}"),
+            "    - { name: pause-up, pause: 30s, at: { phase: up } }\n",
+        ),
+    )
+    .unwrap();
+    let mut first = atropos()
+        .args(["run", "--no-db", "--filter", "attach-test/pause-up"])
+        .arg(&path)
+        .env("ATROPOS_STATE_DIR", &state_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state(target.pid()) != 'T' {
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Our own child: killed without a chance to resume what it paused.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        state(target.pid()),
+        'T',
+        "still stopped once atropos is gone"
+    );
+    // The next atropos, whatever it runs, resumes what the dead one left paused.
+    let trivial = dir.path().join("trivial.yaml");
+    std::fs::write(
+        &trivial,
+        "apiVersion: atropos/v1\nkind: Experiment\nmetadata: { name: trivial }\nspec:\n  \
+         target: { run: { command: [\"true\"] } }\n  phases:\n    - { name: up, marker: { delay: 1ms } }\n  \
+         faults:\n    - { name: after, signal: SIGTERM, at: { exited: reaped } }\n  trials: 1\n",
+    )
+    .unwrap();
+    let out = atropos()
+        .args(["run", "--no-db"])
+        .arg(&trivial)
+        .env("ATROPOS_STATE_DIR", &state_dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(target.pid()), 'S', "resumed");
+    assert_eq!(
+        std::fs::read_dir(state_dir.join("paused")).unwrap().count(),
+        0,
+        "the journal is empty again"
+    );
 }

@@ -119,11 +119,10 @@ fn a_redis_is_selected_by_its_pidfile_and_its_whole_name() {
     assert!(stderr.contains("no process matches"), "{stderr}");
 }
 
-#[test]
-fn nginx_workers_are_selected_as_the_children_of_the_master_its_pidfile_names() {
-    let dir = tempdir();
+/// An nginx master with two workers, started by this test in `prefix` on a loopback port;
+/// returns it with its pidfile and port. Dropped: SIGQUIT (its graceful stop), then reaped.
+fn start_nginx(prefix: &Path) -> (Service, std::path::PathBuf, u16) {
     let port = free_port();
-    let prefix = dir.path();
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let pidfile = prefix.join("nginx.pid");
     std::fs::write(
@@ -157,16 +156,25 @@ fn nginx_workers_are_selected_as_the_children_of_the_master_its_pidfile_names() 
     };
     let master_pid = master.child.id() as i32;
     wait_for("nginx and its two workers", || {
-        pid_in(&pidfile) == Some(master_pid)
-            && std::fs::read_to_string(format!("/proc/{master_pid}/task/{master_pid}/children"))
-                .is_ok_and(|c| c.split_whitespace().count() == 2)
+        pid_in(&pidfile) == Some(master_pid) && workers_of(master_pid).len() == 2
     });
-    let workers: Vec<String> =
-        std::fs::read_to_string(format!("/proc/{master_pid}/task/{master_pid}/children"))
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+    (master, pidfile, port)
+}
+
+/// The children of `pid`, as `/proc` lists them.
+fn workers_of(pid: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|c| c.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn nginx_workers_are_selected_as_the_children_of_the_master_its_pidfile_names() {
+    let dir = tempdir();
+    let prefix = dir.path();
+    let (master, pidfile, _) = start_nginx(prefix);
+    let master_pid = master.child.id() as i32;
+    let workers = workers_of(master_pid);
     let parent = format!("{{ pidfile: {:?} }}", pidfile.display().to_string());
     // The workers run as `nobody`: another user's processes are refused unless allowed.
     let (code, _, stderr) = dry_run(prefix, &format!("{{ parent: {parent} }}"));
@@ -381,4 +389,114 @@ spec:
     assert_eq!(hit[0], i64::from(first));
     assert_eq!(hit[1], trials[0]["recovery"]["attached"]["pid"]);
     assert_eq!(redis_cli(port, &["dbsize"]), "1000");
+}
+
+#[test]
+fn nginx_replaces_a_killed_worker_reloads_on_sighup_and_stops_gracefully_on_sigquit() {
+    let dir = tempdir();
+    let prefix = dir.path();
+    let (mut master, pidfile, port) = start_nginx(prefix);
+    let master_pid = master.child.id() as i32;
+    let experiment = |attach: String, fault: &str, expect: &str| {
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: nginx }}
+spec:
+  target:
+    attach: {attach}
+  phases:
+    - {{ name: ready, marker: {{ listen: {port} }} }}
+  faults:
+    - {{ name: f, signal: {fault}, at: {{ phase: ready, offset: 10ms }} }}
+  expect: {expect}
+  trials: 1
+  timeout: 10s
+"#
+        )
+    };
+    let pidfile = format!("{:?}", pidfile.display().to_string());
+
+    // A worker, drawn of the two, SIGKILLed: the master forks a new one at once.
+    let before = workers_of(master_pid);
+    let (code, report, stderr) = run(
+        prefix,
+        &experiment(
+            format!(
+                "{{ parent: {{ pidfile: {pidfile} }}, allow_users: [nobody], count: one, \
+                 max_targets: 2 }}"
+            ),
+            "SIGKILL",
+            "{ exit: { within: 2s }, recover: { reaches: ready, within: 5s } }",
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let t = &report["trials"][0];
+    let killed = t["observation"]["pid"].as_i64().unwrap().to_string();
+    assert!(before.contains(&killed), "{before:?} {t:#}");
+    let replacement = t["recovery"]["attached"]["pid"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let after = workers_of(master_pid);
+    assert!(
+        !after.contains(&killed) && after.contains(&replacement),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), 2, "{after:?}");
+    eprintln!(
+        "nginx worker recovery: replaced {} ns, ready {} ns",
+        t["recovery"]["attached"]["replaced_ns"], t["recovery"]["reached_ns"]
+    );
+
+    // SIGHUP to the master: it reloads; new workers, the old ones gone; it keeps running.
+    let old = workers_of(master_pid).join(" ");
+    let check = prefix.join("reloaded.sh");
+    std::fs::write(
+        &check,
+        format!(
+            "for _ in $(seq 100); do\n  now=$(cat /proc/{master_pid}/task/{master_pid}/children)\n  \
+             set -- $now\n  stale=0\n  for w in {old}; do case \" $now \" in *\" $w \"*) stale=1;; esac; done\n  \
+             [ $# -eq 2 ] && [ $stale -eq 0 ] && exit 0\n  sleep 0.05\ndone\nexit 1\n"
+        ),
+    )
+    .unwrap();
+    let (code, report, stderr) = run(
+        prefix,
+        &experiment(
+            format!("{{ pidfile: {pidfile}, name: nginx }}"),
+            "SIGHUP",
+            &format!(
+                "{{ check: {{ command: [sh, {:?}] }} }}",
+                check.display().to_string()
+            ),
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let t = &report["trials"][0];
+    assert_eq!(t["observation"]["stop"], "observed", "{t:#}");
+    assert_eq!(t["observation"]["pid"], master_pid);
+    assert!(master.child.try_wait().unwrap().is_none(), "still running");
+
+    // SIGQUIT to the master: a graceful stop, within the time asked.
+    let (code, report, stderr) = run(
+        prefix,
+        &experiment(
+            format!("{{ pidfile: {pidfile}, name: nginx }}"),
+            "SIGQUIT",
+            "{ exit: { within: 5s } }",
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let t = &report["trials"][0];
+    assert_eq!(t["observation"]["stop"], "exited", "{t:#}");
+    assert_eq!(
+        t["observation"]["exit"]["code"],
+        serde_json::Value::Null,
+        "unknowable to atropos"
+    );
+    // Its parent, this test, learns the status: 0.
+    let status = master.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(workers_of(master_pid).is_empty());
 }

@@ -447,6 +447,7 @@ pub fn injector_plan(
     let spec = &exp.loaded.experiment.spec;
     let vars = env.vars(trial);
     let cwd = exp.cwd.clone();
+    let is_attached = attached.is_some();
     let finish = match (&attached, trial.fault) {
         (Some(_), _) => inj::Finish::Observe,
         (None, None) => inj::Finish::Stop,
@@ -493,12 +494,14 @@ pub fn injector_plan(
             regex: template::expand(&w.pattern, &vars),
         })
         .collect();
-    let grace = trial
-        .expect
-        .exit
-        .as_ref()
-        .and_then(|e| e.within)
-        .unwrap_or(DEFAULT_GRACE);
+    // How long a target has to exit after a terminating step; a running service that need
+    // not exit is watched for `hold` after its last step.
+    let exit_within = trial.expect.exit.as_ref().and_then(|e| e.within);
+    let grace = match (is_attached, exit_within) {
+        (_, Some(within)) => within,
+        (true, None) => hold,
+        (false, None) => DEFAULT_GRACE,
+    };
     let plan = inj::TrialPlan {
         id: trial.id.clone(),
         target,
