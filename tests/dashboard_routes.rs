@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use atropos::dashboard::{AppState, app};
-use atropos::record::{RunEvent, TrialRecord, Verdict};
+use atropos::record::{Recovery, Replacement, RunEvent, TrialRecord, Verdict};
 use atropos::store::{Recorder, Store, synthetic};
 use atropos_injector::record::Line;
 use axum::body::Body;
@@ -74,6 +74,17 @@ async fn fixture() -> Fixture {
             t.observation.stderr_tail.push(Line {
                 at_ns: 6,
                 text: "<img src=x onerror=alert(1)>".into(),
+            });
+            // A running service's recovery by its supervisor.
+            t.recovery = Some(Recovery {
+                phase: "ready".into(),
+                reached_ns: Some(1_250_000_000),
+                observation: t.observation.clone(),
+                attached: Some(Replacement {
+                    detected_ns: Some(42_000_000),
+                    replaced_ns: Some(1_013_000_000),
+                    pid: Some(4242),
+                }),
             });
             evil_trial = t.id.clone();
         }
@@ -368,7 +379,20 @@ async fn the_trial_page_has_a_json_twin_with_the_whole_record() {
     let f = fixture().await;
     let html = page(&f.state, &format!("/trials/{}", f.evil_trial)).await;
     assert!(html.contains("<svg class=\"timeline\""));
+    for shown in [
+        "time to detect</dt><dd>42ms",
+        "time to replace</dt><dd>1.01s <small>(exit → new process, pid 4242)",
+        "time to recover</dt><dd>1.25s <small>(exit → ready)",
+    ] {
+        assert!(html.contains(shown), "{shown} in {html}");
+    }
+    let run = page(&f.state, "/runs/run-evil").await;
+    assert!(run.contains("recovered 1.25s"), "{run}");
     let json = api(&f.state, &format!("/api/trials/{}", f.evil_trial)).await;
+    assert_eq!(
+        json["record"]["recovery"]["attached"]["replaced_ns"],
+        1_013_000_000
+    );
     assert_eq!(json["run"], "run-evil");
     assert_eq!(json["record"]["id"], f.evil_trial.as_str());
     assert!(json["record"]["expectations"].as_array().unwrap().len() >= 3);
