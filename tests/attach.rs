@@ -474,3 +474,71 @@ fn a_paused_attached_process_is_resumed_by_the_next_atropos_after_a_sigkill() {
         "the journal is empty again"
     );
 }
+
+/// The pid of a process whose command line ends with `tail`, among `pids`.
+fn find_by_cmdline(pids: &[i64], tail: &str) -> Option<i64> {
+    pids.iter().copied().find(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+            String::from_utf8_lossy(&c)
+                .trim_end_matches('\0')
+                .ends_with(tail)
+        })
+    })
+}
+
+#[test]
+fn an_attached_targets_orphans_are_reported_and_killed_only_under_orphans_kill() {
+    for (policy, verdict) in [("none", "fail"), ("kill", "pass")] {
+        let dir = tempdir();
+        let tok = token(&format!("attach-orphans-{policy}"));
+        let child_tok = format!("{tok}-child");
+        // A service with a helper of its own that outlives it.
+        let outer = Command::new("sh")
+            .args([
+                "-c",
+                "sh -c 'while :; do sleep 1; done' \"$0-child\" & read _",
+                &tok,
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut outer = Waiting(outer);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (code, report, stderr) = run_json(
+            dir.path(),
+            &experiment(
+                &format!("{{ cmdline: \"{tok}$\" }}"),
+                &format!("  expect: {{ orphans: {policy} }}\n"),
+            ),
+        );
+        let trial = &report["trials"][0];
+        assert_eq!(trial["verdict"], verdict, "{stderr}\n{trial:#}");
+        assert_eq!(code, Some(if verdict == "pass" { 0 } else { 1 }));
+        let orphans = trial["observation"]["orphans"].as_array().unwrap();
+        let pids: Vec<i64> = orphans.iter().map(|o| o["pid"].as_i64().unwrap()).collect();
+        let helper = orphans
+            .iter()
+            .find(|o| o["cmdline"].as_str().unwrap().ends_with(&child_tok))
+            .unwrap_or_else(|| panic!("{orphans:#?}"));
+        outer.0.wait().unwrap();
+        if policy == "kill" {
+            assert_eq!(helper["killed"], true, "{helper:#}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert_eq!(find_by_cmdline(&pids, &child_tok), None, "killed");
+        } else {
+            assert_eq!(
+                (&helper["killed"], &helper["kept"]),
+                (&false.into(), &true.into())
+            );
+            let why = trial["reasons"][0].as_str().unwrap();
+            assert!(why.contains("left running (not atropos's to kill"), "{why}");
+            // Ours (this test's own process tree): ended here, by its token-checked pid.
+            let pid = find_by_cmdline(&pids, &child_tok).expect("left running");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        }
+    }
+}

@@ -514,6 +514,7 @@ pub fn injector_plan(
         timeout: spec.timeout.unwrap_or(DEFAULT_TIMEOUT),
         sample_resources: trial.expect.resources.is_some(),
         tail_lines: TAIL_LINES,
+        kill_orphans: trial.expect.orphans == Some(spec::OrphanPolicy::Kill),
     };
     (plan, first_offset)
 }

@@ -103,6 +103,7 @@ pub fn sweep(token: &str, main_pid: i32, lane: Option<&Lane>) -> Vec<Orphan> {
             pinned.push((orphans.len(), pin));
         }
         orphans.push(Orphan {
+            kept: false,
             pid: stat.pid,
             comm: stat.comm,
             cmdline,

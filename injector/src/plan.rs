@@ -39,6 +39,10 @@ pub struct TrialPlan {
     pub sample_resources: bool,
     /// How many lines of each stream to keep.
     pub tail_lines: usize,
+    /// Whether an attached target's orphans are killed (`orphans: kill`); a spawned
+    /// target's always are.
+    #[serde(default)]
+    pub kill_orphans: bool,
 }
 
 /// What a trial's faults hit.

@@ -175,8 +175,12 @@ pub struct Orphan {
     pub cmdline: String,
     /// Whether it had left the target's process group or session.
     pub left_group: bool,
-    /// Whether atropos killed it (it always tries).
+    /// Whether atropos killed it (it always tries for a target it spawned).
     pub killed: bool,
+    /// Left alive on purpose: a descendant of a process atropos did not start, under an
+    /// experiment that did not say `orphans: kill` (on a live host it may be someone's work).
+    #[serde(default)]
+    pub kept: bool,
 }
 
 /// One line of output with the time it was read.

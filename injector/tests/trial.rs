@@ -41,6 +41,7 @@ fn plan(
         timeout: Duration::from_secs(10),
         sample_resources: true,
         tail_lines: 10,
+        kill_orphans: true,
     }
 }
 

@@ -18,7 +18,7 @@ pub(super) fn orphans(policy: OrphanPolicy, left: &[Orphan]) -> ExpectationResul
     };
     result(
         "orphans",
-        policy == OrphanPolicy::Allowed || left.is_empty(),
+        policy != OrphanPolicy::None || left.is_empty(),
         "no process left behind after the main process ended",
         actual,
     )
@@ -40,10 +40,10 @@ fn describe(o: &Orphan) -> String {
         } else {
             ""
         },
-        if o.killed {
-            ", killed by atropos"
-        } else {
-            ", could not be killed"
+        match (o.killed, o.kept) {
+            (true, _) => ", killed by atropos",
+            (false, true) => ", left running (not atropos's to kill without `orphans: kill`)",
+            (false, false) => ", could not be killed",
         }
     )
 }
@@ -67,6 +67,7 @@ mod tests {
             cmdline: cmdline.to_owned(),
             left_group,
             killed,
+            kept: false,
         }
     }
 

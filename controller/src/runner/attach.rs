@@ -245,6 +245,7 @@ fn recover_service(
         timeout: Duration::from_nanos(deadline.saturating_sub(now_ns()).max(1)),
         sample_resources: false,
         tail_lines: 0,
+        kill_orphans: false,
     };
     let robs = inj::trial::run_blocking(&rplan, &shared.cancel);
     let reached_ns = robs

@@ -444,6 +444,7 @@ fn after_checks(
             timeout: recover.within + Duration::from_millis(50),
             sample_resources: false,
             tail_lines: 10,
+            kill_orphans: true,
         };
         let obs = inj::trial::run_blocking(&rplan, cancel);
         let reached_ns = obs.phases.get(index).and_then(|p| p.entered_ns);

@@ -505,6 +505,9 @@ pub enum OrphanPolicy {
     None,
     /// Orphans are reported (and killed) but do not fail the trial.
     Allowed,
+    /// Orphans are reported and killed, also those of an attached target (whose orphans
+    /// are otherwise left running), and do not fail the trial.
+    Kill,
 }
 
 /// Files checked once the target is gone.

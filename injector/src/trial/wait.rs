@@ -201,27 +201,35 @@ impl Driver<'_> {
     }
 
     /// What an attached target left: its descendants seen during the trial that still run
-    /// once it has exited. They are reported, never killed: on a live host they may be
-    /// someone's work.
+    /// once it has exited. They are reported, and killed (through a pidfd pinned by their
+    /// start time) only under `orphans: kill`: on a live host they may be someone's work.
     pub(super) fn attached_orphans(&mut self) -> Vec<crate::record::Orphan> {
         if self.exited_at.is_none() {
             return Vec::new();
         }
         self.note_descendants();
+        let kill = self.plan.kill_orphans;
         self.descendants
             .iter()
-            .filter(|(pid, start)| {
-                procfs::ProcStat::read(*pid)
-                    .is_some_and(|s| s.starttime == *start && !s.is_zombie())
-            })
-            .map(|(pid, _)| crate::record::Orphan {
-                pid: *pid,
-                comm: procfs::ProcStat::read(*pid)
-                    .map(|s| s.comm)
-                    .unwrap_or_default(),
-                cmdline: procfs::cmdline(*pid),
-                left_group: false,
-                killed: false,
+            .filter_map(|&(pid, start)| {
+                let stat = procfs::ProcStat::read(pid)
+                    .filter(|s| s.starttime == start && !s.is_zombie())?;
+                // Read before the kill: a dying process shows an empty command line.
+                let cmdline = procfs::cmdline(pid);
+                let killed = kill
+                    && crate::safety::may_signal(pid)
+                    && crate::process::pin(pid, start).is_some_and(|pin| {
+                        crate::process::send_pidfd(&pin.pidfd, crate::signal::Signal::KILL)
+                            == crate::record::DeliveryOutcome::Delivered
+                    });
+                Some(crate::record::Orphan {
+                    pid,
+                    comm: stat.comm,
+                    cmdline,
+                    left_group: false,
+                    killed,
+                    kept: !kill,
+                })
             })
             .collect()
     }
