@@ -282,10 +282,15 @@ fn run(dir: &Path, yaml: &str) -> (Option<i32>, serde_json::Value, String) {
     )
 }
 
-#[test]
-fn a_redis_under_runit_saves_on_sigterm_and_is_ready_again_with_no_key_lost() {
-    let dir = tempdir();
-    let d = dir.path();
+/// A Redis under a `runsv` of this test's, in `d`, on a loopback port; saving on shutdown.
+struct RunitRedis {
+    _runit: Supervised,
+    port: u16,
+    pidfile: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+fn start_redis_under_runit(d: &Path) -> RunitRedis {
     let port = free_port();
     let service = d.join("sv/redis");
     std::fs::create_dir_all(&service).unwrap();
@@ -306,10 +311,24 @@ fn a_redis_under_runit_saves_on_sigterm_and_is_ready_again_with_no_key_lost() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&run_script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let _runit = Supervised::start(&service);
+    let runit = Supervised::start(&service);
     wait_for("redis under runsv", || redis_cli(port, &["ping"]) == "PONG");
+    RunitRedis {
+        _runit: runit,
+        port,
+        pidfile,
+        log,
+    }
+}
+
+#[test]
+fn a_redis_under_runit_saves_on_sigterm_and_is_ready_again_with_no_key_lost() {
+    let dir = tempdir();
+    let d = dir.path();
+    let redis = start_redis_under_runit(d);
+    let (port, pidfile, log) = (redis.port, &redis.pidfile, &redis.log);
     assert_eq!(redis_cli(port, &["debug", "populate", "1000"]), "OK");
-    let first = pid_in(&pidfile).unwrap();
+    let first = pid_in(pidfile).unwrap();
     // Nothing lost: every key back after the restart, and the save logged on each stop.
     let check = d.join("check.sh");
     std::fs::write(
@@ -499,4 +518,81 @@ spec:
     let status = master.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(workers_of(master_pid).is_empty());
+}
+
+#[test]
+fn a_redis_killed_while_it_loads_a_large_rdb_still_reaches_ready_after_its_restart() {
+    const KEYS: &str = "1500000";
+    let dir = tempdir();
+    let d = dir.path();
+    let redis = start_redis_under_runit(d);
+    let (port, pidfile, log) = (redis.port, &redis.pidfile, &redis.log);
+    assert_eq!(redis_cli(port, &["debug", "populate", KEYS]), "OK");
+    assert_eq!(redis_cli(port, &["save"]), "OK");
+    let check = d.join("check.sh");
+    std::fs::write(
+        &check,
+        format!("test \"$(redis-cli -h 127.0.0.1 -p {port} dbsize)\" = {KEYS}\n"),
+    )
+    .unwrap();
+    // Each process writes its pid at the head of its log lines: `${target.pid}` keeps a
+    // former process's "Ready" line, still in the file, from counting for the new one.
+    // The first fault stops the service; the second trial selects the process runsv starts
+    // next, while it loads, and kills it there.
+    let yaml = format!(
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: redis-loading }}
+spec:
+  target:
+    attach: {{ pidfile: {pidfile:?}, name: redis-server, cooldown: 0s, max_signals: 2 }}
+  phases:
+    - {{ name: loading, marker: {{ log: {{ path: {log:?}, regex: "^${{target.pid}}:M .*Loading RDB" }} }} }}
+    - {{ name: ready, marker: {{ log: {{ path: {log:?}, regex: "^${{target.pid}}:M .*Ready to accept connections" }} }} }}
+  faults:
+    - {{ name: term-ready, signal: SIGTERM, at: {{ phase: ready }} }}
+    - {{ name: kill-loading, signal: SIGKILL, at: {{ phase: loading, offset: 50ms }} }}
+  expect:
+    exit: {{ within: 15s }}
+  overrides:
+    kill-loading:
+      exit: {{ within: 2s }}
+      recover: {{ reaches: ready, within: 30s }}
+      check: {{ command: ["sh", {check:?}] }}
+  trials: 1
+  timeout: 30s
+"#,
+        pidfile = pidfile.display().to_string(),
+        log = log.display().to_string(),
+        check = check.display().to_string(),
+    );
+    let (code, report, stderr) = run(d, &yaml);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let trials = report["trials"].as_array().unwrap();
+    let kill = trials
+        .iter()
+        .find(|t| t["fault"] == "kill-loading")
+        .unwrap();
+    let delivery = &kill["observation"]["deliveries"][0];
+    assert_eq!(delivery["phase"], "loading", "{kill:#}");
+    assert_eq!(delivery["outcome"], "delivered");
+    // Killed before it could be ready: its own "Ready" line never came.
+    assert_eq!(
+        kill["observation"]["phases"][1]["entered_ns"],
+        serde_json::Value::Null,
+        "{kill:#}"
+    );
+    let recovery = &kill["recovery"];
+    assert!(recovery["reached_ns"].as_u64().is_some(), "{recovery:#}");
+    assert_eq!(kill["check"]["code"], 0, "{kill:#}");
+    eprintln!(
+        "killed while loading at {} ns after selection; ready again {} ns after the exit",
+        delivery["delivered_ns"], recovery["reached_ns"]
+    );
+    let text = std::fs::read_to_string(log).unwrap();
+    let loaded: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("DB loaded from disk"))
+        .collect();
+    eprintln!("{loaded:?}");
 }

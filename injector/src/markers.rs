@@ -23,6 +23,11 @@ use crate::logfollow::LogFollower;
 use crate::plan::Marker;
 use crate::sockets::{self, Listener};
 
+/// In a log marker's regex of an attached target, the variable replaced by the pid of the
+/// process the trial attached to (`^${target.pid}:M .*Ready to accept connections`): lines a
+/// former process of the service left in the same file do not match.
+pub const TARGET_PID: &str = "${target.pid}";
+
 /// How often pending markers are checked.
 pub const TICK: Duration = Duration::from_millis(1);
 

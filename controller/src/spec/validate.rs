@@ -105,6 +105,9 @@ impl Ctx<'_> {
     }
 }
 
+/// The variable of an attached target's pid in a log marker's regex.
+const PID_VARIABLE: &str = atropos_injector::markers::TARGET_PID;
+
 /// Checks the meaning of every loaded experiment; names must be unique across all of them.
 pub fn validate(all: &[Loaded]) -> Vec<Problem> {
     check_all(all).1
@@ -266,12 +269,13 @@ fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
             Marker::Stdout(re) => ctx.regex(format!("{field}.marker.stdout"), anchor, "stdout", re),
             Marker::Stderr(re) => ctx.regex(format!("{field}.marker.stderr"), anchor, "stderr", re),
             Marker::Log(log) => {
-                ctx.regex(
-                    format!("{field}.marker.log.regex"),
-                    anchor,
-                    "regex",
-                    &log.regex,
-                );
+                // `${target.pid}`: the attached process's pid, put in by the injector when
+                // the trial begins (a daemon that writes its pid into each line).
+                let regex = match &spec.target.attach {
+                    Some(_) => log.regex.replace(PID_VARIABLE, "1"),
+                    None => log.regex.clone(),
+                };
+                ctx.regex(format!("{field}.marker.log.regex"), anchor, "regex", &regex);
                 ctx.template(
                     format!("{field}.marker.log.path"),
                     anchor,

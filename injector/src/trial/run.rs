@@ -49,6 +49,14 @@ pub(super) fn empty_observation(plan: &TrialPlan) -> Observation {
 /// Runs one trial to its end on this thread. Never panics on what the target does; harness
 /// failures end up in [`Observation::error`].
 pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
+    let with_pid;
+    let plan = match &plan.target {
+        Target::Attach(attach) => {
+            with_pid = with_target_pid(plan, attach.processes.first().map_or(0, |p| p.pid));
+            &with_pid
+        }
+        Target::Run(_) => plan,
+    };
     let mut obs = empty_observation(plan);
     let compiled = match Compiled::new(plan) {
         Ok(c) => c,
@@ -209,6 +217,17 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
     }
     obs.ended_ns = now_ns().saturating_sub(t0);
     obs
+}
+
+/// `plan` with [`crate::markers::TARGET_PID`] in its log markers' regexes replaced by `pid`.
+fn with_target_pid(plan: &TrialPlan, pid: i32) -> TrialPlan {
+    let mut plan = plan.clone();
+    for phase in &mut plan.phases {
+        if let Marker::Log { regex, .. } = &mut phase.marker {
+            *regex = regex.replace(crate::markers::TARGET_PID, &pid.to_string());
+        }
+    }
+    plan
 }
 
 /// A target that began: the subject, its output pipes if it has them, and when it began.
