@@ -542,3 +542,106 @@ fn an_attached_targets_orphans_are_reported_and_killed_only_under_orphans_kill()
         }
     }
 }
+
+/// A cgroup v2 folder of this test's own, at the hierarchy's root; removed when dropped
+/// (once empty).
+struct OwnCgroup {
+    dir: std::path::PathBuf,
+    path: String,
+}
+
+impl OwnCgroup {
+    fn new(token: &str) -> OwnCgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+            })
+            .expect("a cgroup v2 hierarchy is mounted");
+        let path = format!("/{token}");
+        let dir = mount.join(token);
+        std::fs::create_dir(&dir).unwrap();
+        OwnCgroup { dir, path }
+    }
+
+    fn adopt(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    fn members(&self) -> Vec<i64> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for OwnCgroup {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_service_selected_by_its_cgroup_owns_what_left_its_process_tree() {
+    use std::io::Write;
+    let dir = tempdir();
+    let tok = token("attach-cgroup");
+    let cgroup = OwnCgroup::new(&tok);
+    let escaped_tok = format!("{tok}-escaped");
+    // Moved into the cgroup first; then, on a line on its stdin, it starts a helper that
+    // leaves its process tree (a double fork: the helper's parent exits at once).
+    let service = Command::new("sh")
+        .args([
+            "-c",
+            "read _; (setsid sh -c 'while :; do sleep 1; done' \"$0-escaped\" &); read _",
+            &tok,
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut service = Waiting(service);
+    cgroup.adopt(service.pid());
+    writeln!(service.0.stdin.as_mut().unwrap(), "go").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let members = cgroup.members();
+    let helper = find_by_cmdline(&members, &escaped_tok).expect("the helper is in the cgroup");
+    let helper_parent = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap();
+    assert!(
+        !helper_parent.contains(&format!(") S {} ", service.pid())),
+        "the helper is not the service's child"
+    );
+    let (code, report, stderr) = run_json(
+        dir.path(),
+        &experiment(
+            &format!("{{ cgroup: \"{}\", cmdline: \"{tok}$\" }}", cgroup.path),
+            "  expect: { orphans: kill }\n",
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let orphans = report["trials"][0]["observation"]["orphans"]
+        .as_array()
+        .unwrap();
+    let found = orphans
+        .iter()
+        .find(|o| o["pid"] == helper)
+        .unwrap_or_else(|| panic!("the escaped helper is an orphan: {orphans:#?}"));
+    assert_eq!(found["killed"], true);
+    service.0.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !cgroup.members().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            cgroup.members()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

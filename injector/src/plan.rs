@@ -66,6 +66,11 @@ pub struct AttachTarget {
     pub boot_id: String,
     /// Where paths of the trial are resolved from.
     pub cwd: PathBuf,
+    /// The cgroup v2 path (from the hierarchy's root) of the service, when it was selected
+    /// by its cgroup or systemd unit: then every process in it (and below) is the target's,
+    /// also one that left its process tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 /// One process, as exactly as Linux can name it.

@@ -77,8 +77,18 @@ pub fn selection_rng(seed: u64, trial: &PlannedTrial) -> rand::rngs::ChaCha8Rng 
     rand::rngs::ChaCha8Rng::seed_from_u64(seed ^ SELECTION_STREAM ^ place.rotate_left(17))
 }
 
-fn target(chosen: &[Process], cwd: &std::path::Path) -> inj::AttachTarget {
+/// The plan's form of `chosen`. Selected by cgroup or systemd unit, the service is its
+/// cgroup: the members of that cgroup are the target's too (when the chosen share one, and
+/// it is not the root).
+fn target(chosen: &[Process], attach: &AttachPlan, cwd: &std::path::Path) -> inj::AttachTarget {
+    let selector = &attach.lowered.selector;
+    let by_cgroup = selector.cgroup.is_some() || selector.systemd_unit.is_some();
+    let shared = chosen
+        .first()
+        .map(|p| p.cgroup.clone())
+        .filter(|c| c != "/" && !c.is_empty() && chosen.iter().all(|p| p.cgroup == *c));
     inj::AttachTarget {
+        cgroup: shared.filter(|_| by_cgroup),
         processes: chosen
             .iter()
             .map(|p| Identity {
@@ -140,7 +150,7 @@ pub(super) fn run_trial(
             attach.max_signals
         ));
     }
-    let hit = target(&chosen, &exp.cwd);
+    let hit = target(&chosen, attach, &exp.cwd);
     let (iplan, first_offset) =
         plan::injector_plan(exp, trial, &env, &Default::default(), Some(hit.clone()));
     // Where each log ends before the fault: the recovery reads what was written since, so a
@@ -202,7 +212,7 @@ fn recover_service(
     });
     let (subject, replaced_ns, pid) = match (&replacement, exit_at) {
         (Some((p, seen)), _) => (
-            target(std::slice::from_ref(p), &exp.cwd),
+            target(std::slice::from_ref(p), attach, &exp.cwd),
             Some(seen.saturating_sub(from)),
             Some(p.pid),
         ),

@@ -22,6 +22,8 @@ use crate::{procfs, safety};
 #[derive(Debug)]
 pub struct Attached {
     held: Vec<(Identity, OwnedFd)>,
+    /// The service's cgroup folder, when the plan names one.
+    cgroup: Option<std::path::PathBuf>,
     /// When the last of them was seen gone (monotonic ns).
     exited: std::cell::Cell<Option<u64>>,
 }
@@ -82,8 +84,13 @@ impl Attached {
             };
             held.push((*id, pidfd));
         }
+        let cgroup = target.cgroup.as_deref().and_then(|path| {
+            let mount = crate::cgroup::v2_mount()?;
+            Some(mount.join(path.trim_start_matches('/')))
+        });
         Ok(Attached {
             held,
+            cgroup,
             exited: std::cell::Cell::new(None),
         })
     }
@@ -193,6 +200,29 @@ impl Subject for Attached {
     fn is_child(&self) -> bool {
         false
     }
+
+    fn cgroup_members(&self) -> Vec<i32> {
+        let Some(dir) = &self.cgroup else {
+            return Vec::new();
+        };
+        let mut members = Vec::new();
+        let mut folders = vec![dir.clone()];
+        while let Some(folder) = folders.pop() {
+            if let Ok(text) = std::fs::read_to_string(folder.join("cgroup.procs")) {
+                members.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            if let Ok(entries) = std::fs::read_dir(&folder) {
+                folders.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        members.retain(|pid| !self.held.iter().any(|(id, _)| id.pid == *pid));
+        members
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +262,7 @@ mod tests {
             processes,
             boot_id: crate::journal::boot_id().to_owned(),
             cwd: "/".into(),
+            cgroup: None,
         }
     }
 

@@ -46,6 +46,11 @@ pub trait Subject {
     fn finish(&mut self) -> Option<Exit>;
     /// Whether atropos started it (then it owns what it left behind).
     fn is_child(&self) -> bool;
+    /// For an attached service selected by its cgroup: the other processes in that cgroup
+    /// and below it.
+    fn cgroup_members(&self) -> Vec<i32> {
+        Vec::new()
+    }
 }
 
 impl Subject for Spawned {

@@ -234,8 +234,17 @@ impl Driver<'_> {
             .collect()
     }
 
-    /// Adds the attached target's current descendants to those it is known to have had.
+    /// Adds the attached target's current descendants (and the other members of its
+    /// service's cgroup, where it was selected by one) to those it is known to have had.
     pub(super) fn note_descendants(&mut self) {
+        for pid in self.child.cgroup_members() {
+            if let Some(stat) = procfs::ProcStat::read(pid) {
+                let id = (stat.pid, stat.starttime);
+                if !self.descendants.contains(&id) {
+                    self.descendants.push(id);
+                }
+            }
+        }
         for pid in self.child.pids() {
             for stat in procfs::descendants_of(pid) {
                 let id = (stat.pid, stat.starttime);
