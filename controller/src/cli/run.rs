@@ -437,13 +437,7 @@ fn attach_plan(
     spec: &crate::spec::AttachSpec,
     protect: &[i32],
 ) -> Result<plan::AttachPlan, String> {
-    let (_, chosen) = attached(exp, spec, protect)?;
-    let lowered = crate::spec::attach::lower(spec, &exp.loaded.dir, protect).map_err(|e| {
-        format!(
-            "error: {}: spec.target.attach: {e}",
-            exp.loaded.file.display()
-        )
-    })?;
+    let (_, chosen, lowered) = attached(exp, spec, protect)?;
     Ok(plan::AttachPlan {
         lowered,
         max_signals: spec
@@ -468,7 +462,7 @@ fn attached(
     exp: &plan::ExperimentPlan,
     attach: &crate::spec::AttachSpec,
     protect: &[i32],
-) -> Result<(String, usize), String> {
+) -> Result<(String, usize, crate::spec::attach::Lowered), String> {
     use rand::SeedableRng;
     use std::fmt::Write;
     let file = exp.loaded.file.display();
@@ -532,7 +526,7 @@ fn attached(
             crate::spec::clip(&p.command_line(), 120)
         );
     }
-    Ok((out, chosen.len()))
+    Ok((out, chosen.len(), lowered))
 }
 
 /// The plan in words: what would be spawned, hit, and when; for an `attach:` target, the
@@ -566,7 +560,7 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
                 );
             }
             (None, Some(attach)) => {
-                let (text, chosen) = attached(exp, attach, protect)?;
+                let (text, chosen, _) = attached(exp, attach, protect)?;
                 out.push_str(&text);
                 let steps = fault_steps(exp);
                 let most = chosen * steps;
@@ -581,6 +575,7 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
                     }
                 );
             }
+            // Validation refuses a target that is neither.
             (None, None) => {}
         }
         let _ = writeln!(
