@@ -53,7 +53,7 @@ fn the_runner_keeps_no_trial_record_once_it_has_handed_it_on() {
         .unwrap();
     let (seen, alive_early) = runtime.block_on(async {
         atropos_injector::init().unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(runner::EVENTS_CAPACITY);
         let listener = tokio::spawn(async move {
             let mut seen: Vec<Weak<TrialRecord>> = Vec::new();
             let mut alive_early = None;
@@ -90,6 +90,63 @@ fn the_runner_keeps_no_trial_record_once_it_has_handed_it_on() {
         "records of finished trials are not kept"
     );
     assert!(seen.iter().all(|w| w.strong_count() == 0));
+    assert!(common::processes_with(&token).is_empty());
+}
+
+/// A listener that falls behind (here: one that reads nothing for two seconds) makes the run
+/// wait rather than pile its records up: the trials begun before it reads are at most what
+/// the events channel holds (16 here), twice the runner's outbox (the batch being sent and
+/// the next), and the lanes' trials in flight. The engine runs thousands of these trials a
+/// second: without the bound, several thousand would have begun.
+#[test]
+fn a_listener_that_falls_behind_holds_the_run_back_instead_of_its_records_piling_up() {
+    const TRIALS: usize = 3000;
+    const JOBS: usize = 2;
+    let dir = common::tempdir();
+    let token = common::token("back-pressure");
+    let path = trivial(dir.path(), &token, TRIALS as u32);
+    let loaded = spec::load_all(&[path]).unwrap();
+    let run = plan::plan(loaded, "rpressure", 1, &plan::PlanOptions::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    const CAPACITY: usize = 16;
+    let (begun_before, seen) = runtime.block_on(async {
+        atropos_injector::init().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(CAPACITY);
+        let listener = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let woke = atropos_injector::clock::now_ns();
+            let (mut begun_before, mut seen) = (0, 0);
+            while let Some(event) = rx.recv().await {
+                if let RunEvent::Trial(record) = event {
+                    seen += 1;
+                    if record.observation.started_ns < woke {
+                        begun_before += 1;
+                    }
+                }
+            }
+            (begun_before, seen)
+        });
+        runner::execute(
+            run,
+            &runner::RunOptions {
+                jobs: JOBS,
+                keep_dirs: false,
+            },
+            tx,
+            Default::default(),
+        )
+        .await;
+        listener.await.unwrap()
+    });
+    assert_eq!(seen, TRIALS + 1, "every trial was announced in the end");
+    let bound = CAPACITY + 2 * runner::OUTBOX_LIMIT + JOBS;
+    assert!(
+        begun_before <= bound,
+        "{begun_before} trials began while nobody read (at most {bound} may)"
+    );
     assert!(common::processes_with(&token).is_empty());
 }
 

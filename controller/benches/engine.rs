@@ -201,7 +201,7 @@ fn engine(path: &Path, jobs: usize) -> (Vec<std::sync::Arc<TrialRecord>>, f64) {
         .expect("a runtime");
     runtime.block_on(async {
         atropos_injector::init().expect("subreaper");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(runner::EVENTS_CAPACITY);
         // The runner keeps no records: the bench collects them from the events.
         let drain = tokio::spawn(async move {
             let mut records = Vec::new();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use atropos_injector::{Action, Aim, CancellationToken, ExitedState};
 use rand::RngExt;
-use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::mpsc::channel;
 
 use super::{EXIT_FAILED, EXIT_HARNESS, EXIT_INVALID, EXIT_OK};
 use crate::plan::{self, PlanOptions, RunPlan};
@@ -221,7 +221,7 @@ async fn run(
         },
         None => None,
     };
-    let (events, mut rx) = unbounded_channel::<RunEvent>();
+    let (events, mut rx) = channel::<RunEvent>(runner::EVENTS_CAPACITY);
     let jobs = options.jobs;
     let json_path = json.clone();
     let listener = tokio::spawn(async move {
@@ -278,7 +278,7 @@ async fn run(
             json_failed,
         }
     });
-    let _ = events.send(RunEvent::Started(info.clone()));
+    let _ = events.send(RunEvent::Started(info.clone())).await;
     let counts = runner::execute(plan, &options, events.clone(), cancel.clone()).await;
     // The guardian's last sweep, its cgroups removed, and it reaped: nothing of this run
     // outlives it.
@@ -295,7 +295,7 @@ async fn run(
         failed: usize::try_from(counts.fail).unwrap_or(usize::MAX),
         errors: usize::try_from(counts.error).unwrap_or(usize::MAX),
     });
-    let _ = events.send(RunEvent::Finished(end.clone()));
+    let _ = events.send(RunEvent::Finished(end.clone())).await;
     drop(events);
     let Ok(mut listened) = listener.await else {
         return EXIT_HARNESS;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use atropos_injector::{self as inj, CancellationToken, clock::now_ns};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use crate::judge::{self, After, FileState};
 use crate::plan::{self, ExperimentPlan, PhaseLengths, PlannedTrial, RunPlan, TrialEnv};
@@ -45,6 +45,16 @@ pub const DEFAULT_CHECK_LIMIT: Duration = Duration::from_secs(10);
 
 /// How often finished trials are handed to `events`.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(20);
+
+/// The most records `events` holds: a listener that falls behind (a store on a slow disk)
+/// makes the run wait, instead of the run holding every record it made.
+pub const EVENTS_CAPACITY: usize = 1024;
+
+/// The most finished records waiting for the announcer: a lane that would add one more
+/// waits until the announcer took them. (At 5,000 trials a second, a 20 ms tick finds 100.)
+/// With the batch the announcer is sending, a run holds at most the channel's capacity and
+/// twice this many records that its listener has not taken.
+pub const OUTBOX_LIMIT: usize = 256;
 
 /// One piece of work: an experiment's baseline (`trial: None`) or one of its trials.
 struct Work {
@@ -81,6 +91,8 @@ struct Shared {
     board: Mutex<Board>,
     /// Signalled when a baseline ends: its trials become ready, or it was the last one.
     ready: Condvar,
+    /// Signalled when the announcer took the outbox.
+    drained: Condvar,
     cancel: CancellationToken,
     run_dir: PathBuf,
     /// Ports handed to trials still running (released when each ends).
@@ -196,6 +208,15 @@ impl Shared {
             self.ready.notify_all();
         }
         if let Some(record) = record {
+            // Back-pressure: the records of a run wait here, bounded, while the listener is
+            // behind; the announcer takes them every tick.
+            while board.outbox.len() >= OUTBOX_LIMIT && !self.cancel.is_cancelled() {
+                board = self
+                    .drained
+                    .wait_timeout(board, Duration::from_millis(50))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
             board.outbox.push(record);
         }
     }
@@ -233,7 +254,7 @@ fn ephemeral_range() -> (u16, u16) {
 pub async fn execute(
     plan: RunPlan,
     options: &RunOptions,
-    events: UnboundedSender<RunEvent>,
+    events: Sender<RunEvent>,
     cancel: CancellationToken,
 ) -> Counts {
     let run_dir = std::env::temp_dir().join(format!("{}{}", inj::workdir::PREFIX, plan.run_id));
@@ -268,6 +289,7 @@ pub async fn execute(
         }),
         sent: (0..count).map(|_| AtomicUsize::new(0)).collect(),
         ready: Condvar::new(),
+        drained: Condvar::new(),
         cancel: cancel.clone(),
         run_dir: run_dir.clone(),
         ports: Mutex::new(HashSet::new()),
@@ -278,13 +300,6 @@ pub async fn execute(
         lanes.spawn_blocking(move || lane(&shared));
     }
     let mut counts = Counts::default();
-    let mut announce = |shared: &Shared| {
-        let ready = std::mem::take(&mut shared.board().outbox);
-        for record in ready {
-            counts.count(record.verdict);
-            let _ = events.send(RunEvent::Trial(record));
-        }
-    };
     let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -294,10 +309,10 @@ pub async fn execute(
                     break;
                 }
             }
-            _ = tick.tick() => announce(&shared),
+            _ = tick.tick() => announce(&shared, &events, &mut counts).await,
         }
     }
-    announce(&shared);
+    announce(&shared, &events, &mut counts).await;
     // Nothing of this run may outlive it, whatever happened above.
     inj::orphans::kill_run(&plan.run_id);
     if options.keep_dirs {
@@ -306,6 +321,18 @@ pub async fn execute(
         tracing::warn!(%err, folder = %run_dir.display(), "cannot remove the run's folder");
     }
     counts
+}
+
+/// Hands the finished records to `events`, waiting while it is full; the lanes may add
+/// more meanwhile, up to their limit.
+async fn announce(shared: &Shared, events: &Sender<RunEvent>, counts: &mut Counts) {
+    let ready = std::mem::take(&mut shared.board().outbox);
+    shared.drained.notify_all();
+    for record in ready {
+        counts.count(record.verdict);
+        // A listener that is gone (its receiver dropped) takes nothing more: the run goes on.
+        let _ = events.send(RunEvent::Trial(record)).await;
+    }
 }
 
 /// One lane: trials back to back on this thread until the board is empty.
