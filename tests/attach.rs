@@ -1,7 +1,8 @@
 //! `target: attach:`: what a selector picks among processes this test started (each with a
-//! unique token in its argv, the only thing selectors here match), how it refuses, and the
-//! checks of the experiment file. The processes end when the test closes their stdin:
-//! nothing here is signalled.
+//! unique token in its argv, the only thing selectors here match), how it refuses, what
+//! atropos does to them and never does, and the checks of the experiment file. Every process
+//! atropos hits here is one this test started; the rest end when the test closes their
+//! stdin.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -131,7 +132,7 @@ fn more_matches_than_max_targets_is_an_error_that_lists_them_never_a_guess() {
     assert!(stdout.contains("2 of 2 matching"), "{stdout}");
     assert!(
         stdout
-            .contains("blast radius: 2 target(s) × 1 step(s) = at most 2 signals; max_signals 2\n"),
+            .contains("blast radius: 2 target(s) × 1 signal(s) each (a pause is two) = at most 2 signals; max_signals 2\n"),
         "{stdout}"
     );
     for p in [&a, &b] {
@@ -238,18 +239,26 @@ fn a_fault_hits_the_attached_process_by_pidfd_and_its_exit_status_stays_unknown(
 fn a_run_stops_at_its_blast_radius_before_the_signal_that_would_pass_it() {
     let dir = tempdir();
     let tok = token("attach-radius");
-    let first = Waiting::start(&tok);
+    let mut first = Waiting::start(&tok);
     std::thread::sleep(std::time::Duration::from_millis(100));
     // Three trials may send one signal in all: the first hits, the second is refused.
     let yaml = experiment(
         &format!("{{ cmdline: \"{tok}$\", max_signals: 1, cooldown: 10ms }}"),
-        "  trials: 3\n  timeout: 2s\n",
+        "  trials: 3\n  timeout: 5s\n",
     );
     let second = std::thread::spawn({
         let tok = tok.clone();
         move || {
-            // The replacement a supervisor would start, once the first is gone.
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            // The replacement a supervisor would start, once the first is gone (reaped by
+            // this test, its parent): never two at once, which the selector would refuse.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while matches!(first.0.try_wait(), Ok(None)) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the first was never hit"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             Waiting::start(&tok)
         }
     });
@@ -272,7 +281,6 @@ fn a_run_stops_at_its_blast_radius_before_the_signal_that_would_pass_it() {
     );
     assert_ne!(code, Some(0), "{stderr}");
     assert!(second.alive(), "the replacement was never signalled");
-    drop(first);
 }
 
 #[test]
@@ -451,7 +459,7 @@ fn a_paused_attached_process_is_resumed_by_the_next_atropos_after_a_sigkill() {
     std::fs::write(
         &trivial,
         "apiVersion: atropos/v1\nkind: Experiment\nmetadata: { name: trivial }\nspec:\n  \
-         target: { run: { command: [\"true\"] } }\n  phases:\n    - { name: up, marker: { delay: 1ms } }\n  \
+         target: { run: { command: [sh, -c, \"sleep 0.1\"] } }\n  phases:\n    - { name: up, marker: { delay: 1ms } }\n  \
          faults:\n    - { name: after, signal: SIGTERM, at: { exited: reaped } }\n  trials: 1\n",
     )
     .unwrap();
@@ -644,4 +652,73 @@ fn a_service_selected_by_its_cgroup_owns_what_left_its_process_tree() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_process_that_matched_at_selection_is_no_replacement_and_an_exit_step_never_stops_one() {
+    let dir = tempdir();
+    let tok = token("attach-survivor");
+    let (mut a, mut b) = (Waiting::start(&tok), Waiting::start(&tok));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // One of two is hit; nothing starts a new one: the survivor is not a replacement.
+    let (code, report, stderr) = run_json(
+        dir.path(),
+        &experiment(
+            &format!("{{ cmdline: \"{tok}$\", count: one, max_targets: 2 }}"),
+            "  expect: { recover: { reaches: up, within: 500ms } }\n",
+        ),
+    );
+    let trial = &report["trials"][0];
+    assert_eq!(code, Some(1), "{stderr}\n{trial:#}");
+    let why = trial["reasons"][0].as_str().unwrap();
+    assert!(
+        why.contains("no process matching the selector replaced it within 500ms"),
+        "{why}"
+    );
+    let hit = trial["observation"]["pid"].as_u64().unwrap();
+    let survivor = if u64::from(a.pid()) == hit {
+        &mut b
+    } else {
+        &mut a
+    };
+    assert!(survivor.alive());
+    // A step due after the exit of a process that does not exit: skipped after the grace
+    // period, and the process is never stopped for it.
+    let survivor_tok = tok.clone();
+    let (code, report, stderr) = run_json(
+        dir.path(),
+        &experiment(
+            &format!("{{ cmdline: \"{survivor_tok}$\" }}"),
+            "    - { name: after-exit, signal: SIGTERM, at: { exited: reaped } }\n  \
+             expect: { exit: { within: 300ms } }\n",
+        )
+        .replace(
+            "    - { name: term-up, signal: SIGTERM, at: { phase: up } }\n",
+            "",
+        ),
+    );
+    let trial = &report["trials"][0];
+    assert_eq!(trial["fault"], "after-exit", "{trial:#}");
+    assert_ne!(code, Some(0), "{stderr}");
+    assert_eq!(
+        trial["observation"]["stop_signal"],
+        serde_json::Value::Null,
+        "{trial:#}"
+    );
+    assert!(
+        trial["observation"]["deliveries"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let skipped = trial["observation"]["skipped"][0]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(
+        skipped.contains(
+            "did not exit within 300ms (atropos does not stop a process it did not start)"
+        ),
+        "{skipped}"
+    );
+    assert!(survivor.alive(), "never signalled");
 }

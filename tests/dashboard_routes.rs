@@ -84,6 +84,7 @@ async fn fixture() -> Fixture {
                     detected_ns: Some(42_000_000),
                     replaced_ns: Some(1_013_000_000),
                     pid: Some(4242),
+                    survived: false,
                 }),
             });
             evil_trial = t.id.clone();

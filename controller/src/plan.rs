@@ -80,6 +80,19 @@ pub struct AttachPlan {
     pub cooldown: Duration,
 }
 
+/// The signals one trial of `fault` sends to each process it hits: one per step, two for a
+/// pause (its SIGSTOP and its SIGCONT).
+pub fn signals_per_target(fault: &LoweredFault) -> usize {
+    fault
+        .steps
+        .iter()
+        .map(|s| match s.action {
+            inj::Action::Pause(_) => 2,
+            inj::Action::Signal(_) => 1,
+        })
+        .sum()
+}
+
 /// Default pause between two trials against a running service.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
 

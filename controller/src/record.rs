@@ -89,6 +89,9 @@ pub struct Replacement {
     pub replaced_ns: Option<u64>,
     /// The replacement's pid.
     pub pid: Option<i32>,
+    /// The process hit did not exit: recovery was it being in the phase, still or again.
+    #[serde(default)]
+    pub survived: bool,
 }
 
 /// The check command of a trial.

@@ -447,12 +447,13 @@ fn attach_plan(
     })
 }
 
-/// The steps of every trial the run makes of `exp`.
+/// The signals every trial the run makes of `exp` sends to each process it hits (a pause
+/// counts its SIGSTOP and its SIGCONT).
 fn fault_steps(exp: &plan::ExperimentPlan) -> usize {
     exp.faults
         .iter()
         .filter(|f| f.selected)
-        .map(|f| f.lowered.steps.len() * exp.per_fault as usize)
+        .map(|f| plan::signals_per_target(&f.lowered) * exp.per_fault as usize)
         .sum()
 }
 
@@ -567,7 +568,7 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
                 let limit = attach.max_signals.map_or(most, |m| m as usize);
                 let _ = writeln!(
                     out,
-                    "  blast radius: {chosen} target(s) × {steps} step(s) = at most {most} signals; max_signals {limit}{}",
+                    "  blast radius: {chosen} target(s) × {steps} signal(s) each (a pause is two) = at most {most} signals; max_signals {limit}{}",
                     if limit < most {
                         format!(" (the run stops once it has sent {limit})")
                     } else {

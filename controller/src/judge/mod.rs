@@ -31,7 +31,7 @@ mod verdict;
 
 pub use facts::After;
 pub use files::FileState;
-pub use text::{human, human_ns, what_happened};
+pub use text::{human, human_ns, nanos, what_happened};
 pub use verdict::Judgement;
 
 /// Judges `obs` for `trial` of an experiment with `phases`; `attached`: its target is
@@ -45,7 +45,7 @@ pub fn judge(
     grace: Duration,
     attached: bool,
 ) -> Judgement {
-    if let Some(early) = verdict::stopped_early(obs) {
+    if let Some(early) = verdict::stopped_early(obs, attached) {
         return early;
     }
     let expect = &trial.expect;

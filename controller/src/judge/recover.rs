@@ -40,6 +40,35 @@ pub(super) fn recover(spec: &Recover, rec: &Recovery) -> ExpectationResult {
 
 /// An attached target's recovery: a replacement process, then the phase.
 fn replaced(spec: &Recover, rec: &Recovery, r: &crate::record::Replacement) -> ExpectationResult {
+    if r.survived {
+        let expected = format!(
+            "the service to be in `{}` within {} of the trial's end",
+            spec.reaches,
+            human(spec.within)
+        );
+        return match rec.reached_ns {
+            Some(at) => result(
+                "recover",
+                at <= nanos(spec.within),
+                expected,
+                format!(
+                    "it did not exit, and was in `{}` after {}",
+                    spec.reaches,
+                    human_ns(at)
+                ),
+            ),
+            None => result(
+                "recover",
+                false,
+                expected,
+                format!(
+                    "it did not exit, and was not in `{}`: {}",
+                    spec.reaches,
+                    what_happened(&rec.observation)
+                ),
+            ),
+        };
+    }
     let (Some(replaced), Some(pid)) = (r.replaced_ns, r.pid) else {
         return result(
             "recover",
@@ -157,6 +186,78 @@ mod tests {
                 &[recover(&spec, &rec)],
                 std::slice::from_ref(&c.want),
             );
+        }
+    }
+
+    #[test]
+    fn a_running_service_recovers_by_a_new_process_or_by_the_one_hit_staying_up() {
+        use crate::record::Replacement;
+        let spec = Recover {
+            reaches: "ready".to_owned(),
+            within: Duration::from_secs(2),
+        };
+        const NEW: &str = "a replacement process to reach `ready` within 2s of the exit";
+        const KEPT: &str = "the service to be in `ready` within 2s of the trial's end";
+        let times = |replaced_ns, pid, survived| Replacement {
+            detected_ns: Some(40_000_000),
+            replaced_ns,
+            pid,
+            survived,
+        };
+        let cases = [
+            (
+                "a new process in time",
+                Some(1_250_000_000),
+                times(Some(1_000_000_000), Some(77), false),
+                want(
+                    "recover",
+                    true,
+                    NEW,
+                    "pid 77 replaced it after 1s and reached `ready` 1.25s after the exit",
+                ),
+            ),
+            (
+                "a new process too late",
+                Some(2_500_000_000),
+                times(Some(1_000_000_000), Some(77), false),
+                want(
+                    "recover",
+                    false,
+                    NEW,
+                    "pid 77 replaced it after 1s and reached `ready` 2.5s after the exit",
+                ),
+            ),
+            (
+                "no new process",
+                None,
+                times(None, None, false),
+                want(
+                    "recover",
+                    false,
+                    NEW,
+                    "no process matching the selector replaced it within 2s",
+                ),
+            ),
+            (
+                "the one hit stayed up",
+                Some(5_000_000),
+                times(None, None, true),
+                want(
+                    "recover",
+                    true,
+                    KEPT,
+                    "it did not exit, and was in `ready` after 5ms",
+                ),
+            ),
+        ];
+        for (name, reached_ns, replacement, wanted) in cases {
+            let rec = Recovery {
+                phase: "ready".to_owned(),
+                reached_ns,
+                observation: obs().phase("ready", reached_ns).build(),
+                attached: Some(replacement),
+            };
+            assert_results(name, &[recover(&spec, &rec)], std::slice::from_ref(&wanted));
         }
     }
 }

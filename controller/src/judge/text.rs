@@ -16,7 +16,7 @@ pub fn human(d: Duration) -> String {
 }
 
 /// `d` in nanoseconds, saturating: deadlines past 584 years compare as "never".
-pub(super) fn nanos(d: Duration) -> u64 {
+pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -47,15 +47,19 @@ impl Judgement {
 
 /// The error judgement of a trial that says nothing about the target: the harness failed,
 /// or atropos was interrupted and killed the target itself.
-pub(super) fn stopped_early(obs: &Observation) -> Option<Judgement> {
+pub(super) fn stopped_early(obs: &Observation, attached: bool) -> Option<Judgement> {
     if let Some(error) = &obs.error {
         return Some(Judgement::error(format!("harness: {error}")));
     }
     if obs.stop == StopReason::Interrupted {
-        return Some(Judgement::error(
-            "interrupted: atropos was stopped before the trial ended; the target was killed"
-                .to_owned(),
-        ));
+        let target = if attached {
+            "the attached process was left as it was"
+        } else {
+            "the target was killed"
+        };
+        return Some(Judgement::error(format!(
+            "interrupted: atropos was stopped before the trial ended; {target}"
+        )));
     }
     None
 }

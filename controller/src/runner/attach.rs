@@ -17,7 +17,7 @@ use atropos_injector::{self as inj, CancellationToken, Identity, clock::now_ns};
 use rand::{RngExt, SeedableRng};
 
 use super::{Shared, check_run, files_left, judged};
-use crate::judge::After;
+use crate::judge::{After, nanos};
 use crate::plan::{self, AttachPlan, ExperimentPlan, PlannedTrial, TrialEnv};
 use crate::record::{Recovery, Replacement, TrialRecord};
 
@@ -44,6 +44,15 @@ pub(super) fn cool_down(attach: &AttachPlan, since: Option<Instant>, cancel: &Ca
     }
 }
 
+/// What a trial selected: the processes it hits, and every process that matched (none of
+/// which is a replacement when the service recovers: a worker the fault spared is not one).
+pub struct Selected {
+    /// The `count` drawn.
+    pub chosen: Vec<Process>,
+    /// All that matched and may be aimed at.
+    pub matched: Vec<Identity>,
+}
+
 /// The processes `attach` selects now, `count` of them drawn with `rng`; waits up to
 /// `limit` while nothing matches (a service between two processes). More matches than
 /// allowed is an error at once: never a guess.
@@ -52,21 +61,30 @@ pub fn select(
     rng: &mut impl rand::Rng,
     limit: Duration,
     cancel: &CancellationToken,
-) -> Result<Vec<Process>, SelectError> {
+) -> Result<Selected, SelectError> {
     let deadline = Instant::now() + limit;
     loop {
         let lowered = &attach.lowered;
         let outcome = lowered.selector.resolve(&lowered.guard).and_then(|s| {
+            let matched = s.allowed.iter().map(identity).collect();
             s.choose(lowered.count, lowered.max_targets, |n| {
                 rng.random_range(0..n)
             })
+            .map(|chosen| Selected { chosen, matched })
         });
         match outcome {
-            Ok(chosen) => return Ok(chosen),
+            Ok(selected) => return Ok(selected),
             Err(err @ SelectError::TooMany { .. }) => return Err(err),
             Err(err) if Instant::now() >= deadline || cancel.is_cancelled() => return Err(err),
             Err(_) => std::thread::sleep(RETRY),
         }
+    }
+}
+
+fn identity(p: &Process) -> Identity {
+    Identity {
+        pid: p.pid,
+        starttime: p.starttime,
     }
 }
 
@@ -77,28 +95,42 @@ pub fn selection_rng(seed: u64, trial: &PlannedTrial) -> rand::rngs::ChaCha8Rng 
     rand::rngs::ChaCha8Rng::seed_from_u64(seed ^ SELECTION_STREAM ^ place.rotate_left(17))
 }
 
-/// The plan's form of `chosen`. Selected by cgroup or systemd unit, the service is its
-/// cgroup: the members of that cgroup are the target's too (when the chosen share one, and
-/// it is not the root).
+/// The plan's form of `chosen`. A service selected by its cgroup (`cgroup:` naming it
+/// exactly, or `systemd_unit:` naming a `.service`) is that cgroup: its other members are
+/// the target's too. Never a cgroup that holds atropos, nor one wider than the selector
+/// names (a process's leaf under `cgroup: /user.slice` is a login session, not a service).
 fn target(chosen: &[Process], attach: &AttachPlan, cwd: &std::path::Path) -> inj::AttachTarget {
-    let selector = &attach.lowered.selector;
-    let by_cgroup = selector.cgroup.is_some() || selector.systemd_unit.is_some();
-    let shared = chosen
-        .first()
-        .map(|p| p.cgroup.clone())
-        .filter(|c| c != "/" && !c.is_empty() && chosen.iter().all(|p| p.cgroup == *c));
     inj::AttachTarget {
-        cgroup: shared.filter(|_| by_cgroup),
-        processes: chosen
-            .iter()
-            .map(|p| Identity {
-                pid: p.pid,
-                starttime: p.starttime,
-            })
-            .collect(),
+        cgroup: service_cgroup(chosen, &attach.lowered.selector),
+        processes: chosen.iter().map(identity).collect(),
         boot_id: inj::journal::boot_id().to_owned(),
         cwd: cwd.to_owned(),
     }
+}
+
+/// The cgroup every chosen process is in that the selector names as the service's.
+fn service_cgroup(
+    chosen: &[Process],
+    selector: &atropos_injector::attach::Selector,
+) -> Option<String> {
+    let first = chosen.first()?;
+    let path = first.cgroup.trim_end_matches('/');
+    let named = match (&selector.cgroup, &selector.systemd_unit) {
+        (Some(want), _) if !want.contains(':') && want.trim_end_matches('/') == path => {
+            path.to_owned()
+        }
+        (_, Some(unit)) if unit.ends_with(".service") => {
+            let at = path.split('/').position(|c| c == unit)?;
+            path.split('/').take(at + 1).collect::<Vec<_>>().join("/")
+        }
+        _ => return None,
+    };
+    let inside = |p: &str| p == named || p.starts_with(&format!("{named}/"));
+    let mine = atropos_injector::cgroup::v2_path_of(i32::try_from(std::process::id()).ok()?)?;
+    let all_inside = chosen
+        .iter()
+        .all(|p| inside(p.cgroup.trim_end_matches('/')));
+    (!named.is_empty() && named != "/" && all_inside && !inside(&mine)).then_some(named)
 }
 
 /// Runs one trial against the service; `None` if the run was cancelled before it began.
@@ -133,13 +165,17 @@ pub(super) fn run_trial(
         ))
     };
     let mut rng = selection_rng(exp.info.seed, trial);
-    let chosen = match select(attach, &mut rng, timeout, &shared.cancel) {
-        Ok(chosen) => chosen,
+    let Selected { chosen, matched } = match select(attach, &mut rng, timeout, &shared.cancel) {
+        Ok(selected) => selected,
         Err(_) if shared.cancel.is_cancelled() => return None,
         Err(err) => return failed(format!("selection: {err}")),
     };
-    // The blast radius, before anything is sent: the most this trial can send.
-    let steps = trial.fault.map_or(0, |f| exp.faults[f].lowered.steps.len());
+    // The blast radius, before anything is sent: the most this trial can send to what it
+    // chose (a pause is a SIGSTOP and a SIGCONT; `descendant` steps and orphans killed are
+    // counted once sent).
+    let steps = trial
+        .fault
+        .map_or(0, |f| plan::signals_per_target(&exp.faults[f].lowered));
     let most = chosen.len() * steps;
     let sent = shared.sent[experiment].load(Ordering::Relaxed);
     if sent + most > attach.max_signals {
@@ -157,7 +193,7 @@ pub(super) fn run_trial(
     // replacement's "ready" line written before it is selected still counts.
     let marks = log_marks(&iplan.phases);
     let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
-    let signals: usize = obs.deliveries.iter().map(|d| d.pids.len()).sum();
+    let signals = signals_sent(&obs);
     shared.sent[experiment].fetch_add(signals, Ordering::Relaxed);
     let mut after = After::default();
     if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
@@ -165,6 +201,7 @@ pub(super) fn run_trial(
         if let Some(recover) = &trial.expect.recover {
             let ctx = RecoveryContext {
                 hit: &hit,
+                matched: &matched,
                 obs: &obs,
                 marks: &marks,
             };
@@ -183,6 +220,17 @@ pub(super) fn run_trial(
     ))
 }
 
+/// Every signal a trial sent: each delivery to each process it hit, the SIGCONT of each
+/// pause that was resumed, each orphan killed.
+fn signals_sent(obs: &inj::Observation) -> usize {
+    let deliveries: usize = obs
+        .deliveries
+        .iter()
+        .map(|d| d.pids.len() * if d.resumed_ns.is_some() { 2 } else { 1 })
+        .sum();
+    deliveries + obs.orphans.iter().filter(|o| o.killed).count()
+}
+
 /// After a fault took the service's process: waits for a process that matches the same
 /// selector and is not one the trial hit, then for it to reach the phase; all within
 /// `recover.within` of the exit. A target still running is watched until it is in the
@@ -195,43 +243,27 @@ fn recover_service(
     recover: &crate::spec::Recover,
     shared: &Shared,
 ) -> Option<Recovery> {
-    let RecoveryContext { hit, obs, marks } = *ctx;
+    let RecoveryContext {
+        hit,
+        matched,
+        obs,
+        marks,
+    } = *ctx;
     let index = exp.info.phases.iter().position(|p| *p == recover.reaches)?;
     // Monotonic times: the observation's are relative to its start.
     let exit_at = obs.exit.as_ref().map(|e| obs.started_ns + e.at_ns);
-    let detected_ns = match (exit_at, obs.deliveries.last()) {
-        (Some(exit), Some(d)) => Some(exit.saturating_sub(obs.started_ns + d.delivered_ns)),
-        _ => None,
-    };
-    let from = exit_at.unwrap_or_else(now_ns);
-    let deadline = from + plan_ns(recover.within);
-    let mut rng = selection_rng(exp.info.seed ^ RECOVERY_STREAM, trial);
-    let replacement = exit_at.and_then(|_| {
-        let left = deadline.saturating_sub(now_ns());
-        select_other(attach, hit, &mut rng, left, &shared.cancel).map(|p| (p, now_ns()))
+    // From the last signal sent before the exit was seen.
+    let detected_ns = exit_at.and_then(|exit| {
+        let sent = obs
+            .deliveries
+            .iter()
+            .map(|d| obs.started_ns + d.delivered_ns)
+            .filter(|&at| at <= exit)
+            .max()?;
+        Some(exit - sent)
     });
-    let (subject, replaced_ns, pid) = match (&replacement, exit_at) {
-        (Some((p, seen)), _) => (
-            target(std::slice::from_ref(p), attach, &exp.cwd),
-            Some(seen.saturating_sub(from)),
-            Some(p.pid),
-        ),
-        (None, None) => (hit.clone(), None, None),
-        (None, Some(_)) => {
-            let mut obs = inj::Observation::unstarted(&format!("{}-r", trial.id), &exp.info.phases);
-            obs.error = Some("no replacement process appeared".to_owned());
-            return Some(Recovery {
-                phase: recover.reaches.clone(),
-                reached_ns: None,
-                observation: obs,
-                attached: Some(Replacement {
-                    detected_ns,
-                    replaced_ns: None,
-                    pid: None,
-                }),
-            });
-        }
-    };
+    let from = exit_at.unwrap_or_else(now_ns);
+    let deadline = from + nanos(recover.within);
     let vars = TrialEnv {
         port: 0,
         dir: shared.run_dir.join(&trial.id),
@@ -243,36 +275,82 @@ fn recover_service(
             *from = *mark;
         }
     }
-    let rplan = inj::TrialPlan {
-        id: format!("{}-r", trial.id),
-        target: inj::Target::Attach(subject),
-        phases,
-        steps: Vec::new(),
-        watches: Vec::new(),
-        finish: inj::Finish::UntilPhase(index),
-        hold: Duration::ZERO,
-        grace: Duration::ZERO,
-        timeout: Duration::from_nanos(deadline.saturating_sub(now_ns()).max(1)),
-        sample_resources: false,
-        tail_lines: 0,
-        kill_orphans: false,
+    // Watches `subject` until it is in the phase, or until the deadline.
+    let probe = |subject: inj::AttachTarget| {
+        let rplan = inj::TrialPlan {
+            id: format!("{}-r", trial.id),
+            target: inj::Target::Attach(subject),
+            phases: phases.clone(),
+            steps: Vec::new(),
+            watches: Vec::new(),
+            finish: inj::Finish::UntilPhase(index),
+            hold: Duration::ZERO,
+            grace: Duration::ZERO,
+            timeout: Duration::from_nanos(deadline.saturating_sub(now_ns()).max(1)),
+            sample_resources: false,
+            tail_lines: 0,
+            kill_orphans: false,
+        };
+        let robs = inj::trial::run_blocking(&rplan, &shared.cancel);
+        let reached = robs
+            .phases
+            .get(index)
+            .and_then(|p| p.entered_ns)
+            .map(|at| (robs.started_ns + at).saturating_sub(from));
+        (robs, reached)
     };
-    let robs = inj::trial::run_blocking(&rplan, &shared.cancel);
-    let reached_ns = robs
-        .phases
-        .get(index)
-        .and_then(|p| p.entered_ns)
-        .map(|at| (robs.started_ns + at).saturating_sub(from));
-    Some(Recovery {
-        phase: recover.reaches.clone(),
-        reached_ns,
-        observation: robs,
-        attached: Some(Replacement {
-            detected_ns,
-            replaced_ns,
-            pid,
-        }),
-    })
+    let times = |replaced_ns, pid, survived| Replacement {
+        detected_ns,
+        replaced_ns,
+        pid,
+        survived,
+    };
+    if exit_at.is_none() {
+        // The fault did not take it down: recovered once it is in the phase (still, or
+        // again).
+        let (robs, reached_ns) = probe(hit.clone());
+        return Some(Recovery {
+            phase: recover.reaches.clone(),
+            reached_ns,
+            observation: robs,
+            attached: Some(times(None, None, true)),
+        });
+    }
+    // A new process, none of those that matched at selection; if one dies before it is in
+    // the phase, the next, until the deadline.
+    let mut rng = selection_rng(exp.info.seed ^ RECOVERY_STREAM, trial);
+    let mut passed_over: Vec<Identity> = matched.to_vec();
+    let mut last = None;
+    while now_ns() < deadline && !shared.cancel.is_cancelled() {
+        let left = deadline.saturating_sub(now_ns());
+        let Some(fresh) = select_other(attach, &passed_over, &mut rng, left, &shared.cancel) else {
+            break;
+        };
+        let replaced_ns = now_ns().saturating_sub(from);
+        passed_over.push(identity(&fresh));
+        let (robs, reached_ns) = probe(target(std::slice::from_ref(&fresh), attach, &exp.cwd));
+        let gone = robs.stop == inj::StopReason::Exited;
+        let recovery = Recovery {
+            phase: recover.reaches.clone(),
+            reached_ns,
+            observation: robs,
+            attached: Some(times(Some(replaced_ns), Some(fresh.pid), false)),
+        };
+        if reached_ns.is_some() || !gone {
+            return Some(recovery);
+        }
+        last = Some(recovery);
+    }
+    Some(last.unwrap_or_else(|| {
+        let mut robs = inj::Observation::unstarted(&format!("{}-r", trial.id), &exp.info.phases);
+        robs.error = Some("no replacement process appeared".to_owned());
+        Recovery {
+            phase: recover.reaches.clone(),
+            reached_ns: None,
+            observation: robs,
+            attached: Some(times(None, None, false)),
+        }
+    }))
 }
 
 /// What a recovery starts from: the processes the trial hit, what it saw, and where each
@@ -280,6 +358,7 @@ fn recover_service(
 #[derive(Clone, Copy)]
 struct RecoveryContext<'a> {
     hit: &'a inj::AttachTarget,
+    matched: &'a [Identity],
     obs: &'a inj::Observation,
     marks: &'a [Option<LogMark>],
 }
@@ -295,10 +374,10 @@ fn log_marks(phases: &[inj::PhasePlan]) -> Vec<Option<LogMark>> {
         .collect()
 }
 
-/// A process the selector matches now that is none of `hit`: waits up to `limit_ns`.
+/// A process the selector matches now that is none of `excluded`: waits up to `limit_ns`.
 fn select_other(
     attach: &AttachPlan,
-    hit: &inj::AttachTarget,
+    excluded: &[Identity],
     rng: &mut impl rand::Rng,
     limit_ns: u64,
     cancel: &CancellationToken,
@@ -310,11 +389,7 @@ fn select_other(
             let fresh: Vec<Process> = selection
                 .allowed
                 .into_iter()
-                .filter(|p| {
-                    !hit.processes
-                        .iter()
-                        .any(|h| h.pid == p.pid && h.starttime == p.starttime)
-                })
+                .filter(|p| !excluded.contains(&identity(p)))
                 .collect();
             if !fresh.is_empty() {
                 let i = rng.random_range(0..fresh.len());
@@ -328,6 +403,111 @@ fn select_other(
     }
 }
 
-fn plan_ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2)
+#[cfg(test)]
+mod tests {
+    use atropos_injector::attach::Selector;
+
+    use super::*;
+
+    fn process(pid: i32, cgroup: &str) -> Process {
+        Process {
+            pid,
+            starttime: 1,
+            ppid: 1,
+            uid: 0,
+            argv: vec!["svc".into()],
+            cgroup: cgroup.into(),
+        }
+    }
+
+    #[test]
+    fn a_service_is_its_cgroup_only_where_the_selector_names_that_cgroup() {
+        let by_cgroup = |want: &str| Selector {
+            cgroup: Some(want.into()),
+            ..Selector::default()
+        };
+        let by_unit = |unit: &str| Selector {
+            systemd_unit: Some(unit.into()),
+            ..Selector::default()
+        };
+        let svc = [process(10, "/system.slice/redis.service")];
+        let cases: [(&str, &[Process], Selector, Option<&str>); 7] = [
+            (
+                "named exactly",
+                &svc,
+                by_cgroup("/system.slice/redis.service"),
+                Some("/system.slice/redis.service"),
+            ),
+            (
+                "a wider cgroup than the process's",
+                &svc,
+                by_cgroup("/system.slice"),
+                None,
+            ),
+            (
+                "a v1 controller path",
+                &svc,
+                by_cgroup("cpu:/system.slice/redis.service"),
+                None,
+            ),
+            (
+                "a service unit",
+                &[process(10, "/system.slice/redis.service/sub")],
+                by_unit("redis.service"),
+                Some("/system.slice/redis.service"),
+            ),
+            (
+                "a unit that is no service (a session scope)",
+                &[process(10, "/user.slice/session-1.scope")],
+                by_unit("session-1.scope"),
+                None,
+            ),
+            (
+                "processes in two cgroups",
+                &[process(10, "/a.service"), process(11, "/b.service")],
+                by_cgroup("/a.service"),
+                None,
+            ),
+            ("not selected by cgroup", &svc, Selector::default(), None),
+        ];
+        for (name, chosen, selector, want) in cases {
+            assert_eq!(service_cgroup(chosen, &selector).as_deref(), want, "{name}");
+        }
+        // Never the cgroup atropos itself is in.
+        let mine = atropos_injector::cgroup::v2_path_of(std::process::id() as i32).unwrap();
+        if mine != "/" {
+            let here = [process(10, &mine)];
+            assert_eq!(service_cgroup(&here, &by_cgroup(&mine)), None);
+        }
+    }
+
+    #[test]
+    fn every_signal_sent_counts_against_the_blast_radius() {
+        let mut obs = inj::Observation::unstarted("t", &[]);
+        let delivery = |pids: Vec<i32>, resumed_ns| inj::Delivery {
+            step: 0,
+            signal: inj::Signal::TERM,
+            aim: inj::Aim::Main,
+            pids,
+            phase: "up".into(),
+            trigger_ns: 0,
+            offset_ns: 0,
+            delivered_ns: 0,
+            latency_ns: 0,
+            outcome: inj::DeliveryOutcome::Delivered,
+            resumed_ns,
+        };
+        obs.deliveries = vec![delivery(vec![1, 2], None), delivery(vec![3], Some(5))];
+        let orphan = |killed| inj::Orphan {
+            pid: 9,
+            comm: "h".into(),
+            cmdline: String::new(),
+            left_group: false,
+            killed,
+            kept: !killed,
+        };
+        obs.orphans = vec![orphan(true), orphan(false)];
+        // Two processes hit, one paused and resumed (two signals), one orphan killed.
+        assert_eq!(signals_sent(&obs), 2 + 2 + 1);
+    }
 }

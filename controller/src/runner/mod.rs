@@ -78,9 +78,9 @@ struct Board {
     /// Records not yet handed to `events`. Nothing else keeps them: what a run holds does
     /// not grow with its trials.
     outbox: Vec<Arc<TrialRecord>>,
-    /// Per experiment: whether a trial of it runs now. An `attach:` experiment's trials hit
-    /// one live service, so they run one after another, never two at once.
-    busy: Vec<bool>,
+    /// Whether a trial against running processes runs now. Such trials hit live services
+    /// (two experiments may name the same one), so they run one at a time, in the whole run.
+    attach_busy: bool,
     /// Per experiment: when its last trial against a live service ended (its cooldown
     /// counts from then).
     last_end: Vec<Option<std::time::Instant>>,
@@ -152,19 +152,19 @@ impl Shared {
                 };
                 return Some((work, None));
             }
-            // The first experiment with trials left that may start one now: a busy `attach:`
-            // experiment waits for its running trial (whose lane takes its next one).
+            // The first experiment with trials left that may start one now: while a trial
+            // against running processes runs, no other starts (its lane takes the next).
             let mut i = 0;
             while i < board.released.len() {
                 let experiment = board.released[i].0;
-                if board.busy[experiment] {
+                let attached = self.experiments[experiment].attach.is_some();
+                if attached && board.attach_busy {
                     i += 1;
                     continue;
                 }
                 match board.released[i].1.next() {
                     Some(trial) => {
-                        let attached = self.experiments[experiment].attach.is_some();
-                        board.busy[experiment] = attached;
+                        board.attach_busy |= attached;
                         let lengths = board.lengths[experiment].clone();
                         let work = Work {
                             experiment,
@@ -193,8 +193,8 @@ impl Shared {
     /// Files a finished piece of work; a baseline that ran releases its trials.
     fn finish(&self, work: &Work, record: Option<Arc<TrialRecord>>) {
         let mut board = self.board();
-        if board.busy[work.experiment] {
-            board.busy[work.experiment] = false;
+        if self.experiments[work.experiment].attach.is_some() {
+            board.attach_busy = false;
             board.last_end[work.experiment] = Some(std::time::Instant::now());
         }
         if work.trial.is_none() {
@@ -283,7 +283,6 @@ pub async fn execute(
             baselines,
             released,
             lengths: vec![None; count],
-            busy: vec![false; count],
             last_end: vec![None; count],
             ..Board::default()
         }),

@@ -643,6 +643,7 @@ mod tests {
                         detected_ns: Some(1_200_000),
                         replaced_ns: None,
                         pid: None,
+                        survived: false,
                     }),
                 });
                 if let Some(e) = t.expectations.first_mut() {

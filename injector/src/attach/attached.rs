@@ -22,8 +22,9 @@ use crate::{procfs, safety};
 #[derive(Debug)]
 pub struct Attached {
     held: Vec<(Identity, OwnedFd)>,
-    /// The service's cgroup folder, when the plan names one.
+    /// The service's cgroup folder, when the plan names one, and its path in the hierarchy.
     cgroup: Option<std::path::PathBuf>,
+    cgroup_path: Option<String>,
     /// When the last of them was seen gone (monotonic ns).
     exited: std::cell::Cell<Option<u64>>,
 }
@@ -91,6 +92,10 @@ impl Attached {
         Ok(Attached {
             held,
             cgroup,
+            cgroup_path: target
+                .cgroup
+                .as_ref()
+                .map(|p| format!("/{}", p.trim_matches('/'))),
             exited: std::cell::Cell::new(None),
         })
     }
@@ -201,15 +206,28 @@ impl Subject for Attached {
         false
     }
 
-    fn cgroup_members(&self) -> Vec<i32> {
-        let Some(dir) = &self.cgroup else {
+    fn descendants(&self) -> Vec<procfs::ProcStat> {
+        let mut found = Vec::new();
+        for (id, fd) in self.running() {
+            let kids = procfs::descendants_of(id.pid);
+            // Exited while its children were read: the number may have named another
+            // process by the end of the walk.
+            if !has_exited(fd.as_fd()) {
+                found.extend(kids);
+            }
+        }
+        found
+    }
+
+    fn cgroup_members(&self) -> Vec<procfs::ProcStat> {
+        let (Some(dir), Some(path)) = (&self.cgroup, &self.cgroup_path) else {
             return Vec::new();
         };
-        let mut members = Vec::new();
+        let mut pids = Vec::new();
         let mut folders = vec![dir.clone()];
         while let Some(folder) = folders.pop() {
             if let Ok(text) = std::fs::read_to_string(folder.join("cgroup.procs")) {
-                members.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
             if let Ok(entries) = std::fs::read_dir(&folder) {
                 folders.extend(
@@ -220,8 +238,17 @@ impl Subject for Attached {
                 );
             }
         }
-        members.retain(|pid| !self.held.iter().any(|(id, _)| id.pid == *pid));
-        members
+        pids.retain(|pid| !self.held.iter().any(|(id, _)| id.pid == *pid));
+        pids.into_iter()
+            .filter_map(|pid| {
+                let stat = procfs::ProcStat::read(pid)?;
+                // Read after its start time: the number is still a member's, so the pair
+                // names a member (a number reused in between by a process elsewhere fails).
+                let own = crate::cgroup::v2_path_of(pid)?;
+                let inside = own == *path || own.starts_with(&format!("{path}/"));
+                inside.then_some(stat)
+            })
+            .collect()
     }
 }
 
@@ -334,11 +361,13 @@ mod tests {
         let attached = Attached::pin(&target(vec![identity(child.id())])).unwrap();
         assert_eq!(attached.signal_group(Signal::TERM), DeliveryOutcome::Denied);
         attached.kill();
+        std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(
             attached.peek(),
             None,
             "kill leaves an attached process alone"
         );
+        assert!(matches!(child.try_wait(), Ok(None)), "still running");
         drop(child.stdin.take());
         child.wait().unwrap();
     }

@@ -17,7 +17,7 @@
 //! error that lists them, never a guess. [`Process::pin`] then holds the chosen one by
 //! pidfd, start time and boot id, and every later action goes through that.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
@@ -382,24 +382,13 @@ impl Selector {
 }
 
 impl Selector {
-    /// Whether `pid`'s command line passes the `name` and `cmdline` tests, read by path
-    /// into `buf` (no allocation for a process that fails them).
+    /// Whether `pid`'s command line passes the `name` and `cmdline` tests, read into `buf`
+    /// through `/proc`'s descriptor (no allocation for a process that fails them).
     fn argv_matches(&self, pid: i32, buf: &mut Vec<u8>) -> bool {
-        use std::io::Write;
-        let mut path = [0u8; 32];
-        let len = {
-            let mut cursor = std::io::Cursor::new(&mut path[..]);
-            if write!(cursor, "/proc/{pid}/cmdline").is_err() {
-                return false;
-            }
-            usize::try_from(cursor.position()).unwrap_or(0)
-        };
-        let Ok(path) = std::str::from_utf8(&path[..len]) else {
+        let Some(total) = read_cmdline(pid, buf) else {
             return false;
         };
-        if read_file(path, buf).is_none() {
-            return false;
-        }
+        let buf = &mut buf[..total];
         // Arguments are separated (and ended) by NUL; empty ones are dropped, as `argv`
         // does, before joining with single spaces.
         let mut joined = 0;
@@ -418,8 +407,7 @@ impl Selector {
                 start = i + 1;
             }
         }
-        buf.truncate(joined);
-        let text = String::from_utf8_lossy(buf);
+        let text = String::from_utf8_lossy(&buf[..joined]);
         // A necessary condition only (argv[0]'s basename is part of the joined words); the
         // exact test follows the read through the process's handle.
         if let Some(want) = &self.name
@@ -436,16 +424,62 @@ impl Selector {
     }
 }
 
-/// The whole file at `path`, into `buf`.
-fn read_file<'b>(path: &str, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+/// `/proc`, opened once: each command line is opened relative to it, which spares the
+/// walk from `/` for every process of the host.
+fn proc_root() -> Option<BorrowedFd<'static>> {
+    static PROC: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    PROC.get_or_init(|| {
+        use nix::fcntl::OFlag;
+        nix::fcntl::open(
+            "/proc",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+    })
+    .as_ref()
+    .map(AsFd::as_fd)
+}
+
+/// `/proc/PID/cmdline` into the front of `buf`, which keeps its length between calls (no
+/// zeroing per process); returns how many bytes were read. The kernel hands the whole
+/// command line to one read that asks for more than it holds, so a short read is the end.
+fn read_cmdline(pid: i32, buf: &mut Vec<u8>) -> Option<usize> {
     use nix::fcntl::OFlag;
-    let file = nix::fcntl::open(
+    use std::io::Write;
+    let mut path = [0u8; 24];
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut path[..]);
+        write!(cursor, "{pid}/cmdline").ok()?;
+        usize::try_from(cursor.position()).ok()?
+    };
+    let path = std::str::from_utf8(&path[..len]).ok()?;
+    let file = nix::fcntl::openat(
+        proc_root()?,
         path,
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .ok()?;
-    read_all(&file, buf)
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
+    let mut total = 0;
+    loop {
+        match nix::unistd::read(&file, &mut buf[total..]) {
+            Ok(0) => return Some(total),
+            Ok(n) => {
+                total += n;
+                if total < buf.len() {
+                    return Some(total);
+                }
+                let grown = buf.len() * 2;
+                buf.resize(grown, 0);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Everything left to read from `file`, into `buf`.
@@ -507,8 +541,9 @@ struct ProcDir(OwnedFd);
 impl ProcDir {
     fn open(pid: i32) -> Option<ProcDir> {
         use nix::fcntl::OFlag;
-        nix::fcntl::open(
-            format!("/proc/{pid}").as_str(),
+        nix::fcntl::openat(
+            proc_root()?,
+            pid.to_string().as_str(),
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )

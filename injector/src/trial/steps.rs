@@ -72,6 +72,21 @@ impl Driver<'_> {
                         }
                         (at, 0)
                     }
+                    None if !self.child.is_child() => {
+                        // Never stopped by atropos: the step waits `grace` after the last one
+                        // (or the start) for the process to exit, then is skipped.
+                        let limit = self.last_step_at.unwrap_or(self.t0) + ns(self.plan.grace);
+                        if now >= limit {
+                            self.skip_rest(format!(
+                                "the attached process did not exit within {} (atropos does \
+                                 not stop a process it did not start)",
+                                crate::duration::human_ns(ns(self.plan.grace))
+                            ));
+                        } else {
+                            soonest(limit);
+                        }
+                        break;
+                    }
                     None => {
                         // The target must end before this step: end it as a baseline would.
                         self.stop_when_done(now, &mut soonest);
@@ -150,6 +165,10 @@ impl Driver<'_> {
     /// Once every phase is entered and `hold` has passed, stop the target with SIGTERM; if it
     /// is still there `grace` later, it hung.
     pub(super) fn stop_when_done(&mut self, now: u64, soonest: &mut impl FnMut(u64)) {
+        if !self.child.is_child() {
+            // Never for a process atropos did not start (no plan asks it: defence in depth).
+            return;
+        }
         if let Some(sent) = self.stop_sent_at {
             let limit = sent + ns(self.plan.grace);
             if now >= limit {
@@ -424,12 +443,7 @@ impl Driver<'_> {
     pub(super) fn trial_processes(&self) -> Vec<procfs::ProcStat> {
         let main = self.child.pid();
         if !self.child.is_child() {
-            let mut found: Vec<_> = self
-                .child
-                .pids()
-                .into_iter()
-                .flat_map(procfs::descendants_of)
-                .collect();
+            let mut found = self.child.descendants();
             found.sort_by_key(|p| p.pid);
             found.dedup_by_key(|p| p.pid);
             return found;

@@ -46,9 +46,13 @@ pub trait Subject {
     fn finish(&mut self) -> Option<Exit>;
     /// Whether atropos started it (then it owns what it left behind).
     fn is_child(&self) -> bool;
+    /// The live descendants of the main process(es). Only of a process still held: once an
+    /// attached process has exited, its number may name another process, whose children are
+    /// none of the trial's.
+    fn descendants(&self) -> Vec<crate::procfs::ProcStat>;
     /// For an attached service selected by its cgroup: the other processes in that cgroup
-    /// and below it.
-    fn cgroup_members(&self) -> Vec<i32> {
+    /// and below it, each checked to be in it after its start time was read.
+    fn cgroup_members(&self) -> Vec<crate::procfs::ProcStat> {
         Vec::new()
     }
 }
@@ -112,5 +116,10 @@ impl Subject for Spawned {
 
     fn is_child(&self) -> bool {
         true
+    }
+
+    fn descendants(&self) -> Vec<crate::procfs::ProcStat> {
+        // Unreaped, the number is still this child's.
+        crate::procfs::descendants_of(Spawned::pid(self))
     }
 }

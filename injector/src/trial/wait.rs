@@ -128,10 +128,8 @@ impl Driver<'_> {
             match child.lane() {
                 Some(lane) => pids.extend(lane.members()),
                 None if !child.is_child() => {
-                    for pid in child.pids() {
-                        pids.push(pid);
-                        pids.extend(crate::procfs::descendants_of(pid).iter().map(|p| p.pid));
-                    }
+                    pids.extend(child.pids());
+                    pids.extend(child.descendants().iter().map(|p| p.pid));
                 }
                 None => {
                     pids.extend(crate::procfs::descendants_of(main).iter().map(|p| p.pid));
@@ -237,20 +235,11 @@ impl Driver<'_> {
     /// Adds the attached target's current descendants (and the other members of its
     /// service's cgroup, where it was selected by one) to those it is known to have had.
     pub(super) fn note_descendants(&mut self) {
-        for pid in self.child.cgroup_members() {
-            if let Some(stat) = procfs::ProcStat::read(pid) {
-                let id = (stat.pid, stat.starttime);
-                if !self.descendants.contains(&id) {
-                    self.descendants.push(id);
-                }
-            }
-        }
-        for pid in self.child.pids() {
-            for stat in procfs::descendants_of(pid) {
-                let id = (stat.pid, stat.starttime);
-                if !self.descendants.contains(&id) {
-                    self.descendants.push(id);
-                }
+        let seen = self.child.cgroup_members().into_iter();
+        for stat in seen.chain(self.child.descendants()) {
+            let id = (stat.pid, stat.starttime);
+            if !self.descendants.contains(&id) {
+                self.descendants.push(id);
             }
         }
     }
