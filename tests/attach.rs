@@ -16,8 +16,13 @@ struct Waiting(Child);
 
 impl Waiting {
     fn start(token: &str) -> Waiting {
+        Waiting::script("read _", token)
+    }
+
+    /// `sh -c SCRIPT TOKEN` (the token is `$0`), its stdin a pipe of this test's.
+    fn script(script: &str, token: &str) -> Waiting {
         let child = Command::new("sh")
-            .args(["-c", "read _", token])
+            .args(["-c", script, token])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
@@ -501,16 +506,10 @@ fn an_attached_targets_orphans_are_reported_and_killed_only_under_orphans_kill()
         let tok = token(&format!("attach-orphans-{policy}"));
         let child_tok = format!("{tok}-child");
         // A service with a helper of its own that outlives it.
-        let outer = Command::new("sh")
-            .args([
-                "-c",
-                "sh -c 'while :; do sleep 1; done' \"$0-child\" & read _",
-                &tok,
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut outer = Waiting(outer);
+        let mut outer = Waiting::script(
+            "sh -c 'while :; do sleep 1; done' \"$0-child\" & read _",
+            &tok,
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
         let (code, report, stderr) = run_json(
             dir.path(),
@@ -606,16 +605,10 @@ fn a_service_selected_by_its_cgroup_owns_what_left_its_process_tree() {
     let escaped_tok = format!("{tok}-escaped");
     // Moved into the cgroup first; then, on a line on its stdin, it starts a helper that
     // leaves its process tree (a double fork: the helper's parent exits at once).
-    let service = Command::new("sh")
-        .args([
-            "-c",
-            "read _; (setsid sh -c 'while :; do sleep 1; done' \"$0-escaped\" &); read _",
-            &tok,
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut service = Waiting(service);
+    let mut service = Waiting::script(
+        "read _; (setsid sh -c 'while :; do sleep 1; done' \"$0-escaped\" &); read _",
+        &tok,
+    );
     cgroup.adopt(service.pid());
     writeln!(service.0.stdin.as_mut().unwrap(), "go").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));

@@ -15,24 +15,10 @@ pub(super) struct Obs(Observation);
 /// An observation of a target that showed nothing: no phase, no output, no exit, no fault.
 pub(super) fn obs() -> Obs {
     Obs(Observation {
-        trial_id: "t-0".to_owned(),
         pid: Some(4242),
         started_ns: 1_000,
-        ended_ns: 0,
-        phases: Vec::new(),
-        deliveries: Vec::new(),
-        skipped: Vec::new(),
-        stop_signal: None,
-        exit: None,
         stop: StopReason::Exited,
-        orphans: Vec::new(),
-        watches: Vec::new(),
-        stdout_tail: Vec::new(),
-        stderr_tail: Vec::new(),
-        lines: (0, 0),
-        resources: None,
-        missed: None,
-        error: None,
+        ..Observation::unstarted("t-0", &[])
     })
 }
 
