@@ -11,6 +11,10 @@
 //! (an inotify watch on its folder wakes the trial's wait), the fault `SIGTERM` at it.
 //! For comparison the same fixture runs with its marker on stdout. Prints p50, p99 and max
 //! of the difference, from the JSON report.
+//!
+//! Then the same for an attached target: the benchmark starts `marker-clock --wait --log`
+//! itself, the injector attaches to it (pid, start time, boot id; signals through the
+//! pidfd), and once the trial watches the log the benchmark tells the fixture to write.
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
@@ -94,6 +98,91 @@ spec:
     out
 }
 
+/// Felt latencies (ns) of `trials` trials against a `marker-clock` this benchmark started
+/// and the injector attached to.
+fn felt_attached(dir: &Path, trials: u64) -> Vec<u64> {
+    use atropos_injector as inj;
+    use std::io::{BufRead, Write};
+    atropos_injector::init().unwrap();
+    let fixture = root().join("target/release/marker-clock");
+    let mut out = Vec::new();
+    for i in 0..trials {
+        let log = dir.join(format!("attached-{i}.log"));
+        let token = format!("atropos-log-bench-{}-{i}", std::process::id());
+        let mut child = std::process::Command::new(&fixture)
+            .args(["--wait", "--log"])
+            .arg(&log)
+            .arg(&token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let starttime = loop {
+            if let Some(s) = inj::procfs::ProcStat::read(pid) {
+                break s.starttime;
+            }
+        };
+        let plan = inj::TrialPlan {
+            id: token.clone(),
+            target: inj::Target::Attach(inj::AttachTarget {
+                processes: vec![inj::Identity { pid, starttime }],
+                boot_id: inj::journal::boot_id().to_owned(),
+                cwd: dir.to_owned(),
+                cgroup: None,
+            }),
+            phases: vec![inj::PhasePlan {
+                name: "ready".into(),
+                marker: inj::Marker::Log {
+                    path: log.clone(),
+                    regex: "^ready ".into(),
+                    from: None,
+                },
+                within: None,
+            }],
+            steps: vec![inj::StepPlan {
+                action: inj::Action::Signal(inj::Signal::TERM),
+                aim: inj::Aim::Main,
+                when: inj::When::Phase {
+                    index: 0,
+                    offset: std::time::Duration::ZERO,
+                },
+            }],
+            watches: Vec::new(),
+            finish: inj::Finish::Observe,
+            hold: std::time::Duration::ZERO,
+            grace: std::time::Duration::from_secs(2),
+            timeout: std::time::Duration::from_secs(10),
+            sample_resources: false,
+            tail_lines: 0,
+            kill_orphans: false,
+        };
+        let cancel = inj::CancellationToken::new();
+        let trial = std::thread::spawn(move || inj::trial::run_blocking(&plan, &cancel));
+        // The trial follows the log from its end before it pins the process: a moment
+        // after the start is enough.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        writeln!(child.stdin.take().unwrap(), "go").unwrap();
+        let obs = trial.join().unwrap();
+        assert_eq!(obs.deliveries.len(), 1, "{obs:?}");
+        let lines: Vec<String> = std::io::BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        child.wait().unwrap();
+        let stamp = |prefix: &str| {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix)?.trim().parse::<u64>().ok())
+        };
+        if let (Some(w), Some(h)) = (stamp("logged "), stamp("handled ")) {
+            out.push(h.saturating_sub(w));
+        }
+    }
+    assert_eq!(out.len() as u64, trials, "every trial has both stamps");
+    out
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -128,4 +217,14 @@ fn main() {
             );
         }
     }
+    let mut v = felt_attached(dir.path(), trials.min(300));
+    v.sort_unstable();
+    let at = |q: f64| v[((q * v.len() as f64) as usize).min(v.len() - 1)] as f64 / 1e3;
+    println!(
+        "attached, marker on log file:  line written → SIGTERM felt p50 {:>6.1} µs  p99 {:>7.1} µs  max {:>8.1} µs  ({} trials)",
+        at(0.5),
+        at(0.99),
+        v[v.len() - 1] as f64 / 1e3,
+        v.len()
+    );
 }

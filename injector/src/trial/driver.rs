@@ -49,6 +49,8 @@ pub(super) struct Driver<'a> {
     /// An attached target's descendants seen so far, by pid and start time (they are
     /// orphans if they outlive it).
     pub(super) descendants: Vec<(i32, u64)>,
+    /// When an attached target's descendants are next looked at.
+    pub(super) next_look: u64,
 }
 
 /// What the driver waits for next.

@@ -140,6 +140,7 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         next_sample: t0,
         buf: vec![0u8; 64 * 1024],
         descendants: Vec::new(),
+        next_look: t0 + SAMPLE_EVERY,
     };
     if !driver.child.is_child() {
         driver.note_descendants();

@@ -305,9 +305,6 @@ impl Driver<'_> {
 
     /// Carries out step `index` now.
     pub(super) fn fire(&mut self, index: usize, trigger: u64, offset: u64) {
-        if !self.child.is_child() {
-            self.note_descendants();
-        }
         let step = &self.plan.steps[index];
         let (signal, pause) = match &step.action {
             Action::Signal(sig) => (*sig, None),
@@ -390,6 +387,11 @@ impl Driver<'_> {
             }
         };
         self.record_delivery(index, trigger, offset, delivered, outcome, pids);
+        if !self.child.is_child() {
+            // After the signal, not before: the walk would delay it by tens of µs. What the
+            // process had before is known from the last look (see `drive`).
+            self.note_descendants();
+        }
         if let Some(d) = pause {
             if outcome == DeliveryOutcome::Delivered {
                 let group = matches!(step.aim, Aim::Group);

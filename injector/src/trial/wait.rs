@@ -51,6 +51,7 @@ impl Driver<'_> {
             self.wait(until.saturating_sub(now));
             self.check_polled();
             self.sample();
+            self.look_at_descendants();
         }
     }
 
@@ -241,6 +242,16 @@ impl Driver<'_> {
             if !self.descendants.contains(&id) {
                 self.descendants.push(id);
             }
+        }
+    }
+
+    /// An attached target's descendants, looked at every [`SAMPLE_EVERY`] while it runs (the
+    /// loop wakes at least that often), so that those it had just before a fault are known.
+    pub(super) fn look_at_descendants(&mut self) {
+        let now = now_ns();
+        if !self.child.is_child() && self.exited_at.is_none() && now >= self.next_look {
+            self.note_descendants();
+            self.next_look = now + SAMPLE_EVERY;
         }
     }
 
