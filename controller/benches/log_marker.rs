@@ -124,6 +124,7 @@ fn felt_attached(dir: &Path, trials: u64) -> Vec<u64> {
             }
         };
         let plan = inj::TrialPlan {
+            format: inj::PLAN_FORMAT,
             id: token.clone(),
             target: inj::Target::Attach(inj::AttachTarget {
                 processes: vec![inj::Identity { pid, starttime }],

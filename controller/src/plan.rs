@@ -516,6 +516,7 @@ pub fn injector_plan(
         (false, None) => DEFAULT_GRACE,
     };
     let plan = inj::TrialPlan {
+        format: inj::PLAN_FORMAT,
         id: trial.id.clone(),
         target,
         phases,

@@ -42,8 +42,8 @@ mod unix;
 pub mod workdir;
 
 pub use plan::{
-    Action, Aim, AttachTarget, ExitedState, Finish, Identity, Marker, PhasePlan, RunTarget,
-    StepPlan, Stream, Target, TrialPlan, Watch, When,
+    Action, Aim, AttachTarget, ExitedState, Finish, Identity, Marker, PLAN_FORMAT, PhasePlan,
+    RunTarget, StepPlan, Stream, Target, TrialPlan, Watch, When,
 };
 pub use record::{
     Delivery, DeliveryOutcome, Exit, MissedPhase, Observation, Orphan, PhaseEntry, StopReason,

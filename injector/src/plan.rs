@@ -10,9 +10,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::signal::Signal;
 
+/// The version of the plan's wire form: an injector refuses a plan of another.
+pub const PLAN_FORMAT: u32 = 1;
+
 /// One trial to execute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrialPlan {
+    /// The wire form's version ([`PLAN_FORMAT`]).
+    pub format: u32,
     /// Unique id; also put into the target's environment as `ATROPOS_TRIAL`.
     pub id: String,
     /// What faults hit: a command to spawn, or running processes to attach to.
@@ -59,6 +65,7 @@ pub enum Target {
 /// another process by the time the plan runs, so the injector pins each by pid and start
 /// time, in this boot only, and refuses the trial if one is no longer the process selected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AttachTarget {
     /// The selected processes, the first one the main process of the trial's record.
     pub processes: Vec<Identity>,
@@ -75,6 +82,7 @@ pub struct AttachTarget {
 
 /// One process, as exactly as Linux can name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Identity {
     /// Process id.
     pub pid: i32,
@@ -84,6 +92,7 @@ pub struct Identity {
 
 /// A command to spawn fresh for the trial.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunTarget {
     /// Program and arguments.
     pub argv: Vec<String>,
@@ -95,6 +104,7 @@ pub struct RunTarget {
 
 /// A named stretch of the target's life and the marker that opens it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PhasePlan {
     /// Phase name.
     pub name: String,
@@ -108,6 +118,7 @@ pub struct PhasePlan {
 
 /// What shows a phase has been entered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "snake_case")]
 pub enum Marker {
     /// A stdout line matching this regex.
@@ -148,6 +159,7 @@ pub enum Stream {
 
 /// An output pattern to record matches of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Watch {
     /// Which stream.
     pub stream: Stream,
@@ -157,6 +169,7 @@ pub struct Watch {
 
 /// One step of a fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StepPlan {
     /// What to do.
     pub action: Action,
@@ -270,5 +283,156 @@ pub(crate) mod nanos {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_nanos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    fn plan(
+        target: Target,
+        phases: Vec<Marker>,
+        steps: Vec<StepPlan>,
+        finish: Finish,
+    ) -> TrialPlan {
+        TrialPlan {
+            format: PLAN_FORMAT,
+            id: "r1-0-0".into(),
+            target,
+            phases: phases
+                .into_iter()
+                .enumerate()
+                .map(|(i, marker)| PhasePlan {
+                    name: format!("p{i}"),
+                    marker,
+                    within: (i == 0).then(|| Duration::from_millis(1500)),
+                })
+                .collect(),
+            steps,
+            watches: vec![Watch {
+                stream: Stream::Stderr,
+                regex: "panic".into(),
+            }],
+            finish,
+            hold: Duration::from_millis(200),
+            grace: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            sample_resources: true,
+            tail_lines: 50,
+            kill_orphans: false,
+        }
+    }
+
+    #[test]
+    fn every_variant_of_a_plan_comes_back_from_its_json_as_it_went() {
+        let run = Target::Run(RunTarget {
+            argv: vec!["./api".into(), "--port".into(), "18080".into()],
+            env: vec![("RUST_LOG".into(), "info".into())],
+            cwd: "/srv".into(),
+        });
+        let attach = Target::Attach(AttachTarget {
+            processes: vec![Identity {
+                pid: 4242,
+                starttime: 123_456,
+            }],
+            boot_id: "b00t".into(),
+            cwd: "/".into(),
+            cgroup: Some("/system.slice/redis.service".into()),
+        });
+        let markers = vec![
+            Marker::Stdout("^ready".into()),
+            Marker::Stderr("listening".into()),
+            Marker::Log {
+                path: "/var/log/app.log".into(),
+                regex: "^${target.pid}:M .*Ready".into(),
+                from: Some(crate::logfollow::LogMark {
+                    dev: 1,
+                    ino: 2,
+                    len: 3,
+                }),
+            },
+            Marker::Log {
+                path: "/var/log/app.log".into(),
+                regex: "ready".into(),
+                from: None,
+            },
+            Marker::Listen(18080),
+            Marker::Http("http://127.0.0.1:18080/healthz".into()),
+            Marker::File("/tmp/ready".into()),
+            Marker::Delay(Duration::from_millis(10)),
+        ];
+        let step = |action, aim, when| StepPlan { action, aim, when };
+        let steps = vec![
+            step(
+                Action::Signal(Signal::TERM),
+                Aim::Main,
+                When::Phase {
+                    index: 1,
+                    offset: Duration::from_millis(7),
+                },
+            ),
+            step(
+                Action::Pause(Duration::from_millis(50)),
+                Aim::Group,
+                When::After(Duration::from_millis(10)),
+            ),
+            step(
+                Action::Signal(Signal::KILL),
+                Aim::Descendant("worker".into()),
+                When::Exited(ExitedState::Zombie),
+            ),
+            step(
+                Action::Signal(Signal::INT),
+                Aim::Main,
+                When::Exited(ExitedState::Reaped),
+            ),
+        ];
+        let finishes = [
+            Finish::AwaitExit,
+            Finish::Stop,
+            Finish::UntilPhase(2),
+            Finish::Observe,
+        ];
+        for target in [run, attach] {
+            for finish in &finishes {
+                let sent = plan(
+                    target.clone(),
+                    markers.clone(),
+                    steps.clone(),
+                    finish.clone(),
+                );
+                let json = serde_json::to_string(&sent).unwrap();
+                let back: TrialPlan = serde_json::from_str(&json).unwrap();
+                assert_eq!(back, sent, "{json}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_plan_with_a_field_it_does_not_know_is_refused_by_name() {
+        let sent = plan(
+            Target::Run(RunTarget {
+                argv: vec!["true".into()],
+                env: Vec::new(),
+                cwd: "/".into(),
+            }),
+            vec![Marker::Listen(1)],
+            Vec::new(),
+            Finish::Stop,
+        );
+        let mut json: serde_json::Value = serde_json::to_value(&sent).unwrap();
+        json["target"]["run"]["shell"] = true.into();
+        let err = serde_json::from_value::<TrialPlan>(json.clone()).unwrap_err();
+        assert!(err.to_string().contains("unknown field `shell`"), "{err}");
+        json["target"]["run"]
+            .as_object_mut()
+            .unwrap()
+            .remove("shell");
+        json["retries"] = 3.into();
+        let err = serde_json::from_value::<TrialPlan>(json).unwrap_err();
+        assert!(err.to_string().contains("unknown field `retries`"), "{err}");
     }
 }

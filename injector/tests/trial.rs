@@ -16,6 +16,7 @@ fn plan(
 ) -> TrialPlan {
     let token = format!("atropos-injector-test-{}", rand_token());
     TrialPlan {
+        format: atropos_injector::plan::PLAN_FORMAT,
         id: token.clone(),
         target: Target::Run(RunTarget {
             argv: vec!["sh".into(), "-c".into(), script.into(), token],

@@ -278,6 +278,7 @@ fn recover_service(
     // Watches `subject` until it is in the phase, or until the deadline.
     let probe = |subject: inj::AttachTarget| {
         let rplan = inj::TrialPlan {
+            format: inj::PLAN_FORMAT,
             id: format!("{}-r", trial.id),
             target: inj::Target::Attach(subject),
             phases: phases.clone(),

@@ -459,6 +459,7 @@ fn after_checks(
     {
         let target = plan::command(&exp.loaded, &cwd, &vars);
         let rplan = inj::TrialPlan {
+            format: inj::PLAN_FORMAT,
             id: format!("{}-r", trial.id),
             target: inj::Target::Run(target),
             phases: plan::phase_plans(&exp.loaded.experiment.spec, &vars, &cwd),
