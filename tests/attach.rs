@@ -715,3 +715,54 @@ fn a_process_that_matched_at_selection_is_no_replacement_and_an_exit_step_never_
     );
     assert!(survivor.alive(), "never signalled");
 }
+
+#[test]
+fn trials_against_running_processes_never_overlap_even_across_experiments_and_lanes() {
+    let dir = tempdir();
+    let (ta, tb) = (token("attach-serial-a"), token("attach-serial-b"));
+    let (a, b) = (Waiting::start(&ta), Waiting::start(&tb));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // A pause is undone by its SIGCONT: each process is hit twice and left as it was.
+    let one = |name: &str, tok: &str| {
+        experiment(&format!("{{ cmdline: \"{tok}$\", cooldown: 50ms }}"), "")
+            .replace("name: attach-test", &format!("name: {name}"))
+            .replace(
+                "{ name: term-up, signal: SIGTERM, at: { phase: up } }",
+                "{ name: pause-up, pause: 100ms, at: { phase: up } }",
+            )
+            + "  trials: 2\n"
+    };
+    let yaml = format!("{}---\n{}", one("serial-a", &ta), one("serial-b", &tb));
+    let path = dir.path().join("attach.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let (out, report) = common::run_json(&[path.to_str().unwrap(), "--jobs", "2"], dir.path());
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4, "{}", String::from_utf8_lossy(&out.stderr));
+    let mut spans: Vec<(u64, u64, String)> = trials
+        .iter()
+        .map(|t| {
+            let obs = &t["observation"];
+            let start = obs["started_monotonic_ns"].as_u64().unwrap();
+            let end = start + obs["ended_ns"].as_u64().unwrap();
+            (start, end, t["experiment"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two attach trials overlapped: {spans:?}"
+        );
+        if pair[0].2 == pair[1].2 {
+            assert!(
+                pair[1].0 - pair[0].1 >= 50_000_000,
+                "cooldown kept: {spans:?}"
+            );
+        }
+    }
+    for t in trials {
+        assert_eq!(t["verdict"], "pass", "{t:#}");
+    }
+    assert!(a.alive() && b.alive(), "paused and resumed, not ended");
+    assert_eq!((state(a.pid()), state(b.pid())), ('S', 'S'));
+}
