@@ -598,10 +598,22 @@ impl Drop for OwnCgroup {
 
 #[test]
 fn a_service_selected_by_its_cgroup_owns_what_left_its_process_tree() {
+    // By its cgroup's path, and by a unit name (a cgroup named as systemd names a service's).
+    for by_unit in [false, true] {
+        cgroup_owns_what_left_the_tree(by_unit);
+    }
+}
+
+fn cgroup_owns_what_left_the_tree(by_unit: bool) {
     use std::io::Write;
     let dir = tempdir();
-    let tok = token("attach-cgroup");
-    let cgroup = OwnCgroup::new(&tok);
+    let tok = token(if by_unit {
+        "attach-unit"
+    } else {
+        "attach-cgroup"
+    });
+    let unit = format!("{tok}.service");
+    let cgroup = OwnCgroup::new(if by_unit { &unit } else { &tok });
     let escaped_tok = format!("{tok}-escaped");
     // Moved into the cgroup first; then, on a line on its stdin, it starts a helper that
     // leaves its process tree (a double fork: the helper's parent exits at once).
@@ -622,7 +634,11 @@ fn a_service_selected_by_its_cgroup_owns_what_left_its_process_tree() {
     let (code, report, stderr) = run_json(
         dir.path(),
         &experiment(
-            &format!("{{ cgroup: \"{}\", cmdline: \"{tok}$\" }}", cgroup.path),
+            &if by_unit {
+                format!("{{ systemd_unit: \"{unit}\", cmdline: \"{tok}$\" }}")
+            } else {
+                format!("{{ cgroup: \"{}\", cmdline: \"{tok}$\" }}", cgroup.path)
+            },
             "  expect: { orphans: kill }\n",
         ),
     );
