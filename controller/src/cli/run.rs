@@ -161,18 +161,18 @@ async fn run(
     db: Option<PathBuf>,
     options: RunOptions,
 ) -> u8 {
-    // The store opens on its writer's thread while the injector gets ready here (about a
-    // millisecond each); both are done before anything runs: a store that cannot be opened
-    // is a configuration error, and nothing should run unrecorded by surprise.
-    let store_error = |path: &PathBuf, err: anyhow::Error| {
-        eprintln!("error: --db {}: {err:#}", path.display());
-        eprintln!("help: choose another file with --db PATH, or record nothing with --no-db");
-        EXIT_INVALID
-    };
-    let opening = match &db {
-        Some(path) => match crate::store::Recorder::start(path) {
-            Ok(opening) => Some(opening),
-            Err(err) => return store_error(path, err),
+    // Open the store before anything runs: a store that cannot be opened is a configuration
+    // error, and nothing should run unrecorded by surprise.
+    let mut recorder = match &db {
+        Some(path) => match crate::store::Recorder::open(path).await {
+            Ok(r) => Some(r),
+            Err(err) => {
+                eprintln!("error: --db {}: {err:#}", path.display());
+                eprintln!(
+                    "help: choose another file with --db PATH, or record nothing with --no-db"
+                );
+                return EXIT_INVALID;
+            }
         },
         None => None,
     };
@@ -180,16 +180,6 @@ async fn run(
         eprintln!("error: failed to become the reaper of orphaned targets: {err}");
         return EXIT_HARNESS;
     }
-    let mut recorder = match (opening, &db) {
-        (Some(opening), Some(path)) => match opening.ready().await {
-            Ok(r) => Some(r),
-            Err(err) => {
-                atropos_injector::shutdown();
-                return store_error(path, err);
-            }
-        },
-        _ => None,
-    };
     let ci = CiInfo::from_env();
     let info = Arc::new(RunInfo {
         id: plan.run_id.clone(),

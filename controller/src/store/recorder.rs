@@ -213,33 +213,10 @@ impl Writer {
     }
 }
 
-/// A store being opened by its writer ([`Recorder::start`]).
-pub struct Opening {
-    opened: oneshot::Receiver<anyhow::Result<()>>,
-    recorder: Recorder,
-}
-
-impl Opening {
-    /// The recorder once the file is open and migrated, or why it could not be.
-    pub async fn ready(self) -> anyhow::Result<Recorder> {
-        self.opened
-            .await
-            .map_err(|_| anyhow!("the results store's writer stopped while opening the file"))??;
-        Ok(self.recorder)
-    }
-}
-
 impl Recorder {
     /// Opens (or creates) the store at `path`, applies the migrations, and marks runs whose
     /// atropos died as interrupted. The writer gets a thread of its own, which opens the file.
     pub async fn open(path: &Path) -> anyhow::Result<Recorder> {
-        Recorder::start(path)?.ready().await
-    }
-
-    /// Starts opening the store at `path` on the writer's thread and returns at once: the
-    /// caller does other work meanwhile (`atropos run` readies the injector) and waits for
-    /// the outcome with [`Opening::ready`] before anything is recorded or run.
-    pub fn start(path: &Path) -> anyhow::Result<Opening> {
         let path = path.to_owned();
         let (queue, rx) = mpsc::channel(QUEUE);
         let failed = Arc::new(Mutex::new(None));
@@ -276,14 +253,14 @@ impl Recorder {
                 let _ = closed_tx.send(());
             })
             .context("failed to start the results store's writer")?;
-        Ok(Opening {
-            opened,
-            recorder: Recorder {
-                queue,
-                flush_wanted,
-                closed,
-                failed,
-            },
+        opened
+            .await
+            .map_err(|_| anyhow!("the results store's writer stopped while opening the file"))??;
+        Ok(Recorder {
+            queue,
+            flush_wanted,
+            closed,
+            failed,
         })
     }
 
