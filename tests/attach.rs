@@ -782,3 +782,37 @@ fn trials_against_running_processes_never_overlap_even_across_experiments_and_la
     assert!(a.alive() && b.alive(), "paused and resumed, not ended");
     assert_eq!((state(a.pid()), state(b.pid())), ('S', 'S'));
 }
+
+#[test]
+fn a_peer_in_the_services_cgroup_is_not_an_orphan_of_the_one_hit() {
+    let dir = tempdir();
+    let tok = token("attach-peer");
+    let cgroup = OwnCgroup::new(&tok);
+    let (a, b) = (Waiting::start(&tok), Waiting::start(&tok));
+    cgroup.adopt(a.pid());
+    cgroup.adopt(b.pid());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (code, report, stderr) = run_json(
+        dir.path(),
+        &experiment(
+            &format!(
+                "{{ cgroup: \"{}\", cmdline: \"{tok}$\", count: one, max_targets: 2 }}",
+                cgroup.path
+            ),
+            "  expect: { orphans: kill }\n",
+        ),
+    );
+    let trial = &report["trials"][0];
+    assert_eq!(code, Some(0), "{stderr}\n{trial:#}");
+    let hit = trial["observation"]["pid"].as_u64().unwrap();
+    let peer = if u64::from(a.pid()) == hit { &b } else { &a };
+    assert!(peer.alive(), "the peer was killed");
+    assert_eq!(state(peer.pid()), 'S');
+    assert!(
+        trial["observation"]["orphans"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{trial:#}"
+    );
+}

@@ -131,6 +131,7 @@ fn felt_attached(dir: &Path, trials: u64) -> Vec<u64> {
                 boot_id: inj::journal::boot_id().to_owned(),
                 cwd: dir.to_owned(),
                 cgroup: None,
+                spare: Vec::new(),
             }),
             phases: vec![inj::PhasePlan {
                 name: "ready".into(),

@@ -78,6 +78,10 @@ pub struct AttachTarget {
     /// also one that left its process tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// Processes that matched the selector but were not chosen (a peer worker): never
+    /// counted among the target's descendants, whatever cgroup they share.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spare: Vec<Identity>,
 }
 
 /// One process, as exactly as Linux can name it.
@@ -341,6 +345,10 @@ mod tests {
             boot_id: "b00t".into(),
             cwd: "/".into(),
             cgroup: Some("/system.slice/redis.service".into()),
+            spare: vec![Identity {
+                pid: 4243,
+                starttime: 123_457,
+            }],
         });
         let markers = vec![
             Marker::Stdout("^ready".into()),

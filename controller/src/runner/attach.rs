@@ -99,8 +99,19 @@ pub fn selection_rng(seed: u64, trial: &PlannedTrial) -> rand::rngs::ChaCha8Rng 
 /// exactly, or `systemd_unit:` naming a `.service`) is that cgroup: its other members are
 /// the target's too. Never a cgroup that holds atropos, nor one wider than the selector
 /// names (a process's leaf under `cgroup: /user.slice` is a login session, not a service).
-fn target(chosen: &[Process], attach: &AttachPlan, cwd: &std::path::Path) -> inj::AttachTarget {
+fn target(
+    chosen: &[Process],
+    matched: &[Identity],
+    attach: &AttachPlan,
+    cwd: &std::path::Path,
+) -> inj::AttachTarget {
+    let ids: Vec<Identity> = chosen.iter().map(identity).collect();
     inj::AttachTarget {
+        spare: matched
+            .iter()
+            .filter(|m| !ids.contains(m))
+            .copied()
+            .collect(),
         cgroup: service_cgroup(chosen, &attach.lowered.selector),
         processes: chosen.iter().map(identity).collect(),
         boot_id: inj::journal::boot_id().to_owned(),
@@ -186,7 +197,7 @@ pub(super) fn run_trial(
             attach.max_signals
         ));
     }
-    let hit = target(&chosen, attach, &exp.cwd);
+    let hit = target(&chosen, &matched, attach, &exp.cwd);
     let (iplan, first_offset) =
         plan::injector_plan(exp, trial, &env, &Default::default(), Some(hit.clone()));
     // Where each log ends before the fault: the recovery reads what was written since, so a
@@ -263,7 +274,7 @@ fn recover_service(
         Some(exit - sent)
     });
     let from = exit_at.unwrap_or_else(now_ns);
-    let deadline = from + nanos(recover.within);
+    let deadline = from.saturating_add(nanos(recover.within));
     let vars = TrialEnv {
         port: 0,
         dir: shared.run_dir.join(&trial.id),
@@ -276,12 +287,12 @@ fn recover_service(
         }
     }
     // Watches `subject` until it is in the phase, or until the deadline.
-    let probe = |subject: inj::AttachTarget| {
+    let probe_with = |subject: inj::AttachTarget, phases: Vec<inj::PhasePlan>| {
         let rplan = inj::TrialPlan {
             format: inj::PLAN_FORMAT,
             id: format!("{}-r", trial.id),
             target: inj::Target::Attach(subject),
-            phases: phases.clone(),
+            phases,
             steps: Vec::new(),
             watches: Vec::new(),
             finish: inj::Finish::UntilPhase(index),
@@ -300,6 +311,7 @@ fn recover_service(
             .map(|at| (robs.started_ns + at).saturating_sub(from));
         (robs, reached)
     };
+    let probe = |subject| probe_with(subject, phases.clone());
     let times = |replaced_ns, pid, survived| Replacement {
         detected_ns,
         replaced_ns,
@@ -308,8 +320,14 @@ fn recover_service(
     };
     if exit_at.is_none() {
         // The fault did not take it down: recovered once it is in the phase (still, or
-        // again).
-        let (robs, reached_ns) = probe(hit.clone());
+        // again). Its log lines from before the fault count: the phase may simply hold.
+        let mut still = phases.clone();
+        for phase in &mut still {
+            if let inj::Marker::Log { from, .. } = &mut phase.marker {
+                *from = None;
+            }
+        }
+        let (robs, reached_ns) = probe_with(hit.clone(), still);
         return Some(Recovery {
             phase: recover.reaches.clone(),
             reached_ns,
@@ -329,7 +347,12 @@ fn recover_service(
         };
         let replaced_ns = now_ns().saturating_sub(from);
         passed_over.push(identity(&fresh));
-        let (robs, reached_ns) = probe(target(std::slice::from_ref(&fresh), attach, &exp.cwd));
+        let (robs, reached_ns) = probe(target(
+            std::slice::from_ref(&fresh),
+            &passed_over,
+            attach,
+            &exp.cwd,
+        ));
         let gone = robs.stop == inj::StopReason::Exited;
         let recovery = Recovery {
             phase: recover.reaches.clone(),

@@ -25,6 +25,8 @@ pub struct Attached {
     /// The service's cgroup folder, when the plan names one, and its path in the hierarchy.
     cgroup: Option<std::path::PathBuf>,
     cgroup_path: Option<String>,
+    /// Matched but not chosen, and the ancestors of the chosen: in the cgroup, not theirs.
+    spare: Vec<Identity>,
     /// When the last of them was seen gone (monotonic ns).
     exited: std::cell::Cell<Option<u64>>,
 }
@@ -96,6 +98,7 @@ impl Attached {
                 .cgroup
                 .as_ref()
                 .map(|p| format!("/{}", p.trim_matches('/'))),
+            spare: target.spare.clone(),
             exited: std::cell::Cell::new(None),
         })
     }
@@ -239,6 +242,14 @@ impl Subject for Attached {
             }
         }
         pids.retain(|pid| !self.held.iter().any(|(id, _)| id.pid == *pid));
+        // A peer the selector matched, or a parent of a chosen process (a master), is the
+        // service's but not the target's.
+        let ancestors: Vec<i32> = self
+            .held
+            .iter()
+            .flat_map(|(id, _)| procfs::ancestors(id.pid))
+            .collect();
+        pids.retain(|pid| !ancestors.contains(pid));
         pids.into_iter()
             .filter_map(|pid| {
                 let stat = procfs::ProcStat::read(pid)?;
@@ -246,7 +257,11 @@ impl Subject for Attached {
                 // names a member (a number reused in between by a process elsewhere fails).
                 let own = crate::cgroup::v2_path_of(pid)?;
                 let inside = own == *path || own.starts_with(&format!("{path}/"));
-                inside.then_some(stat)
+                let spare = self
+                    .spare
+                    .iter()
+                    .any(|s| s.pid == pid && s.starttime == stat.starttime);
+                (inside && !spare).then_some(stat)
             })
             .collect()
     }
@@ -290,6 +305,7 @@ mod tests {
             boot_id: crate::journal::boot_id().to_owned(),
             cwd: "/".into(),
             cgroup: None,
+            spare: Vec::new(),
         }
     }
 

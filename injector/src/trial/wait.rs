@@ -206,7 +206,8 @@ impl Driver<'_> {
         if self.exited_at.is_none() {
             return Vec::new();
         }
-        self.note_descendants();
+        // Only what was seen while the target ran: a process that joined its cgroup after the
+        // exit may be its replacement.
         let kill = self.plan.kill_orphans;
         self.descendants
             .iter()
