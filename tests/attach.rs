@@ -110,19 +110,32 @@ fn more_matches_than_max_targets_is_an_error_that_lists_them_never_a_guess() {
         &experiment(&format!("{{ cmdline: \"{tok}$\" }}"), ""),
         &[],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("2 processes match, but at most 1 may"),
-        "{stderr}"
-    );
-    for p in [&a, &b] {
+    let lists_both = |out: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(
-            stderr.contains(&format!("{} (sh -c read _ {tok})", p.pid())),
+            stderr.contains("2 processes match, but at most 1 may"),
             "{stderr}"
         );
+        for p in [&a, &b] {
+            assert!(
+                stderr.contains(&format!("{} (sh -c read _ {tok})", p.pid())),
+                "{stderr}"
+            );
+        }
+        assert!(stderr.contains("help: narrow the selector"), "{stderr}");
+    };
+    lists_both(&out);
+    // The run itself refuses the same way, before anything is signalled.
+    let out = atropos()
+        .args(["run", "--no-db"])
+        .arg(dir.path().join("attach.yaml"))
+        .output()
+        .unwrap();
+    lists_both(&out);
+    for p in [&a, &b] {
+        assert_eq!(state(p.pid()), 'S', "not signalled");
     }
-    assert!(stderr.contains("help: narrow the selector"), "{stderr}");
     // Allowed, and asked for both.
     let out = dry_run(
         dir.path(),
@@ -390,34 +403,6 @@ fn bad_attach_targets_exit_2_with_file_line_and_field() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(wanted), "{stderr}");
-    }
-}
-
-#[test]
-fn a_run_whose_selector_matches_too_many_exits_2_listing_them_and_signals_nothing() {
-    let dir = tempdir();
-    let tok = token("attach-many");
-    let (a, b) = (Waiting::start(&tok), Waiting::start(&tok));
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let path = dir.path().join("attach.yaml");
-    std::fs::write(&path, experiment(&format!("{{ cmdline: \"{tok}$\" }}"), "")).unwrap();
-    let out = atropos()
-        .args(["run", "--no-db"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("2 processes match, but at most 1 may"),
-        "{stderr}"
-    );
-    for p in [&a, &b] {
-        assert!(
-            stderr.contains(&format!("{} (sh -c read _ {tok})", p.pid())),
-            "{stderr}"
-        );
-        assert_eq!(state(p.pid()), 'S', "not signalled");
     }
 }
 

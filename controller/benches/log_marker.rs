@@ -207,23 +207,22 @@ fn main() {
             ("log file", log, r#", "--log", "${trial.dir}/app.log""#),
             ("stdout", stdout, ""),
         ] {
-            let mut v = felt(dir.path(), marker, args, trials, jobs);
-            v.sort_unstable();
-            let at = |q: f64| v[((q * v.len() as f64) as usize).min(v.len() - 1)] as f64 / 1e3;
-            println!(
-                "marker on {label:<8} --jobs {jobs}: line written → SIGTERM felt p50 {:>6.1} µs  p99 {:>7.1} µs  max {:>8.1} µs  ({} trials)",
-                at(0.5),
-                at(0.99),
-                v[v.len() - 1] as f64 / 1e3,
-                v.len()
-            );
+            let felt = felt(dir.path(), marker, args, trials, jobs);
+            report(&format!("marker on {label:<8} --jobs {jobs}:"), felt);
         }
     }
-    let mut v = felt_attached(dir.path(), trials.min(300));
+    report(
+        "attached, marker on log file: ",
+        felt_attached(dir.path(), trials.min(300)),
+    );
+}
+
+/// Prints p50, p99 and max of the felt latencies `v` (ns) after `label`.
+fn report(label: &str, mut v: Vec<u64>) {
     v.sort_unstable();
     let at = |q: f64| v[((q * v.len() as f64) as usize).min(v.len() - 1)] as f64 / 1e3;
     println!(
-        "attached, marker on log file:  line written → SIGTERM felt p50 {:>6.1} µs  p99 {:>7.1} µs  max {:>8.1} µs  ({} trials)",
+        "{label} line written → SIGTERM felt p50 {:>6.1} µs  p99 {:>7.1} µs  max {:>8.1} µs  ({} trials)",
         at(0.5),
         at(0.99),
         v[v.len() - 1] as f64 / 1e3,

@@ -25,7 +25,8 @@ use crate::sockets::{self, Listener};
 
 /// In a log marker's regex of an attached target, the variable replaced by the pid of the
 /// process the trial attached to (`^${target.pid}:M .*Ready to accept connections`): lines a
-/// former process of the service left in the same file do not match.
+/// former process of the service left in the same file do not match. With several processes
+/// chosen, it is the first one's (the trial's main process).
 pub const TARGET_PID: &str = "${target.pid}";
 
 /// How often pending markers are checked.

@@ -8,14 +8,14 @@ use super::verdict::result;
 
 /// Judges the restart `rec` against `spec`.
 pub(super) fn recover(spec: &Recover, rec: &Recovery) -> ExpectationResult {
+    if let Some(r) = &rec.attached {
+        return replaced(spec, rec, r);
+    }
     let expected = format!(
         "a restart to reach `{}` within {}",
         spec.reaches,
         human(spec.within)
     );
-    if let Some(r) = &rec.attached {
-        return replaced(spec, rec, r);
-    }
     match rec.reached_ns {
         Some(at) if at <= nanos(spec.within) => result(
             "recover",
@@ -69,11 +69,16 @@ fn replaced(spec: &Recover, rec: &Recovery, r: &crate::record::Replacement) -> E
             ),
         };
     }
+    let expected = format!(
+        "a replacement process to reach `{}` within {} of the exit",
+        spec.reaches,
+        human(spec.within)
+    );
     let (Some(replaced), Some(pid)) = (r.replaced_ns, r.pid) else {
         return result(
             "recover",
             false,
-            expected_attached(spec),
+            expected,
             format!(
                 "no process matching the selector replaced it within {}",
                 human(spec.within)
@@ -84,7 +89,7 @@ fn replaced(spec: &Recover, rec: &Recovery, r: &crate::record::Replacement) -> E
         return result(
             "recover",
             false,
-            expected_attached(spec),
+            expected,
             format!(
                 "pid {pid} replaced it after {}, but did not reach `{}`: {}",
                 human_ns(replaced),
@@ -96,21 +101,13 @@ fn replaced(spec: &Recover, rec: &Recovery, r: &crate::record::Replacement) -> E
     result(
         "recover",
         at <= nanos(spec.within),
-        expected_attached(spec),
+        expected,
         format!(
             "pid {pid} replaced it after {} and reached `{}` {} after the exit",
             human_ns(replaced),
             spec.reaches,
             human_ns(at)
         ),
-    )
-}
-
-fn expected_attached(spec: &Recover) -> String {
-    format!(
-        "a replacement process to reach `{}` within {} of the exit",
-        spec.reaches,
-        human(spec.within)
     )
 }
 

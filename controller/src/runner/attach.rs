@@ -280,19 +280,23 @@ fn recover_service(
         dir: shared.run_dir.join(&trial.id),
     };
     let vars = vars.vars(trial);
+    // A replacement's log lines count from where each log ended before the fault; a process
+    // that stayed up may simply still be in the phase, so its earlier lines count too.
     let mut phases = plan::phase_plans(&exp.loaded.experiment.spec, &vars, &exp.cwd);
-    for (phase, mark) in phases.iter_mut().zip(marks) {
-        if let inj::Marker::Log { from, .. } = &mut phase.marker {
-            *from = *mark;
+    if exit_at.is_some() {
+        for (phase, mark) in phases.iter_mut().zip(marks) {
+            if let inj::Marker::Log { from, .. } = &mut phase.marker {
+                *from = *mark;
+            }
         }
     }
     // Watches `subject` until it is in the phase, or until the deadline.
-    let probe_with = |subject: inj::AttachTarget, phases: Vec<inj::PhasePlan>| {
+    let probe = |subject: inj::AttachTarget| {
         let rplan = inj::TrialPlan {
             format: inj::PLAN_FORMAT,
             id: format!("{}-r", trial.id),
             target: inj::Target::Attach(subject),
-            phases,
+            phases: phases.clone(),
             steps: Vec::new(),
             watches: Vec::new(),
             finish: inj::Finish::UntilPhase(index),
@@ -311,7 +315,6 @@ fn recover_service(
             .map(|at| (robs.started_ns + at).saturating_sub(from));
         (robs, reached)
     };
-    let probe = |subject| probe_with(subject, phases.clone());
     let times = |replaced_ns, pid, survived| Replacement {
         detected_ns,
         replaced_ns,
@@ -320,14 +323,8 @@ fn recover_service(
     };
     if exit_at.is_none() {
         // The fault did not take it down: recovered once it is in the phase (still, or
-        // again). Its log lines from before the fault count: the phase may simply hold.
-        let mut still = phases.clone();
-        for phase in &mut still {
-            if let inj::Marker::Log { from, .. } = &mut phase.marker {
-                *from = None;
-            }
-        }
-        let (robs, reached_ns) = probe_with(hit.clone(), still);
+        // again).
+        let (robs, reached_ns) = probe(hit.clone());
         return Some(Recovery {
             phase: recover.reaches.clone(),
             reached_ns,
