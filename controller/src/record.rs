@@ -95,17 +95,7 @@ pub struct Replacement {
 }
 
 /// The check command of a trial.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckRun {
-    /// The command as run.
-    pub command: Vec<String>,
-    /// Its exit code (`None`: killed or timed out).
-    pub code: Option<i32>,
-    /// How long it took.
-    pub duration_ns: u64,
-    /// The last lines of its stdout and stderr.
-    pub output: Vec<String>,
-}
+pub use atropos_injector::after::CheckRun;
 
 /// Everything known about one trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

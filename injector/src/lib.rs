@@ -20,6 +20,7 @@
 //!
 //! The injector knows nothing of experiment files, schedules, SQL or HTML.
 
+pub mod after;
 pub mod attach;
 pub mod cgroup;
 pub mod clock;
@@ -39,6 +40,7 @@ pub mod signal;
 pub mod sockets;
 pub mod trial;
 mod unix;
+pub mod wire;
 pub mod workdir;
 
 pub use plan::{
@@ -46,7 +48,8 @@ pub use plan::{
     RunTarget, StepPlan, Stream, Target, TrialPlan, Watch, When,
 };
 pub use record::{
-    Delivery, DeliveryOutcome, Exit, MissedPhase, Observation, Orphan, PhaseEntry, StopReason,
+    Delivery, DeliveryOutcome, Exit, MissedPhase, Observation, Orphan, PhaseEntry, Progress,
+    StopReason,
 };
 pub use signal::Signal;
 pub use tokio_util::sync::CancellationToken;

@@ -43,6 +43,26 @@ impl std::fmt::Display for DeliveryOutcome {
     }
 }
 
+/// Something a trial saw, told as it happened to whoever follows it live (an injector's
+/// stream to its controller); the final [`Observation`] holds all of it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Progress {
+    /// A phase was entered.
+    Phase {
+        /// Its index in the plan.
+        index: usize,
+        /// Its name.
+        name: String,
+        /// When, since the trial's start.
+        entered_ns: u64,
+        /// What showed it.
+        evidence: String,
+    },
+    /// A step's signal went out (a pause's SIGCONT is in the final observation).
+    Delivery(Delivery),
+}
+
 /// How the target ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exit {

@@ -230,6 +230,74 @@ pub fn port_is_free(port: u16) -> bool {
     bind(probe.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).is_ok()
 }
 
+/// The loopback ports handed to trials still running, so that two trials alive at once never
+/// get the same one.
+///
+/// Drawn uniformly from [`trial_port_range`] and checked free by a bind, rather than taken
+/// from `bind(port 0)`: the kernel hands recently freed ports out again soon, so two atropos
+/// runs side by side often got the same one, and the `listen` marker then (rightly) found
+/// the other run's target holding it.
+#[derive(Debug, Default)]
+pub struct PortPool {
+    used: std::sync::Mutex<std::collections::HashSet<u16>>,
+}
+
+impl PortPool {
+    /// A free port not handed out and not yet given back; 0 if none was found.
+    pub fn take(&self) -> u16 {
+        use rand::RngExt;
+        let (low, high) = trial_port_range();
+        let mut rng = rand::rng();
+        for _ in 0..256 {
+            let port: u16 = rng.random_range(low..=high);
+            if !port_is_free(port) {
+                continue;
+            }
+            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            if used.insert(port) {
+                return port;
+            }
+        }
+        0
+    }
+
+    /// Gives back a port from [`PortPool::take`] once its trial (and its recovery) ended:
+    /// the set stays as large as the trials alive, not as the run.
+    pub fn give_back(&self, port: u16) {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port);
+    }
+}
+
+/// The ports trials are given: those below the kernel's ephemeral range (from 10000),
+/// which the kernel never hands out by itself. A port drawn from the ephemeral range could
+/// be taken, between the check and the target's `listen`, as the local port of anyone's
+/// outgoing connection or `bind(port 0)` (a clean-clone CI run saw the `listen` marker
+/// refuse such a port). The ephemeral range itself when it leaves too little below it.
+pub fn trial_port_range() -> (u16, u16) {
+    const LOWEST: u16 = 10_000;
+    let (low, high) = ephemeral_range();
+    if low > LOWEST + 1024 {
+        (LOWEST, low - 1)
+    } else {
+        (low, high)
+    }
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), else Linux's default.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_ascii_whitespace().map(str::parse::<u16>);
+            Some((parts.next()?.ok()?, parts.next()?.ok()?))
+        })
+        .filter(|(low, high)| low < high && *low > 1024)
+        .unwrap_or((32768, 60999))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]

@@ -4,16 +4,7 @@ use crate::record::ExpectationResult;
 
 use super::verdict::result;
 
-/// A file expectation and what was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileState {
-    /// The path as checked.
-    pub path: String,
-    /// Whether it must exist (else: must not).
-    pub must_exist: bool,
-    /// Whether it existed.
-    pub exists: bool,
-}
+pub use atropos_injector::after::FileState;
 
 /// One result per file, named by its place in `files.present` or `files.absent`.
 pub(super) fn files(states: &[FileState]) -> Vec<ExpectationResult> {

@@ -16,7 +16,7 @@ use atropos_injector::logfollow::LogMark;
 use atropos_injector::{self as inj, CancellationToken, Identity, clock::now_ns};
 use rand::{RngExt, SeedableRng};
 
-use super::{Shared, check_run, files_left, judged};
+use super::{Shared, after_plan, judged};
 use crate::judge::{After, nanos};
 use crate::plan::{self, AttachPlan, ExperimentPlan, PlannedTrial, TrialEnv};
 use crate::record::{Recovery, Replacement, TrialRecord};
@@ -208,7 +208,10 @@ pub(super) fn run_trial(
     shared.sent[experiment].fetch_add(signals, Ordering::Relaxed);
     let mut after = After::default();
     if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
-        after.files = files_left(exp, trial, &env);
+        // Files first (the state the fault left), then the recovery, then the check.
+        let mut todo = after_plan(exp, trial, &env);
+        let check = todo.check.take();
+        after.files = inj::after::run(&todo, &shared.cancel).files;
         if let Some(recover) = &trial.expect.recover {
             let ctx = RecoveryContext {
                 hit: &hit,
@@ -218,7 +221,11 @@ pub(super) fn run_trial(
             };
             after.recovery = recover_service(exp, attach, trial, &ctx, recover, shared);
         }
-        after.check = check_run(exp, trial, &env);
+        todo = inj::after::AfterPlan {
+            check,
+            ..Default::default()
+        };
+        after.check = inj::after::run(&todo, &shared.cancel).check;
     }
     Some(judged(
         exp,

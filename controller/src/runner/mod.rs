@@ -15,7 +15,7 @@
 
 pub mod attach;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -24,9 +24,9 @@ use std::time::Duration;
 use atropos_injector::{self as inj, CancellationToken, clock::now_ns};
 use tokio::sync::mpsc::Sender;
 
-use crate::judge::{self, After, FileState};
+use crate::judge::{self, After};
 use crate::plan::{self, ExperimentPlan, PhaseLengths, PlannedTrial, RunPlan, TrialEnv};
-use crate::record::{CheckRun, Recovery, RunEvent, TrialRecord};
+use crate::record::{Recovery, RunEvent, TrialRecord};
 use crate::report::model::{self, Counts};
 use crate::spec::When;
 use crate::template;
@@ -95,8 +95,8 @@ struct Shared {
     drained: Condvar,
     cancel: CancellationToken,
     run_dir: PathBuf,
-    /// Ports handed to trials still running (released when each ends).
-    ports: Mutex<HashSet<u16>>,
+    /// Ports handed to trials still running (given back when each ends).
+    ports: inj::sockets::PortPool,
     /// Per experiment: signals sent to attached processes so far (its blast radius).
     sent: Vec<AtomicUsize>,
 }
@@ -104,37 +104,6 @@ struct Shared {
 impl Shared {
     fn board(&self) -> MutexGuard<'_, Board> {
         self.board.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A free loopback port not handed to another trial of this run that is still running.
-    ///
-    /// Drawn uniformly from [`trial_port_range`] and checked free by a bind, rather than
-    /// taken from `bind(port 0)`: the kernel hands recently freed ports out again soon, so
-    /// two atropos runs side by side often got the same one, and the `listen` marker then
-    /// (rightly) found the other run's target holding it.
-    fn port(&self) -> u16 {
-        use rand::RngExt;
-        let (low, high) = trial_port_range();
-        let mut rng = rand::rng();
-        for _ in 0..256 {
-            let port: u16 = rng.random_range(low..=high);
-            if !atropos_injector::sockets::port_is_free(port) {
-                continue;
-            }
-            let mut used = self.ports.lock().unwrap_or_else(|p| p.into_inner());
-            if used.insert(port) {
-                return port;
-            }
-        }
-        0
-    }
-
-    /// Hands back a port from [`Shared::port`].
-    fn release_port(&self, port: u16) {
-        self.ports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&port);
     }
 
     /// The next work for a lane, waiting while only baselines are running; `None` when
@@ -222,33 +191,6 @@ impl Shared {
     }
 }
 
-/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), else Linux's default.
-/// The ports trials are given: those below the ephemeral range (from 10000), which the
-/// kernel never hands out by itself. A port drawn from the ephemeral range could be taken,
-/// between the check and the target's `listen`, as the local port of anyone's outgoing
-/// connection or `bind(port 0)` (a clean-clone CI run saw the `listen` marker refuse such a
-/// port). The ephemeral range itself when it leaves too little below it.
-fn trial_port_range() -> (u16, u16) {
-    const LOWEST: u16 = 10_000;
-    let (low, high) = ephemeral_range();
-    if low > LOWEST + 1024 {
-        (LOWEST, low - 1)
-    } else {
-        (low, high)
-    }
-}
-
-fn ephemeral_range() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|text| {
-            let mut parts = text.split_ascii_whitespace().map(str::parse::<u16>);
-            Some((parts.next()?.ok()?, parts.next()?.ok()?))
-        })
-        .filter(|(low, high)| low < high && *low > 1024)
-        .unwrap_or((32768, 60999))
-}
-
 /// Runs every trial of `plan`, handing each judged record to `events` (in the order they
 /// end) and keeping none; returns the trials that ran, by verdict.
 pub async fn execute(
@@ -291,7 +233,7 @@ pub async fn execute(
         drained: Condvar::new(),
         cancel: cancel.clone(),
         run_dir: run_dir.clone(),
-        ports: Mutex::new(HashSet::new()),
+        ports: inj::sockets::PortPool::default(),
     });
     let mut lanes = tokio::task::JoinSet::new();
     for _ in 0..options.jobs.max(1) {
@@ -369,19 +311,24 @@ fn run_trial(
     if exp.needs_dir {
         let _ = std::fs::create_dir_all(&dir);
     }
-    let port = if exp.needs_port { shared.port() } else { 0 };
+    let port = if exp.needs_port {
+        shared.ports.take()
+    } else {
+        0
+    };
     let env = TrialEnv { port, dir };
     let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths, None);
     let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
     let after = if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
-        after_checks(exp, trial, &env, &shared.cancel)
+        after_facts(inj::after::run(
+            &after_plan(exp, trial, &env),
+            &shared.cancel,
+        ))
     } else {
         After::default()
     };
     if port != 0 {
-        // The port is free for another trial once this one (and its recovery) ended: the
-        // set stays as large as the trials alive, not as the run.
-        shared.release_port(port);
+        shared.ports.give_back(port);
     }
     Some(judged(
         exp,
@@ -438,27 +385,43 @@ fn judged(
     })
 }
 
-/// Files, the check command and the recovery restart, in that order: files describe the
-/// state the fault left, before anything else touches it.
-fn after_checks(
+/// What runs on the node once the target ended: the files it left, the check command and
+/// the recovery restart ([`inj::after`] runs them, in that order).
+pub(crate) fn after_plan(
     exp: &ExperimentPlan,
     trial: &PlannedTrial,
     env: &TrialEnv,
-    cancel: &CancellationToken,
-) -> After {
+) -> inj::after::AfterPlan {
     let expect = &trial.expect;
     let vars = env.vars(trial);
     let cwd = exp.cwd.clone();
-    let mut after = After {
-        files: files_left(exp, trial, env),
-        check: check_run(exp, trial, env),
-        ..After::default()
-    };
-    if let Some(recover) = &expect.recover
-        && let Some(index) = exp.info.phases.iter().position(|p| *p == recover.reaches)
-    {
+    let files = expect.files.as_ref().map_or_else(Vec::new, |files| {
+        let probe = |p: &String, must_exist: bool| {
+            let expanded = template::expand(p, &vars);
+            inj::after::FileProbe {
+                resolved: plan::resolve(&cwd, &expanded),
+                path: expanded,
+                must_exist,
+            }
+        };
+        let present = files.present.iter().map(|p| probe(p, true));
+        present
+            .chain(files.absent.iter().map(|p| probe(p, false)))
+            .collect()
+    });
+    let check = expect.check.as_ref().map(|check| inj::after::CheckPlan {
+        argv: plan::argv(&check.command, &cwd, &vars),
+        cwd: cwd.clone(),
+        env: vec![("ATROPOS_TRIAL".to_owned(), format!("{}-check", trial.id))],
+        limit: check.within.unwrap_or(DEFAULT_CHECK_LIMIT),
+    });
+    // An attached target's recovery is its supervisor's, watched by the controller's side
+    // (`attach::recover_service`), not a restart.
+    let restart = expect.recover.as_ref().filter(|_| exp.attach.is_none());
+    let recovery = restart.and_then(|recover| {
+        let index = exp.info.phases.iter().position(|p| *p == recover.reaches)?;
         let target = plan::command(&exp.loaded, &cwd, &vars);
-        let rplan = inj::TrialPlan {
+        let plan = inj::TrialPlan {
             format: inj::PLAN_FORMAT,
             id: format!("{}-r", trial.id),
             target: inj::Target::Run(target),
@@ -473,59 +436,28 @@ fn after_checks(
             tail_lines: 10,
             kill_orphans: true,
         };
-        let obs = inj::trial::run_blocking(&rplan, cancel);
-        let reached_ns = obs.phases.get(index).and_then(|p| p.entered_ns);
-        after.recovery = Some(Recovery {
+        Some(inj::after::RecoveryPlan {
             phase: recover.reaches.clone(),
-            reached_ns,
-            observation: obs,
+            plan,
+        })
+    });
+    inj::after::AfterPlan {
+        files,
+        check,
+        recovery,
+    }
+}
+
+/// What the judge takes from what [`inj::after::run`] found.
+pub(crate) fn after_facts(seen: inj::after::AfterSeen) -> After {
+    After {
+        files: seen.files,
+        check: seen.check,
+        recovery: seen.recovery.map(|r| Recovery {
+            phase: r.phase,
+            reached_ns: r.reached_ns,
+            observation: r.observation,
             attached: None,
-        });
+        }),
     }
-    after
-}
-
-/// The files the trial left, as the expectations name them.
-fn files_left(exp: &ExperimentPlan, trial: &PlannedTrial, env: &TrialEnv) -> Vec<FileState> {
-    let Some(files) = &trial.expect.files else {
-        return Vec::new();
-    };
-    let vars = env.vars(trial);
-    let state = |p: &String, must_exist: bool| {
-        let expanded = template::expand(p, &vars);
-        let exists = plan::resolve(&exp.cwd, &expanded).exists();
-        FileState {
-            path: expanded,
-            must_exist,
-            exists,
-        }
-    };
-    let present = files.present.iter().map(|p| state(p, true));
-    present
-        .chain(files.absent.iter().map(|p| state(p, false)))
-        .collect()
-}
-
-/// Runs the trial's check command, if it has one.
-fn check_run(exp: &ExperimentPlan, trial: &PlannedTrial, env: &TrialEnv) -> Option<CheckRun> {
-    let check = trial.expect.check.as_ref()?;
-    let vars = env.vars(trial);
-    let argv = plan::argv(&check.command, &exp.cwd, &vars);
-    let env_vars = vec![("ATROPOS_TRIAL".to_owned(), format!("{}-check", trial.id))];
-    let limit = check.within.unwrap_or(DEFAULT_CHECK_LIMIT);
-    let result = inj::command::run_command_blocking(&argv, &exp.cwd, &env_vars, limit, 20);
-    let mut output = result.output;
-    if let Some(error) = result.error {
-        output.push(error);
-    }
-    Some(CheckRun {
-        command: argv,
-        code: if result.timed_out {
-            None
-        } else {
-            result.exit.and_then(|e| e.code)
-        },
-        duration_ns: result.duration_ns,
-        output,
-    })
 }

@@ -51,6 +51,9 @@ pub(super) struct Driver<'a> {
     pub(super) descendants: Vec<(i32, u64)>,
     /// When an attached target's descendants are next looked at.
     pub(super) next_look: u64,
+    /// Who follows the trial live, if anyone, and how much of it they were told.
+    pub(super) follower: Option<&'a dyn Fn(crate::record::Progress)>,
+    pub(super) told: (Vec<bool>, usize),
 }
 
 /// What the driver waits for next.

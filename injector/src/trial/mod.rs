@@ -14,6 +14,6 @@ mod steps;
 mod subject;
 mod wait;
 
-pub use run::{run, run_blocking};
+pub use run::{run, run_blocking, run_followed};
 pub(crate) use steps::rank;
 pub use subject::Subject;

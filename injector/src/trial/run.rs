@@ -49,6 +49,25 @@ pub(super) fn empty_observation(plan: &TrialPlan) -> Observation {
 /// Runs one trial to its end on this thread. Never panics on what the target does; harness
 /// failures end up in [`Observation::error`].
 pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation {
+    run_inner(plan, cancel, None)
+}
+
+/// [`run_blocking`], telling `follower` of each phase entered and each delivery as they
+/// happen (after the steps due at that moment were fired, so it adds nothing to their
+/// latency).
+pub fn run_followed(
+    plan: &TrialPlan,
+    cancel: &CancellationToken,
+    follower: &dyn Fn(crate::record::Progress),
+) -> Observation {
+    run_inner(plan, cancel, Some(follower))
+}
+
+fn run_inner(
+    plan: &TrialPlan,
+    cancel: &CancellationToken,
+    follower: Option<&dyn Fn(crate::record::Progress)>,
+) -> Observation {
     let with_pid;
     let plan = match &plan.target {
         Target::Attach(attach) => {
@@ -141,12 +160,15 @@ pub fn run_blocking(plan: &TrialPlan, cancel: &CancellationToken) -> Observation
         buf: vec![0u8; 64 * 1024],
         descendants: Vec::new(),
         next_look: t0 + SAMPLE_EVERY,
+        follower,
+        told: (vec![false; plan.phases.len()], 0),
     };
     if !driver.child.is_child() {
         driver.note_descendants();
         driver.reached_at_selection();
     }
     let stop = driver.drive(cancel);
+    driver.tell();
     http_stop.store(true, Ordering::Relaxed);
 
     // The end: reap the main process, sweep what it left, let the streams end.

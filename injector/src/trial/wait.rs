@@ -24,6 +24,8 @@ impl Driver<'_> {
                 Ok(wake) => wake,
                 Err(reason) => return reason,
             };
+            // After the steps due are fired: telling costs nothing of the latency.
+            self.tell();
             let now = now_ns();
             if cancel.is_cancelled() {
                 self.kill(StopReason::Interrupted);
@@ -53,6 +55,31 @@ impl Driver<'_> {
             self.sample();
             self.look_at_descendants();
         }
+    }
+
+    /// Tells the follower, if any, of the phases entered and the deliveries made since it
+    /// was last told.
+    pub(super) fn tell(&mut self) {
+        let Some(follower) = self.follower else {
+            return;
+        };
+        for (index, entered) in self.entered.iter().enumerate() {
+            if let Some((at, evidence)) = entered
+                && !self.told.0[index]
+            {
+                self.told.0[index] = true;
+                follower(crate::record::Progress::Phase {
+                    index,
+                    name: self.plan.phases[index].name.clone(),
+                    entered_ns: at.saturating_sub(self.t0),
+                    evidence: evidence.clone(),
+                });
+            }
+        }
+        for delivery in &self.deliveries[self.told.1..] {
+            follower(crate::record::Progress::Delivery(delivery.clone()));
+        }
+        self.told.1 = self.deliveries.len();
     }
 
     /// Waits up to `timeout_ns` for output or the exit, and takes in what came.
