@@ -75,6 +75,7 @@ fn the_runner_keeps_no_trial_record_once_it_has_handed_it_on() {
             &runner::RunOptions {
                 jobs: 2,
                 keep_dirs: false,
+                fleet: None,
             },
             tx,
             Default::default(),
@@ -134,6 +135,7 @@ fn a_listener_that_falls_behind_holds_the_run_back_instead_of_its_records_piling
             &runner::RunOptions {
                 jobs: JOBS,
                 keep_dirs: false,
+                fleet: None,
             },
             tx,
             Default::default(),

@@ -218,6 +218,7 @@ fn engine(path: &Path, jobs: usize) -> (Vec<std::sync::Arc<TrialRecord>>, f64) {
             &runner::RunOptions {
                 jobs,
                 keep_dirs: false,
+                fleet: None,
             },
             tx,
             Default::default(),

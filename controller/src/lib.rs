@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod dashboard;
+pub mod fleet;
 pub mod judge;
 pub mod plan;
 pub mod record;

@@ -67,6 +67,9 @@ pub struct ExperimentPlan {
     /// resolved them (`atropos run` does before any trial). Its trials run without a
     /// baseline, one after another.
     pub attach: Option<Arc<AttachPlan>>,
+    /// The injector nodes its trials go to (indices into the run's fleet), resolved once
+    /// the run has connected to them; empty: in-process.
+    pub nodes: Vec<usize>,
 }
 
 /// How the trials of an `attach:` experiment find and bound what they hit.
@@ -287,6 +290,7 @@ pub fn plan(valid: Vec<Valid>, run_id: &str, seed: u64, options: &PlanOptions) -
             needs_port,
             needs_dir,
             attach: None,
+            nodes: Vec::new(),
         });
     }
     RunPlan {
@@ -382,6 +386,15 @@ pub struct TrialEnv {
 }
 
 impl TrialEnv {
+    /// For a trial planned for an injector node: the port and folder are the node's, and
+    /// stay holes in the plan that it fills.
+    pub fn on_node() -> TrialEnv {
+        TrialEnv {
+            port: 0,
+            dir: PathBuf::from(atropos_injector::wire::DIR_HOLE),
+        }
+    }
+
     /// The template values for `trial`.
     pub fn vars<'a>(&'a self, trial: &'a PlannedTrial) -> Vars<'a> {
         Vars {

@@ -138,6 +138,9 @@ pub struct TrialRecord {
     pub reasons: Vec<String>,
     /// Wall time of the whole trial including recovery and check, ns.
     pub duration_ns: u64,
+    /// The injector node it ran on; `None`: in-process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// CI facts taken from the environment, when present.

@@ -46,7 +46,14 @@ pub fn expand(text: &str, vars: &Vars<'_>) -> String {
     if !text.contains("${") {
         return text.to_owned();
     }
-    text.replace("${trial.port}", &vars.port.to_string())
+    // Planned for an injector node, which gives the port and folder: their holes stay
+    // for it to fill (`atropos_injector::wire`).
+    let port = if vars.dir == Path::new(atropos_injector::wire::DIR_HOLE) {
+        atropos_injector::wire::PORT_HOLE.to_owned()
+    } else {
+        vars.port.to_string()
+    };
+    text.replace("${trial.port}", &port)
         .replace("${trial.dir}", &vars.dir.to_string_lossy())
         .replace("${trial.id}", vars.id)
 }

@@ -14,9 +14,20 @@ use std::path::{Path, PathBuf};
 use crate::process;
 use crate::signal::Signal;
 
-/// Where the journal lives: `$ATROPOS_STATE_DIR/paused`, else `$XDG_STATE_HOME/atropos/paused`,
+static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the state folder (the injector's `--state-dir`), before any trial runs; the first
+/// call wins.
+pub fn set_dir(dir: PathBuf) {
+    let _ = STATE_DIR.set(dir);
+}
+
+/// Where the journal lives: the folder given to [`set_dir`], else `$ATROPOS_STATE_DIR/paused`, else `$XDG_STATE_HOME/atropos/paused`,
 /// else `~/.local/state/atropos/paused`.
 pub fn dir() -> PathBuf {
+    if let Some(dir) = STATE_DIR.get() {
+        return dir.join("paused");
+    }
     if let Some(dir) = std::env::var_os("ATROPOS_STATE_DIR") {
         return PathBuf::from(dir).join("paused");
     }

@@ -21,6 +21,7 @@
 //! The injector knows nothing of experiment files, schedules, SQL or HTML.
 
 pub mod after;
+pub mod agent;
 pub mod attach;
 pub mod cgroup;
 pub mod clock;

@@ -81,6 +81,9 @@ pub enum Event {
     },
     /// A step's signal went out.
     Delivery(Delivery),
+    /// Nothing new: the trial runs on (sent every [`crate::agent::BEAT`] of quiet, so that
+    /// either side notices a connection gone).
+    Beat,
     /// The trial ended: everything observed.
     Done(Box<Done>),
     /// The node could not run the trial, or lost it.
@@ -348,6 +351,7 @@ mod tests {
             Event::Failed {
                 message: "injector lost".into(),
             },
+            Event::Beat,
         ];
         for event in events {
             let line = serde_json::to_string(&event).unwrap();

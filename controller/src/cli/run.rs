@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// A process id no `attach:` target may select, whatever matches (repeatable).
     #[arg(long, value_name = "PID")]
     protect: Vec<i32>,
+    /// An injector node, `NAME=URL` (repeatable), beside those an `atropos.yaml` next to
+    /// the experiments declares; its token is read from `ATROPOS_INJECTOR_TOKEN`.
+    #[arg(long, value_name = "NAME=URL")]
+    injector: Vec<String>,
 }
 
 pub(super) fn main(args: RunArgs) -> u8 {
@@ -141,6 +145,72 @@ pub(super) fn main(args: RunArgs) -> u8 {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    // Experiments on injector nodes: every node they name answers before any trial runs.
+    let remote = |e: &plan::ExperimentPlan| {
+        let t = &e.loaded.experiment.spec.target;
+        t.node.is_some() || t.nodes.is_some()
+    };
+    let fleet = if plan.experiments.iter().any(remote) {
+        let specs = match crate::fleet::declared(&args.paths, &args.injector) {
+            Ok(specs) => specs,
+            Err(err) => {
+                eprintln!("{err}");
+                return EXIT_INVALID;
+            }
+        };
+        let fleet = match runtime.block_on(crate::fleet::Fleet::connect(&specs)) {
+            Ok(fleet) => Arc::new(fleet),
+            Err(err) => {
+                eprintln!("error: {err}");
+                eprintln!("help: nothing ran; check the injector's URL, token and certificates");
+                return EXIT_INVALID;
+            }
+        };
+        for exp in &mut plan.experiments {
+            let target = &exp.loaded.experiment.spec.target;
+            if !(target.node.is_some() || target.nodes.is_some()) {
+                continue;
+            }
+            exp.nodes = fleet.matching(target.node.as_deref(), target.nodes.as_ref());
+            if exp.nodes.is_empty() {
+                let wanted = match (&target.node, &target.nodes) {
+                    (Some(name), _) => format!("target.node `{name}`"),
+                    (None, Some(labels)) => format!(
+                        "target.nodes {}",
+                        labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    _ => String::new(),
+                };
+                let known: Vec<String> = fleet
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let labels: Vec<String> =
+                            n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!("{} [{}]", n.name, labels.join(","))
+                    })
+                    .collect();
+                eprintln!(
+                    "{}: experiment `{}`: {wanted} matches no injector; declared: {}",
+                    exp.loaded.file.display(),
+                    exp.info.name,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+                return EXIT_INVALID;
+            }
+        }
+        Some(fleet)
+    } else {
+        None
+    };
     let db = (!args.no_db).then_some(args.db);
     runtime.block_on(run(
         plan,
@@ -150,6 +220,7 @@ pub(super) fn main(args: RunArgs) -> u8 {
         RunOptions {
             jobs,
             keep_dirs: args.keep_dirs,
+            fleet,
         },
     ))
 }

@@ -127,6 +127,9 @@ struct RecordFields<'a> {
     verdict: crate::record::Verdict,
     reasons: &'a [String],
     duration_ns: u64,
+    /// The injector node it ran on; absent: in-process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: &'a Option<String>,
 }
 
 impl<'a> JsonTrial<'a> {
@@ -151,6 +154,7 @@ impl<'a> JsonTrial<'a> {
             verdict,
             reasons,
             duration_ns,
+            node,
         } = r;
         JsonTrial {
             record: RecordFields {
@@ -186,6 +190,7 @@ impl<'a> JsonTrial<'a> {
                 verdict: *verdict,
                 reasons,
                 duration_ns: *duration_ns,
+                node,
             },
         }
     }

@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Keep each trial's `${trial.dir}` after the run.
     pub keep_dirs: bool,
+    /// The injector nodes experiments may name (`target.node`, `target.nodes`).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// Default check command limit.
@@ -99,6 +101,10 @@ struct Shared {
     ports: inj::sockets::PortPool,
     /// Per experiment: signals sent to attached processes so far (its blast radius).
     sent: Vec<AtomicUsize>,
+    /// The injector nodes, and the runtime their clients run on.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
+    handle: tokio::runtime::Handle,
+    run_id: String,
 }
 
 impl Shared {
@@ -234,6 +240,9 @@ pub async fn execute(
         cancel: cancel.clone(),
         run_dir: run_dir.clone(),
         ports: inj::sockets::PortPool::default(),
+        fleet: options.fleet.clone(),
+        handle: tokio::runtime::Handle::current(),
+        run_id: plan.run_id.clone(),
     });
     let mut lanes = tokio::task::JoinSet::new();
     for _ in 0..options.jobs.max(1) {
@@ -290,6 +299,7 @@ fn lane(shared: &Shared) {
                 attach::cool_down(attach, since, &shared.cancel);
                 attach::run_trial(exp, attach, trial, work.experiment, shared)
             }
+            None if !exp.nodes.is_empty() => run_remote(exp, trial, &lengths, shared),
             None => run_trial(exp, trial, &lengths, shared),
         };
         shared.finish(&work, record);
@@ -341,6 +351,59 @@ fn run_trial(
     ))
 }
 
+/// Runs one trial on an injector node (the least busy of those the experiment names, once
+/// one has room), the whole of it there: target, after-checks, port and folder. Judges it
+/// here; a trial the node lost is an `error` saying why. `None` if it never started.
+fn run_remote(
+    exp: &ExperimentPlan,
+    trial: &PlannedTrial,
+    lengths: &PhaseLengths,
+    shared: &Shared,
+) -> Option<Arc<TrialRecord>> {
+    let fleet = shared.fleet.as_ref()?;
+    let started = now_ns();
+    let env = TrialEnv::on_node();
+    let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths, None);
+    let after = after_plan(exp, trial, &env);
+    // The whole exchange is bounded by what the node may take: the trial, its check and
+    // its recovery, and a margin for the stream.
+    let limit = iplan.timeout
+        + after.check.as_ref().map_or(Duration::ZERO, |c| c.limit)
+        + after
+            .recovery
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.plan.timeout)
+        + Duration::from_secs(5);
+    let grace = iplan.grace;
+    let slot = fleet.acquire(&exp.nodes, &shared.cancel)?;
+    let node = &fleet.nodes[slot.node];
+    let request = inj::wire::TrialRequest {
+        format: inj::PLAN_FORMAT,
+        node: node.name.clone(),
+        run: shared.run_id.clone(),
+        trial: iplan,
+        after,
+        bind: inj::wire::Bind {
+            port: exp.needs_port,
+            dir: exp.needs_dir,
+        },
+    };
+    let (obs, after) = match node.run(&request, limit, &shared.cancel, &shared.handle) {
+        Ok(done) => (done.observation, after_facts(done.after)),
+        Err(why) => {
+            let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
+            obs.error = Some(why);
+            (obs, After::default())
+        }
+    };
+    let name = node.name.clone();
+    drop(slot);
+    let record = judged(exp, trial, obs, after, grace, first_offset, started);
+    let mut record = Arc::unwrap_or_clone(record);
+    record.node = Some(name);
+    Some(Arc::new(record))
+}
+
 /// Judges a trial that ran and makes its record.
 fn judged(
     exp: &ExperimentPlan,
@@ -382,6 +445,7 @@ fn judged(
         verdict: judgement.verdict,
         reasons: judgement.reasons,
         duration_ns: now_ns() - started,
+        node: None,
     })
 }
 

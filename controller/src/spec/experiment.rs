@@ -92,6 +92,13 @@ pub struct Target {
     /// Running processes atropos did not start, selected from `/proc`.
     #[serde(default)]
     pub attach: Option<AttachSpec>,
+    /// The injector node the trials run on (declared in `atropos.yaml` or given with
+    /// `--injector`); with neither this nor `nodes`, they run in-process.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The injector nodes whose labels include all of these: trials are spread over them.
+    #[serde(default)]
+    pub nodes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Running processes to aim at: every criterion given must hold (AND). Nothing is read by

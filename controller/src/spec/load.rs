@@ -36,7 +36,9 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Invalid> {
         if path.is_dir() {
             walk(path, &mut files);
         } else if path.is_file() {
-            files.push(path.clone());
+            if !is_injectors_file(path) {
+                files.push(path.clone());
+            }
         } else {
             problems.push(Problem {
                 file: path.clone(),
@@ -54,6 +56,12 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Invalid> {
     }
 }
 
+/// Whether `path` is the `atropos.yaml` that declares injectors, not an experiment.
+pub fn is_injectors_file(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == crate::fleet::FILE_NAME || n == "atropos.yml")
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -63,7 +71,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for path in paths {
         if path.is_dir() {
             walk(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+            && !is_injectors_file(&path)
+        {
             out.push(path);
         }
     }
@@ -240,7 +250,7 @@ fn split_documents(text: &str) -> Vec<Document> {
     docs
 }
 
-fn problem_from_yaml(
+pub(crate) fn problem_from_yaml(
     file: &Path,
     first_line: usize,
     doc: &str,

@@ -26,7 +26,8 @@ mod validate;
 
 pub use experiment::*;
 pub use limits::{MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_FILE_BYTES, MAX_VALUES};
-pub use load::{Loaded, collect_files, load_file};
+pub(crate) use load::problem_from_yaml;
+pub use load::{Loaded, collect_files, is_injectors_file, load_file};
 pub use lowered::{LoweredFault, LoweredStep, Valid, When};
 pub use names::{NAME_MAX, NAME_RULE, check_name};
 pub use offset::Offset;

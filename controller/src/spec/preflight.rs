@@ -53,6 +53,10 @@ pub fn check_targets(plan: &RunPlan) -> Result<(), Unstartables> {
 fn check_experiment(exp: &ExperimentPlan) -> Vec<Unstartable> {
     let loaded = &exp.loaded;
     let spec = &loaded.experiment.spec;
+    // A command for an injector node starts there, not here: the node checks it.
+    if spec.target.node.is_some() || spec.target.nodes.is_some() {
+        return Vec::new();
+    }
     let at = |field: String, anchor: Option<&str>, key: &str, message: String, help: &str| {
         let spot = locate(&loaded.source, anchor, key, None);
         Unstartable {

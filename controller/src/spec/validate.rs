@@ -195,6 +195,30 @@ fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
         ctx.report("metadata.name".into(), None, "name", None, message);
     }
     let spec = &exp.spec;
+    if spec.target.node.is_some() && spec.target.nodes.is_some() {
+        ctx.report(
+            "spec.target.nodes".into(),
+            None,
+            "nodes",
+            None,
+            "both `node` and `nodes`; expected one: a node by name, or nodes by labels".into(),
+        );
+    }
+    if spec.target.attach.is_some() && (spec.target.node.is_some() || spec.target.nodes.is_some()) {
+        ctx.report(
+            "spec.target.node".into(),
+            None,
+            if spec.target.node.is_some() {
+                "node"
+            } else {
+                "nodes"
+            },
+            None,
+            "an `attach:` target on an injector node is not supported yet (its processes are \
+             selected from this machine's /proc); expected `run:` there, or no node"
+                .into(),
+        );
+    }
     match (&spec.target.run, &spec.target.attach) {
         (Some(run), None) => check_run(ctx, run),
         (None, Some(attach)) => check_attach(ctx, attach, "spec.target.attach", true),

@@ -357,5 +357,6 @@ pub fn trial(
         verdict,
         reasons,
         duration_ns: exit_at + 2 * ms,
+        node: None,
     }
 }

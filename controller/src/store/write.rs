@@ -174,7 +174,7 @@ fn insert_trials_sql(shape: usize) -> &'static str {
     static TEXTS: OnceLock<[String; TRIAL_SHAPES.len()]> = OnceLock::new();
     let texts = TEXTS.get_or_init(|| {
         TRIAL_SHAPES.map(|rows| {
-            let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+            let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
             let mut sql = format!("INSERT INTO trials ({TRIAL_COLUMNS}) VALUES {row}");
             for _ in 1..rows {
                 sql.push_str(", ");
@@ -380,7 +380,7 @@ impl Rest {
 /// The columns of `trials` that [`bind_trial`] binds, in its order.
 const TRIAL_COLUMNS: &str = "uid, run_id, run_experiment_id, fault, idx, offset_spec, \
     offset_fraction, offset_ns, injected_phase, latency_ns, delivery, verdict, stop, exit_code, \
-    exit_signal, duration_ns, recorded_at, reasons, observation, recovery, check_run";
+    exit_signal, duration_ns, recorded_at, reasons, observation, recovery, check_run, node";
 
 /// Binds the values of one trial's row, in the order of [`TRIAL_COLUMNS`].
 fn bind_trial<'q>(
@@ -411,6 +411,7 @@ fn bind_trial<'q>(
         verdict,
         reasons,
         duration_ns,
+        node,
     } = t;
     let exit = observation.exit.as_ref();
     Ok(query
@@ -434,7 +435,8 @@ fn bind_trial<'q>(
         .bind(serde_json::to_string(reasons)?)
         .bind(serde_json::to_string(&StoredObservation::of(observation))?)
         .bind(recovery.as_ref().map(serde_json::to_string).transpose()?)
-        .bind(check.as_ref().map(serde_json::to_string).transpose()?))
+        .bind(check.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(node.as_deref()))
 }
 
 /// An observation as the `trials.observation` column keeps it: every field but the phases,

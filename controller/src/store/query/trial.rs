@@ -23,7 +23,7 @@ pub struct TrialView {
 pub(crate) const TRIAL_COLUMNS: &str = "t.id, t.uid, r.uid AS run_uid, e.name AS experiment,
     t.fault, t.idx, t.offset_spec, t.offset_fraction, t.offset_ns, t.injected_phase,
     t.latency_ns, t.delivery, t.verdict, t.duration_ns, t.recorded_at, t.reasons,
-    t.observation, t.recovery, t.check_run";
+    t.observation, t.recovery, t.check_run, t.node";
 
 /// The joins [`TRIAL_COLUMNS`] needs, after `FROM trials t`.
 pub(crate) const TRIAL_JOINS: &str = "JOIN runs r ON r.id = t.run_id
@@ -51,6 +51,7 @@ pub(crate) struct TrialRow {
     observation: String,
     recovery: Option<String>,
     check_run: Option<String>,
+    node: Option<String>,
 }
 
 fn ns(v: i64) -> u64 {
@@ -125,6 +126,7 @@ impl TrialRow {
             verdict: parse_name(&self.verdict)?,
             reasons: serde_json::from_str(&self.reasons)?,
             duration_ns: ns(self.duration_ns),
+            node: self.node,
         };
         Ok(TrialView {
             run: self.run_uid,

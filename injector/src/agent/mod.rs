@@ -1,0 +1,431 @@
+//! `atropos-injector`, the node agent: runs the trials a controller sends, on this node, and
+//! streams back what they did.
+//!
+//! # Theory of operation
+//! - Every route but `GET /healthz` needs `Authorization: Bearer <token>`, compared in
+//!   constant time. The token is mandatory (an agent that spawns commands and signals
+//!   processes as root is remote code execution by design); TLS (rustls) is optional on
+//!   loopback, and with a client CA the connection must present a certificate it signed.
+//! - `POST /v1/trials` takes a [`TrialRequest`] (at most [`MAX_BODY`] bytes, unknown fields
+//!   refused) and answers `200` with one JSON [`Event`] per line: `started`, each phase and
+//!   delivery as it happens, a `beat` every [`BEAT`] while nothing else is said, and `done`
+//!   with the observation and the after-checks. Refusals come before anything runs: `409`
+//!   for another plan format or another node's plan, `403` for a command or an attached
+//!   process outside the allow-lists, `429` when `--max-trials` run already.
+//! - The trial runs on a thread of its own, as in-process. The stream owns the trial's
+//!   cancellation: when it is dropped (the controller closed the connection, or died, and
+//!   a beat could not be written) the trial is cancelled and its target killed.
+//!   `DELETE /v1/trials/{id}` cancels it too.
+//! - A trial's port and folder are this node's ([`TrialRequest::fill`]).
+
+mod metrics;
+pub mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use regex::Regex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{PLAN_FORMAT, Target};
+use crate::wire::{ApiError, Done, Event, Info, TrialRequest};
+
+pub use metrics::Metrics;
+pub use server::{TlsFiles, serve};
+
+/// The largest request body taken.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// How often a stream says it is alive while a trial is quiet: a controller that went away
+/// is noticed by the write that fails, so within two beats.
+pub const BEAT: Duration = Duration::from_millis(100);
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name.
+    pub node: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The bearer token every request must carry.
+    pub token: String,
+    /// Trials at once.
+    pub max_trials: usize,
+    /// Commands allowed (a regex over the argv joined by spaces); empty: every command.
+    pub allow_command: Vec<Regex>,
+    /// Attached processes allowed (a regex over their joined argv); empty: none.
+    pub allow_attach: Vec<Regex>,
+    /// Where trial folders are made.
+    pub work_dir: PathBuf,
+}
+
+/// What the handlers share.
+pub struct Agent {
+    config: Config,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    ports: crate::sockets::PortPool,
+    run_dir: PathBuf,
+    /// The agent's metrics.
+    pub metrics: Metrics,
+}
+
+impl Agent {
+    /// An agent for `config`; makes its folder for trial folders.
+    pub fn new(config: Config) -> std::io::Result<Arc<Agent>> {
+        let run_dir = config.work_dir.join(format!(
+            "{}injector-{}",
+            crate::workdir::PREFIX,
+            std::process::id()
+        ));
+        for gone in crate::workdir::sweep_dead(&config.work_dir) {
+            tracing::info!(folder = %gone.display(), "removed the trial folders of a dead run");
+        }
+        crate::workdir::create(&run_dir)?;
+        Ok(Arc::new(Agent {
+            config,
+            running: Mutex::new(HashMap::new()),
+            ports: crate::sockets::PortPool::default(),
+            run_dir,
+            metrics: Metrics::new(),
+        }))
+    }
+
+    /// Removes the agent's trial folders.
+    pub fn close(&self) {
+        for token in self.running().values() {
+            token.cancel();
+        }
+        let _ = crate::workdir::remove(&self.run_dir);
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The agent's routes.
+pub fn router(agent: Arc<Agent>) -> Router {
+    let authed = Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/trials", post(start_trial))
+        .route("/v1/trials/{id}", delete(cancel_trial))
+        .route("/metrics", get(metrics::render))
+        .route_layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(authed)
+        .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(agent)
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = ApiError {
+        error: message.into(),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn authenticate(
+    State(agent): State<Arc<Agent>>,
+    headers: HeaderMap,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Equal lengths compare in constant time; a different length is refused at once (it
+    // tells only the token's length).
+    let ok: bool = given.as_bytes().ct_eq(agent.config.token.as_bytes()).into();
+    if !ok {
+        tracing::warn!(path = %request.uri().path(), "refused a request without the right token");
+        let mut response = refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        return response;
+    }
+    next.run(request).await
+}
+
+async fn info(State(agent): State<Arc<Agent>>) -> axum::Json<Info> {
+    axum::Json(Info {
+        node: agent.config.node.clone(),
+        labels: agent.config.labels.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        format: PLAN_FORMAT,
+        capacity: agent.config.max_trials,
+        running: agent.running().len(),
+    })
+}
+
+async fn cancel_trial(State(agent): State<Arc<Agent>>, UrlPath(id): UrlPath<String>) -> Response {
+    match agent.running().get(&id) {
+        Some(token) => {
+            token.cancel();
+            tracing::info!(trial = %id, "trial cancelled by its controller");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => refuse(StatusCode::NOT_FOUND, format!("no trial `{id}` runs here")),
+    }
+}
+
+/// Why a request may not run here, checked before anything runs.
+fn admissible(agent: &Agent, req: &TrialRequest) -> Result<(), (StatusCode, String)> {
+    if !req.compatible() {
+        return Err((
+            StatusCode::CONFLICT,
+            format!(
+                "plan format {} (trial {}) is not this injector's format {PLAN_FORMAT} \
+                 (atropos-injector {})",
+                req.format,
+                req.trial.format,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ));
+    }
+    if req.node != agent.config.node {
+        return Err((
+            StatusCode::CONFLICT,
+            format!(
+                "the plan is for node `{}`; this is node `{}`",
+                req.node, agent.config.node
+            ),
+        ));
+    }
+    let allowed = |argv: &[String]| {
+        let joined = argv.join(" ");
+        agent.config.allow_command.is_empty()
+            || agent
+                .config
+                .allow_command
+                .iter()
+                .any(|re| re.is_match(&joined))
+    };
+    let mut commands: Vec<&[String]> = Vec::new();
+    match &req.trial.target {
+        Target::Run(run) => commands.push(&run.argv),
+        Target::Attach(attach) => {
+            for p in &attach.processes {
+                let joined = crate::procfs::cmdline(p.pid);
+                if !agent
+                    .config
+                    .allow_attach
+                    .iter()
+                    .any(|re| re.is_match(&joined))
+                {
+                    return Err((
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "pid {} (`{joined}`) is not allowed by --allow-attach",
+                            p.pid
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(check) = &req.after.check {
+        commands.push(&check.argv);
+    }
+    if let Some(recovery) = &req.after.recovery
+        && let Target::Run(run) = &recovery.plan.target
+    {
+        commands.push(&run.argv);
+    }
+    if let Some(refused) = commands.into_iter().find(|argv| !allowed(argv)) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "the command `{}` is not allowed by --allow-command",
+                refused.join(" ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Cancels a trial when dropped: the stream holds one, so a closed connection ends it.
+struct CancelOnDrop(CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+async fn start_trial(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
+    let mut req: TrialRequest = match serde_json::from_slice(&body) {
+        Ok(req) => req,
+        Err(err) => {
+            return refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("not a trial request: {err}"),
+            );
+        }
+    };
+    if let Err((status, message)) = admissible(&agent, &req) {
+        tracing::warn!(trial = %req.trial.id, run = %req.run, %message, "refused a trial");
+        return refuse(status, message);
+    }
+    let cancel = CancellationToken::new();
+    {
+        let mut running = agent.running();
+        if running.len() >= agent.config.max_trials {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{} trial(s) run here already, the most --max-trials allows",
+                    running.len()
+                ),
+            );
+        }
+        if running.contains_key(&req.trial.id) {
+            return refuse(
+                StatusCode::CONFLICT,
+                format!("trial `{}` runs here already", req.trial.id),
+            );
+        }
+        running.insert(req.trial.id.clone(), cancel.clone());
+    }
+    agent.metrics.running.inc();
+    let port = if req.bind.port { agent.ports.take() } else { 0 };
+    let dir = req.bind.dir.then(|| agent.run_dir.join(&req.trial.id));
+    if let Some(dir) = &dir {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let filled = req.fill(port, dir.as_deref());
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let _ = tx.send(Event::Started {
+        format: PLAN_FORMAT,
+        node: agent.config.node.clone(),
+        port,
+        dir: dir.as_ref().map(|d| d.display().to_string()),
+    });
+    tracing::info!(trial = %req.trial.id, run = %req.run, "trial started");
+    let trial_id = req.trial.id.clone();
+    let worker = {
+        let agent = agent.clone();
+        let cancel = cancel.clone();
+        move || {
+            let id = req.trial.id.clone();
+            let event = match filled {
+                Err(err) => Event::Failed {
+                    message: format!("cannot fill the trial's port and folder: {err}"),
+                },
+                Ok(()) => run_here(&agent, &req, &cancel, &tx),
+            };
+            let _ = tx.send(event);
+            agent.running().remove(&id);
+            agent.metrics.running.dec();
+            if port != 0 {
+                agent.ports.give_back(port);
+            }
+            if let Some(dir) = &dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            tracing::info!(trial = %id, "trial ended");
+        }
+    };
+    if let Err(err) = std::thread::Builder::new()
+        .name("trial".into())
+        .spawn(worker)
+    {
+        // The worker (and with it the reservation) is gone: undo it here.
+        agent.running().remove(&trial_id);
+        agent.metrics.running.dec();
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot start a trial thread: {err}"),
+        );
+    }
+    let guard = CancelOnDrop(cancel);
+    let stream =
+        futures_util::stream::unfold((rx, guard, false), |(mut rx, guard, done)| async move {
+            if done {
+                return None;
+            }
+            let next = tokio::time::timeout(BEAT, rx.recv()).await;
+            let (line, done) = match next {
+                Ok(Some(event)) => {
+                    let last = matches!(event, Event::Done(_) | Event::Failed { .. });
+                    (serde_json::to_vec(&event), last)
+                }
+                // The worker is gone without a last word: it panicked.
+                Ok(None) => (
+                    serde_json::to_vec(&Event::Failed {
+                        message: "the trial's thread ended without a result".into(),
+                    }),
+                    true,
+                ),
+                Err(_) => (serde_json::to_vec(&Event::Beat), false),
+            };
+            let mut line = line.unwrap_or_default();
+            line.push(b'\n');
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+                (rx, guard, done),
+            ))
+        });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "cannot answer"))
+}
+
+/// Runs a trial and its after-checks on this thread, telling `tx` as it goes.
+fn run_here(
+    agent: &Agent,
+    req: &TrialRequest,
+    cancel: &CancellationToken,
+    tx: &mpsc::UnboundedSender<Event>,
+) -> Event {
+    let follower = |p: crate::record::Progress| {
+        if let crate::record::Progress::Delivery(d) = &p {
+            agent.metrics.delivered(d);
+        }
+        let _ = tx.send(p.into());
+    };
+    let observation = crate::trial::run_followed(&req.trial, cancel, &follower);
+    let ran = observation.error.is_none() && observation.stop != crate::StopReason::Interrupted;
+    let after = if ran && !req.after.is_empty() {
+        crate::after::run(&req.after, cancel)
+    } else {
+        crate::after::AfterSeen::default()
+    };
+    Event::Done(Box::new(Done {
+        format: PLAN_FORMAT,
+        node: agent.config.node.clone(),
+        observation,
+        after,
+    }))
+}
+
+/// Where a listener may be bound: any address, but a non-loopback one is worth a warning
+/// without TLS (the token then crosses the network in the clear).
+pub fn warn_if_exposed(listen: SocketAddr, tls: bool) {
+    if !listen.ip().is_loopback() && !tls {
+        tracing::warn!(
+            %listen,
+            "listening beyond loopback without TLS: the token and every plan cross the \
+             network in the clear; give --tls-cert and --tls-key"
+        );
+    }
+}
