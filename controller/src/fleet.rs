@@ -202,7 +202,8 @@ pub struct Node {
 pub struct Fleet {
     /// The injectors, in declaration order.
     pub nodes: Vec<Node>,
-    busy: Mutex<Vec<usize>>,
+    /// Per injector: trials in flight, and whether it was lost (no more trials go to it).
+    busy: Mutex<Vec<(usize, bool)>>,
     room: Condvar,
 }
 
@@ -385,7 +386,7 @@ impl Fleet {
         let count = nodes.len();
         Ok(Fleet {
             nodes,
-            busy: Mutex::new(vec![0; count]),
+            busy: Mutex::new(vec![(0, false); count]),
             room: Condvar::new(),
         })
     }
@@ -407,22 +408,33 @@ impl Fleet {
             .collect()
     }
 
-    /// Takes a place on the least busy of `among`, waiting while all are full; `None` if
-    /// cancelled meanwhile.
-    pub fn acquire(&self, among: &[usize], cancel: &CancellationToken) -> Option<Slot<'_>> {
+    /// Takes a place on the least busy of `among` that is not lost, waiting while all are
+    /// full. `Err(None)` if cancelled meanwhile; `Err(Some(why))` when every one is lost.
+    pub fn acquire(
+        &self,
+        among: &[usize],
+        cancel: &CancellationToken,
+    ) -> Result<Slot<'_>, Option<String>> {
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if cancel.is_cancelled() {
-                return None;
+                return Err(None);
+            }
+            if among.iter().all(|&i| busy[i].1) {
+                let names: Vec<&str> = among.iter().map(|&i| self.nodes[i].name.as_str()).collect();
+                return Err(Some(format!(
+                    "every injector this experiment may use was lost during the run: {}",
+                    names.join(", ")
+                )));
             }
             let free = among
                 .iter()
                 .copied()
-                .filter(|&i| busy[i] < self.nodes[i].capacity)
-                .min_by_key(|&i| busy[i]);
+                .filter(|&i| !busy[i].1 && busy[i].0 < self.nodes[i].capacity)
+                .min_by_key(|&i| busy[i].0);
             if let Some(i) = free {
-                busy[i] += 1;
-                return Some(Slot {
+                busy[i].0 += 1;
+                return Ok(Slot {
                     fleet: self,
                     node: i,
                 });
@@ -446,8 +458,38 @@ pub struct Slot<'a> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut busy = self.fleet.busy.lock().unwrap_or_else(|p| p.into_inner());
-        busy[self.node] -= 1;
-        self.fleet.room.notify_one();
+        busy[self.node].0 -= 1;
+        self.fleet.room.notify_all();
+    }
+}
+
+impl Slot<'_> {
+    /// Marks the injector lost: the run sends it nothing more.
+    pub fn lost(&self) {
+        let mut busy = self.fleet.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy[self.node].1 {
+            busy[self.node].1 = true;
+            let node = &self.fleet.nodes[self.node].name;
+            tracing::warn!(%node, "injector lost; the run goes on without it");
+        }
+        self.fleet.room.notify_all();
+    }
+}
+
+/// Why a trial came back without an observation.
+#[derive(Debug)]
+pub enum Failure {
+    /// The injector is gone or broken: no more trials go to it.
+    Lost(String),
+    /// The injector refused this trial, or the run was interrupted first.
+    Refused(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Lost(why) | Failure::Refused(why) => f.write_str(why),
+        }
     }
 }
 
@@ -477,7 +519,7 @@ impl Node {
         limit: Duration,
         cancel: &CancellationToken,
         handle: &tokio::runtime::Handle,
-    ) -> Result<Done, String> {
+    ) -> Result<Done, Failure> {
         handle.block_on(self.exchange(request, limit, cancel))
     }
 
@@ -486,32 +528,49 @@ impl Node {
         request: &TrialRequest,
         limit: Duration,
         cancel: &CancellationToken,
-    ) -> Result<Done, String> {
+    ) -> Result<Done, Failure> {
+        use Failure::{Lost, Refused};
         let name = &self.name;
-        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-        let send = self
-            .client
-            .post(format!("{}/v1/trials", self.url))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send();
-        let mut answer = tokio::select! {
-            answer = tokio::time::timeout(SILENCE, send) => match answer {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(err)) => return Err(format!("injector `{name}` lost: {}", error_chain(&err))),
-                Err(_) => return Err(format!("injector `{name}` timed out: no answer to the trial in {SILENCE:?}")),
-            },
-            () = cancel.cancelled() => return Err("interrupted before the injector answered".to_owned()),
-        };
-        if !answer.status().is_success() {
+        let lost = |why: String| Lost(format!("injector `{name}` lost: {why}"));
+        let body = serde_json::to_vec(request).map_err(|e| Refused(e.to_string()))?;
+        // Full (another controller shares the node): try again for a while.
+        let give_up = tokio::time::Instant::now() + SILENCE;
+        let mut answer = loop {
+            let send = self
+                .client
+                .post(format!("{}/v1/trials", self.url))
+                .bearer_auth(&self.token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send();
+            let answer = tokio::select! {
+                answer = tokio::time::timeout(SILENCE, send) => match answer {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(err)) => return Err(lost(error_chain(&err))),
+                    Err(_) => return Err(Lost(format!(
+                        "injector `{name}` timed out: no answer to the trial in {SILENCE:?}"
+                    ))),
+                },
+                () = cancel.cancelled() => {
+                    return Err(Refused("interrupted before the injector answered".to_owned()));
+                }
+            };
             let status = answer.status();
-            let body = answer.bytes().await.unwrap_or_default();
-            return Err(format!(
-                "injector `{name}` refused the trial: {status}: {}",
-                api_error(&body)
-            ));
-        }
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                && tokio::time::Instant::now() < give_up
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            if !status.is_success() {
+                let body = answer.bytes().await.unwrap_or_default();
+                return Err(Refused(format!(
+                    "injector `{name}` refused the trial: {status}: {}",
+                    api_error(&body)
+                )));
+            }
+            break answer;
+        };
         let deadline = tokio::time::Instant::now() + limit;
         let mut pending: Vec<u8> = Vec::new();
         let mut cancelled = false;
@@ -525,43 +584,31 @@ impl Node {
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     self.cancel(&request.trial.id).await;
-                    return Err(format!("injector `{name}` timed out: the trial took longer than {limit:?}"));
+                    return Err(Lost(format!(
+                        "injector `{name}` timed out: the trial took longer than {limit:?}"
+                    )));
                 }
             };
             let bytes = match chunk {
                 Ok(Ok(Some(bytes))) => bytes,
-                Ok(Ok(None)) => {
-                    return Err(format!(
-                        "injector `{name}` lost: its stream ended before the trial did"
-                    ));
-                }
-                Ok(Err(err)) => {
-                    return Err(format!("injector `{name}` lost: {}", error_chain(&err)));
-                }
-                Err(_) => {
-                    return Err(format!(
-                        "injector `{name}` lost: it said nothing for {SILENCE:?}"
-                    ));
-                }
+                Ok(Ok(None)) => return Err(lost("its stream ended before the trial did".into())),
+                Ok(Err(err)) => return Err(lost(error_chain(&err))),
+                Err(_) => return Err(lost(format!("it said nothing for {SILENCE:?}"))),
             };
             pending.extend_from_slice(&bytes);
             if pending.len() > 64 << 20 {
-                return Err(format!(
-                    "injector `{name}` sent more than 64 MiB for one trial"
-                ));
+                return Err(lost("it sent more than 64 MiB for one trial".into()));
             }
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 match serde_json::from_slice::<Event>(&line) {
                     Ok(Event::Done(done)) => return Ok(*done),
                     Ok(Event::Failed { message }) => {
-                        return Err(format!("injector `{name}`: {message}"));
+                        return Err(Refused(format!("injector `{name}`: {message}")));
                     }
                     Ok(_) => {}
                     Err(err) => {
-                        return Err(format!(
-                            "injector `{name}` sent a line that is not an event: {err}"
-                        ));
+                        return Err(lost(format!("it sent a line that is not an event: {err}")));
                     }
                 }
             }

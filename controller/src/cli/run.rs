@@ -158,6 +158,25 @@ pub(super) fn main(args: RunArgs) -> u8 {
                 return EXIT_INVALID;
             }
         };
+        // A node named that is declared nowhere is bad input, found before connecting.
+        for exp in &plan.experiments {
+            if let Some(name) = &exp.loaded.experiment.spec.target.node
+                && !specs.iter().any(|s| &s.name == name)
+            {
+                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                eprintln!(
+                    "{}: experiment `{}`: target.node `{name}` matches no injector; declared: {}",
+                    exp.loaded.file.display(),
+                    exp.info.name,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+                return EXIT_INVALID;
+            }
+        }
         let fleet = match runtime.block_on(crate::fleet::Fleet::connect(&specs)) {
             Ok(fleet) => Arc::new(fleet),
             Err(err) => {

@@ -375,7 +375,16 @@ fn run_remote(
             .map_or(Duration::ZERO, |r| r.plan.timeout)
         + Duration::from_secs(5);
     let grace = iplan.grace;
-    let slot = fleet.acquire(&exp.nodes, &shared.cancel)?;
+    let slot = match fleet.acquire(&exp.nodes, &shared.cancel) {
+        Ok(slot) => slot,
+        Err(None) => return None,
+        Err(Some(why)) => {
+            let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
+            obs.error = Some(why);
+            let after = After::default();
+            return Some(judged(exp, trial, obs, after, grace, first_offset, started));
+        }
+    };
     let node = &fleet.nodes[slot.node];
     let request = inj::wire::TrialRequest {
         format: inj::PLAN_FORMAT,
@@ -390,9 +399,12 @@ fn run_remote(
     };
     let (obs, after) = match node.run(&request, limit, &shared.cancel, &shared.handle) {
         Ok(done) => (done.observation, after_facts(done.after)),
-        Err(why) => {
+        Err(failure) => {
+            if let crate::fleet::Failure::Lost(_) = &failure {
+                slot.lost();
+            }
             let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
-            obs.error = Some(why);
+            obs.error = Some(failure.to_string());
             (obs, After::default())
         }
     };

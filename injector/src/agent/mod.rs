@@ -332,16 +332,18 @@ async fn start_trial(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
                 },
                 Ok(()) => run_here(&agent, &req, &cancel, &tx),
             };
-            let _ = tx.send(event);
-            agent.running().remove(&id);
-            agent.metrics.running.dec();
-            if port != 0 {
-                agent.ports.give_back(port);
-            }
+            // The node is clean before its controller hears the end: folder removed, port
+            // and place given back.
             if let Some(dir) = &dir {
                 let _ = std::fs::remove_dir_all(dir);
             }
+            if port != 0 {
+                agent.ports.give_back(port);
+            }
+            agent.running().remove(&id);
+            agent.metrics.running.dec();
             tracing::info!(trial = %id, "trial ended");
+            let _ = tx.send(event);
         }
     };
     if let Err(err) = std::thread::Builder::new()

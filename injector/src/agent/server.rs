@@ -41,6 +41,16 @@ pub fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
         CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))
+            .and_then(|certs| {
+                if certs.is_empty() {
+                    Err(format!(
+                        "{}: not a PEM certificate file: no certificate in it",
+                        path.display()
+                    ))
+                } else {
+                    Ok(certs)
+                }
+            })
     };
     let certs = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)

@@ -1,0 +1,648 @@
+//! `atropos-injector` on loopback, as separate processes with their own tokens and state
+//! folders, and `atropos run` sending trials to them: spread by label, one injector killed
+//! mid-run, the controller killed mid-run, wrong tokens, allow-lists, mutual TLS.
+//!
+//! Every process these tests signal is one they spawned (the injectors, `atropos`); every
+//! leftover check looks for a token unique to the test, in argv or environment.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Owned, atropos, processes_with, run_json, tempdir, token};
+
+/// The built `atropos-injector`, beside `atropos`.
+fn injector_bin() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_atropos")).with_file_name("atropos-injector")
+}
+
+/// One injector this test started.
+struct Injector {
+    child: Owned,
+    url: String,
+    token: String,
+    log: PathBuf,
+}
+
+impl Injector {
+    /// Starts `atropos-injector` on a loopback port of its choosing, as node `name`.
+    fn start(dir: &Path, name: &str, labels: &[&str], extra: &[&str]) -> Injector {
+        let token = token(&format!("token-{name}"));
+        let token_file = dir.join(format!("{name}.token"));
+        std::fs::write(&token_file, &token).unwrap();
+        let state = dir.join(format!("{name}.state"));
+        let work = dir.join(format!("{name}.work"));
+        std::fs::create_dir_all(&work).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let mut cmd = Command::new(injector_bin());
+        cmd.args(["--listen", "127.0.0.1:0", "--node", name])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--work-dir")
+            .arg(&work);
+        for label in labels {
+            cmd.args(["--label", label]);
+        }
+        cmd.args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("atropos-injector starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no address in {line:?}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        Injector {
+            child: Owned(child),
+            url,
+            token,
+            log,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.0.id()).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `host:port` of its URL.
+    fn address(&self) -> String {
+        self.url.split("://").nth(1).unwrap().to_owned()
+    }
+}
+
+/// A plain HTTP/1.1 request; returns the status and the body.
+fn http(address: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// A trial request for `node` that runs `sh -c SCRIPT` once, `E2E_MARKER=marker` in its
+/// environment, until `hold` after it said `ready` (then SIGTERM).
+fn request(node: &str, id: &str, script: &str, marker: &str, hold: Duration) -> String {
+    use atropos_injector::wire::TrialRequest;
+    use atropos_injector::{Finish, PLAN_FORMAT, PhasePlan, RunTarget, Target, TrialPlan};
+    let req = TrialRequest {
+        format: PLAN_FORMAT,
+        node: node.to_owned(),
+        run: "test".into(),
+        trial: TrialPlan {
+            format: PLAN_FORMAT,
+            id: id.to_owned(),
+            target: Target::Run(RunTarget {
+                argv: vec!["sh".into(), "-c".into(), script.to_owned()],
+                env: vec![("E2E_MARKER".into(), marker.to_owned())],
+                cwd: "/".into(),
+            }),
+            phases: vec![PhasePlan {
+                name: "ready".into(),
+                marker: atropos_injector::Marker::Stdout("^ready$".into()),
+                within: None,
+            }],
+            steps: Vec::new(),
+            watches: Vec::new(),
+            finish: Finish::Stop,
+            hold,
+            grace: Duration::from_secs(5),
+            timeout: hold + Duration::from_secs(10),
+            sample_resources: false,
+            tail_lines: 5,
+            kill_orphans: true,
+        },
+        after: Default::default(),
+        bind: Default::default(),
+    };
+    serde_json::to_string(&req).unwrap()
+}
+
+/// `atropos.yaml` declaring `injectors`: name, URL, token (written to a file beside it)
+/// and more fields.
+fn write_fleet(dir: &Path, injectors: &[(&str, &str, &str, &str)]) {
+    let mut yaml = String::from("kind: Injectors\ninjectors:\n");
+    for (name, url, token, extra) in injectors {
+        let file = dir.join(format!("{name}.controller-token"));
+        std::fs::write(&file, token).unwrap();
+        yaml.push_str(&format!(
+            "  - {{ name: {name}, url: \"{url}\", token_file: {}{extra} }}\n",
+            file.display()
+        ));
+    }
+    std::fs::write(dir.join("atropos.yaml"), yaml).unwrap();
+}
+
+/// An experiment whose target says `ready`, then lives `life` unless SIGTERMed `offset`
+/// into `ready`; `placement` is its `target.node`/`target.nodes` line.
+fn experiment(
+    dir: &Path,
+    tok: &str,
+    placement: &str,
+    life: &str,
+    offset: &str,
+    trials: u32,
+) -> PathBuf {
+    let path = dir.join("remote.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: remote }}
+spec:
+  target:
+    {placement}
+    run:
+      command: ["sh", "-c", "echo ready; exec sleep {life}", "{tok}"]
+      env: {{ E2E_MARKER: "{tok}" }}
+  phases:
+    - {{ name: ready, marker: {{ stdout: "^ready$" }} }}
+  faults:
+    - {{ name: term-ready, signal: SIGTERM, at: {{ phase: ready, offset: {offset} }} }}
+  expect:
+    exit: {{ signals: [SIGTERM], within: 2s }}
+  trials: {trials}
+  timeout: 50s
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn kill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_experiment_spreads_over_the_injectors_its_labels_pick_and_one_lost_costs_only_its_trials() {
+    let dir = tempdir();
+    let tok = token("spread");
+    let n1 = Injector::start(dir.path(), "n1", &["role=cache"], &["--max-trials", "2"]);
+    let n2 = Injector::start(dir.path(), "n2", &["role=cache"], &["--max-trials", "2"]);
+    let n3 = Injector::start(dir.path(), "n3", &["role=db"], &[]);
+    write_fleet(
+        dir.path(),
+        &[
+            ("n1", &n1.url, &n1.token, ""),
+            ("n2", &n2.url, &n2.token, ""),
+            ("n3", &n3.url, &n3.token, ""),
+        ],
+    );
+    // Targets that would live 0.3 s; the fault ends them 50 ms into `ready`.
+    let exp = experiment(
+        dir.path(),
+        &tok,
+        "nodes: { role: cache }",
+        "0.3",
+        "50ms",
+        24,
+    );
+    let json = dir.path().join("report.json");
+    let mut run = atropos()
+        .arg("run")
+        .arg(&exp)
+        .args(["-j", "4", "--no-db", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // n2 dies while it runs trials: once it has started a few.
+    wait_until(Duration::from_secs(20), "n2 to start trials", || {
+        n2.log().matches("trial started").count() >= 3
+    });
+    kill(n2.pid());
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    run.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(
+        trials.len(),
+        25,
+        "the baseline and 24 trials ran; stderr:\n{stderr}"
+    );
+    let on = |node: &str| {
+        trials
+            .iter()
+            .filter(|t| t["node"] == node)
+            .collect::<Vec<_>>()
+    };
+    assert!(on("n3").is_empty(), "n3 is role=db: nothing goes there");
+    assert!(
+        !on("n1").is_empty() && !on("n2").is_empty(),
+        "both cache nodes took trials"
+    );
+    for t in on("n1") {
+        assert_eq!(t["verdict"], "pass", "n1's verdicts are intact: {t}");
+    }
+    let lost: Vec<_> = on("n2")
+        .into_iter()
+        .filter(|t| t["verdict"] != "pass")
+        .collect();
+    assert!(!lost.is_empty(), "n2's trials in flight were lost");
+    assert!(
+        lost.len() <= 2,
+        "at most its --max-trials were in flight: {lost:?}"
+    );
+    for t in &lost {
+        assert_eq!(t["verdict"], "error");
+        let reasons = common::reasons(t);
+        assert!(reasons.contains("injector `n2` lost"), "{reasons}");
+    }
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "a lost injector is a harness error; stderr:\n{stderr}"
+    );
+    // n2's guardian killed what it spawned; n1 ended its own: nothing left on any node.
+    wait_until(Duration::from_secs(1), "no target left on any node", || {
+        processes_with(&tok).is_empty()
+    });
+}
+
+#[test]
+fn killing_the_controller_mid_run_leaves_no_target_on_any_injector_within_a_second() {
+    let dir = tempdir();
+    let tok = token("ctl-kill");
+    let n1 = Injector::start(dir.path(), "n1", &["role=cache"], &[]);
+    let n2 = Injector::start(dir.path(), "n2", &["role=cache"], &[]);
+    write_fleet(
+        dir.path(),
+        &[
+            ("n1", &n1.url, &n1.token, ""),
+            ("n2", &n2.url, &n2.token, ""),
+        ],
+    );
+    // Trials that wait 45 s for their fault: they run when the controller dies.
+    let exp = experiment(dir.path(), &tok, "nodes: { role: cache }", "60", "45s", 4);
+    let mut run = atropos()
+        .arg("run")
+        .arg(&exp)
+        .args(["-j", "4", "--no-db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "a target on a node", || {
+        !processes_with(&tok).is_empty()
+    });
+    kill(i32::try_from(run.id()).unwrap());
+    run.wait().unwrap();
+    let killed = Instant::now();
+    wait_until(
+        Duration::from_secs(1),
+        "the injectors to kill the targets",
+        || processes_with(&tok).is_empty(),
+    );
+    eprintln!(
+        "targets gone {:?} after the controller's SIGKILL",
+        killed.elapsed()
+    );
+    for inj in [&n1, &n2] {
+        wait_until(
+            Duration::from_secs(1),
+            "the injector to count none running",
+            || {
+                let (status, body) = http(&inj.address(), "GET", "/v1/info", Some(&inj.token), "");
+                status == 200 && body.contains("\"running\":0")
+            },
+        );
+    }
+}
+
+#[test]
+fn a_wrong_token_is_refused_with_401_and_nothing_starts() {
+    let dir = tempdir();
+    let n1 = Injector::start(dir.path(), "n1", &[], &[]);
+    let marker = dir.path().join("started");
+    let body = request(
+        "n1",
+        "t-401",
+        &format!("touch {}; echo ready", marker.display()),
+        "-",
+        Duration::ZERO,
+    );
+    for token in [None, Some("wrong-token-of-the-right-shape"), Some("")] {
+        let (status, answer) = http(&n1.address(), "POST", "/v1/trials", token, &body);
+        assert_eq!(status, 401, "{answer}");
+        assert!(answer.contains("bearer token"), "{answer}");
+    }
+    let (status, _) = http(&n1.address(), "GET", "/v1/info", Some("nope"), "");
+    assert_eq!(status, 401);
+    let (status, _) = http(&n1.address(), "GET", "/metrics", None, "");
+    assert_eq!(status, 401);
+    let (status, answer) = http(&n1.address(), "GET", "/healthz", None, "");
+    assert_eq!((status, answer.trim()), (200, "ok"));
+    // The controller with a wrong token stops before any trial, exit 2.
+    let tok = token("wrong-token");
+    let wrong = "x".repeat(32);
+    write_fleet(dir.path(), &[("n1", &n1.url, &wrong, "")]);
+    let exp = experiment(dir.path(), &tok, "node: n1", "0.2", "50ms", 1);
+    let out = atropos()
+        .arg("run")
+        .arg(&exp)
+        .arg("--no-db")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(!n1.log().contains("trial started"), "{}", n1.log());
+    assert!(!marker.exists(), "nothing ran");
+}
+
+#[test]
+fn a_command_outside_the_allow_list_gets_403_and_nothing_runs() {
+    let dir = tempdir();
+    let n1 = Injector::start(
+        dir.path(),
+        "n1",
+        &[],
+        &["--allow-command", "sh -c echo ready; exec sleep 10"],
+    );
+    let marker = dir.path().join("started");
+    let body = request(
+        "n1",
+        "t-403",
+        &format!("touch {}; echo ready", marker.display()),
+        "-",
+        Duration::ZERO,
+    );
+    let (status, answer) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &body);
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("--allow-command"), "{answer}");
+    assert!(!marker.exists(), "nothing ran");
+    // The allowed command runs, and streams its phase and its end.
+    let body = request(
+        "n1",
+        "t-ok",
+        "echo ready; exec sleep 10",
+        "-",
+        Duration::ZERO,
+    );
+    let (status, answer) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &body);
+    assert_eq!(status, 200, "{answer}");
+    let lines: Vec<serde_json::Value> = answer
+        .lines()
+        .filter(|l| l.starts_with('{') || l.starts_with('"'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines[0]["started"]["node"] == "n1", "{answer}");
+    assert!(
+        lines.iter().any(|l| l["phase"]["name"] == "ready"),
+        "{answer}"
+    );
+    let done = &lines.last().unwrap()["done"];
+    assert_eq!(done["observation"]["exit"]["signal"], "SIGTERM", "{answer}");
+    assert_eq!(done["node"], "n1");
+    // Another format, another node: 409 with both versions; a stranger field: 422.
+    let other = body.replacen("\"format\":1", "\"format\":99", 1);
+    let (status, answer) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &other);
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer.contains("99") && answer.contains("format 1"),
+        "{answer}"
+    );
+    let other = body.replacen("\"node\":\"n1\"", "\"node\":\"n9\"", 1);
+    let (status, _) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &other);
+    assert_eq!(status, 409);
+    let other = body.replacen('{', "{\"surprise\":1,", 1);
+    let (status, _) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &other);
+    assert_eq!(status, 422);
+    let (status, metrics) = http(&n1.address(), "GET", "/metrics", Some(&n1.token), "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("atropos_injector_trials_running 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atropos_injector_injection_latency_seconds"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn more_trials_than_max_trials_get_429() {
+    let dir = tempdir();
+    let n1 = Injector::start(dir.path(), "n1", &[], &["--max-trials", "1"]);
+    let tok = token("busy");
+    let long = request(
+        "n1",
+        "t-long",
+        "echo ready; exec sleep 30",
+        &tok,
+        Duration::from_secs(30),
+    );
+    let address = n1.address();
+    let holder = {
+        let token = n1.token.clone();
+        std::thread::spawn(move || http(&address, "POST", "/v1/trials", Some(&token), &long))
+    };
+    wait_until(Duration::from_secs(10), "the first trial", || {
+        !processes_with(&tok).is_empty()
+    });
+    let body = request("n1", "t-second", "echo ready", "-", Duration::ZERO);
+    let (status, answer) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &body);
+    assert_eq!(status, 429, "{answer}");
+    let (status, _) = http(
+        &n1.address(),
+        "DELETE",
+        "/v1/trials/t-long",
+        Some(&n1.token),
+        "",
+    );
+    assert_eq!(status, 204);
+    let (status, answer) = holder.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(answer.contains("\"stop\":\"interrupted\""), "{answer}");
+    assert!(processes_with(&tok).is_empty());
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+fn certificates(dir: &Path) -> [PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    let server = server.signed_by(&server_key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["controller".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server.pem()),
+        ("server.key", server_key.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ];
+    files.map(|(name, text)| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    })
+}
+
+#[test]
+fn mutual_tls_takes_a_client_the_ca_signed_and_refuses_one_without_a_certificate() {
+    let dir = tempdir();
+    let [ca, cert, key, client, client_key] = certificates(dir.path());
+    let tls = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--client-ca",
+        ca.to_str().unwrap(),
+    ];
+    let n1 = Injector::start(dir.path(), "n1", &["role=secure"], &tls);
+    assert!(n1.url.starts_with("https://"), "{}", n1.url);
+    let tok = token("mtls");
+    let with_cert = format!(
+        ", ca: {}, client_cert: {}, client_key: {}",
+        ca.display(),
+        client.display(),
+        client_key.display()
+    );
+    write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, &with_cert)]);
+    let exp = experiment(dir.path(), &tok, "node: n1", "5", "50ms", 2);
+    let (out, report) = run_json(&[exp.to_str().unwrap(), "--no-db"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    assert!(
+        trials
+            .iter()
+            .all(|t| t["node"] == "n1" && t["verdict"] == "pass")
+    );
+    // Without a client certificate: refused at the handshake, before any trial, exit 2.
+    let without = format!(", ca: {}", ca.display());
+    write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, &without)]);
+    let before = n1.log().matches("trial started").count();
+    let out = atropos()
+        .arg("run")
+        .arg(&exp)
+        .arg("--no-db")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("injector `n1`"), "{stderr}");
+    assert_eq!(n1.log().matches("trial started").count(), before);
+    assert!(
+        n1.log().contains("refused a TLS connection"),
+        "{}",
+        n1.log()
+    );
+}
+
+#[test]
+fn bad_injector_declarations_are_refused_with_their_place_and_exit_2() {
+    let dir = tempdir();
+    let tok = token("bad-decl");
+    let exp = experiment(dir.path(), &tok, "node: n1", "0.1", "50ms", 1);
+    let cases = [
+        (
+            "kind: Injectors\ninjectors:\n  - { name: n1, url: \"http://127.0.0.1:1\", token_file: t, colour: red }\n",
+            "atropos.yaml:3:",
+            "unknown field `colour`",
+        ),
+        (
+            "kind: Injectors\ninjectors:\n  - { name: n1, url: \"127.0.0.1:1\", token_env: T }\n",
+            "injectors[0].url",
+            "expected http://",
+        ),
+        (
+            "kind: Nodes\ninjectors: []\n",
+            "atropos.yaml:1:",
+            "expected `Injectors`",
+        ),
+        (
+            "kind: Injectors\ninjectors:\n  - { name: n2, url: \"http://127.0.0.1:1\", token_env: T }\n",
+            "",
+            "target.node `n1` matches no injector",
+        ),
+    ];
+    for (yaml, place, message) in cases {
+        std::fs::write(dir.path().join("atropos.yaml"), yaml).unwrap();
+        let out = atropos()
+            .arg("run")
+            .arg(&exp)
+            .arg("--no-db")
+            .env("T", "a-token-long-enough-to-pass")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {stderr}");
+        assert!(
+            stderr.contains(place) && stderr.contains(message),
+            "{yaml}: {stderr}"
+        );
+    }
+}
