@@ -56,7 +56,14 @@ fn start(dir: &Path, name: &str) -> Injector {
     let file = dir.join(format!("{name}.token"));
     std::fs::write(&file, &token).unwrap();
     let mut child = Command::new(injector_bin())
-        .args(["--listen", "127.0.0.1:0", "--node", name, "--label", "role=bench"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--node",
+            name,
+            "--label",
+            "role=bench",
+        ])
         .args(["--max-trials", "16"])
         .arg("--token-file")
         .arg(&file)
@@ -136,7 +143,12 @@ fn run(dir: &Path, yaml: &Path, jobs: usize) -> (Vec<serde_json::Value>, f64) {
         .status()
         .unwrap();
     let wall = started.elapsed().as_secs_f64();
-    assert_eq!(status.code(), Some(0), "atropos run of {} failed", yaml.display());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "atropos run of {} failed",
+        yaml.display()
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let trials = report["trials"]
@@ -228,15 +240,12 @@ fn main() {
     // Idle, before any trial: the agent and its guardian.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let idle = rss_kib(n1.child.id());
-    let guardian = std::fs::read_to_string(format!(
-        "/proc/{0}/task/{0}/children",
-        n1.child.id()
-    ))
-    .unwrap_or_default()
-    .split_whitespace()
-    .filter_map(|p| p.parse::<u32>().ok())
-    .map(rss_kib)
-    .sum::<u64>();
+    let guardian = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", n1.child.id()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .map(rss_kib)
+        .sum::<u64>();
 
     let command = format!("[\"{}\"]", fixture.display());
     let local = experiment(dir.path(), "local", "", &command, trials);

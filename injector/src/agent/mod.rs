@@ -74,6 +74,7 @@ pub struct Agent {
     config: Config,
     running: Mutex<HashMap<String, CancellationToken>>,
     ports: crate::sockets::PortPool,
+    pool: Pool,
     run_dir: PathBuf,
     /// The agent's metrics.
     pub metrics: Metrics,
@@ -95,6 +96,7 @@ impl Agent {
             config,
             running: Mutex::new(HashMap::new()),
             ports: crate::sockets::PortPool::default(),
+            pool: Pool::default(),
             run_dir,
             metrics: Metrics::new(),
         }))
@@ -262,6 +264,57 @@ fn admissible(agent: &Agent, req: &TrialRequest) -> Result<(), (StatusCode, Stri
     Ok(())
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads trials run on, kept between trials: each keeps its lane cgroup (made once
+/// per thread), so a trial costs no thread and no cgroup of its own. Every job gets a
+/// thread at once, an idle one or a new one; there are never more than the most trials
+/// that ran at once.
+struct Pool {
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    queue: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>,
+    idle: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Pool {
+            jobs: Mutex::new(tx),
+            queue: Arc::new(Mutex::new(rx)),
+            idle: Arc::default(),
+        }
+    }
+}
+
+impl Pool {
+    fn run(&self, job: Job) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let reserved = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |i| i.checked_sub(1))
+            .is_ok();
+        if !reserved {
+            let (queue, idle) = (self.queue.clone(), self.idle.clone());
+            std::thread::Builder::new()
+                .name("trial".into())
+                .spawn(move || {
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        job();
+                        idle.fetch_add(1, Ordering::AcqRel);
+                    }
+                })?;
+        }
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .map_err(|_| std::io::Error::other("the trial threads are gone"))
+    }
+}
+
 /// Cancels a trial when dropped: the stream holds one, so a closed connection ends it.
 struct CancelOnDrop(CancellationToken);
 
@@ -346,10 +399,7 @@ async fn start_trial(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
             let _ = tx.send(event);
         }
     };
-    if let Err(err) = std::thread::Builder::new()
-        .name("trial".into())
-        .spawn(worker)
-    {
+    if let Err(err) = agent.pool.run(Box::new(worker)) {
         // The worker (and with it the reservation) is gone: undo it here.
         agent.running().remove(&trial_id);
         agent.metrics.running.dec();

@@ -12,6 +12,8 @@ use crate::record::{Delivery, Exit, Resources, Skipped, StopReason, StopSignal};
 pub(super) const CANCEL_CHECK: u64 = 10_000_000;
 /// How often resources are sampled when asked for.
 pub(super) const SAMPLE_EVERY: u64 = 10_000_000;
+/// How long after a step's signal a follower is told of it (and of what else happened).
+pub(super) const TELL_AFTER: u64 = 2_000_000;
 /// How long the streams may take to end once the target and its orphans are gone.
 pub(super) const DRAIN: u64 = 200_000_000;
 

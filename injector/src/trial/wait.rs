@@ -24,9 +24,15 @@ impl Driver<'_> {
                 Ok(wake) => wake,
                 Err(reason) => return reason,
             };
-            // After the steps due are fired: telling costs nothing of the latency.
-            self.tell();
+            // After the steps due are fired, and not while a signal just sent is being
+            // handled: telling wakes the follower's thread, which on a small machine takes
+            // the CPU the target's handler needs (the felt latency through an injector was
+            // 126 µs at p50 with each event told at once).
             let now = now_ns();
+            let quiet = self.last_step_at.map_or(0, |at| at + TELL_AFTER);
+            if now >= quiet {
+                self.tell();
+            }
             if cancel.is_cancelled() {
                 self.kill(StopReason::Interrupted);
                 continue;
@@ -40,6 +46,9 @@ impl Driver<'_> {
                 Wake::Event => deadline,
             };
             until = until.min(now + CANCEL_CHECK);
+            if self.follower.is_some() && self.untold() {
+                until = until.min(quiet.max(now));
+            }
             for (index, polled) in &self.polled {
                 // A marker with a descriptor wakes the wait itself; the others are looked
                 // at every tick.
@@ -55,6 +64,16 @@ impl Driver<'_> {
             self.sample();
             self.look_at_descendants();
         }
+    }
+
+    /// Whether the follower has something it was not told yet.
+    fn untold(&self) -> bool {
+        self.told.1 < self.deliveries.len()
+            || self
+                .entered
+                .iter()
+                .zip(&self.told.0)
+                .any(|(e, told)| e.is_some() && !told)
     }
 
     /// Tells the follower, if any, of the phases entered and the deliveries made since it
