@@ -128,3 +128,65 @@ fn bad_input_exits_2_naming_what_is_wrong() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn the_systemd_unit_is_hardened_and_its_command_line_is_one_the_agent_takes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let unit =
+        std::fs::read_to_string(root.join("deploy/systemd/atropos-injector.service")).unwrap();
+    for line in [
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=CAP_KILL CAP_SYS_PTRACE CAP_DAC_READ_SEARCH",
+        "AmbientCapabilities=",
+        "Delegate=yes",
+        "ProtectSystem=full",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+    // Every flag of its ExecStart is one the binary knows.
+    let help = Command::new(env!("CARGO_BIN_EXE_atropos-injector"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let exec = unit
+        .split("ExecStart=")
+        .nth(1)
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.contains('='))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let flags: Vec<&str> = exec
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    assert!(flags.len() >= 6, "{exec}");
+    for flag in flags {
+        assert!(help.contains(flag), "{flag} is not in the agent's --help");
+    }
+    // systemd's own check, where it is installed: the unit parses and its command exists.
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let local = unit.replace(
+            "/usr/local/bin/atropos-injector",
+            env!("CARGO_BIN_EXE_atropos-injector"),
+        );
+        let path = dir.path().join("atropos-injector.service");
+        std::fs::write(&path, local).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && said.trim().is_empty(), "{said}");
+    }
+}
