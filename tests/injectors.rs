@@ -646,3 +646,165 @@ fn bad_injector_declarations_are_refused_with_their_place_and_exit_2() {
         );
     }
 }
+
+fn state_of(pid: i32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next()?.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+#[test]
+fn an_injector_killed_during_a_pause_resumes_the_paused_process_when_it_comes_back() {
+    use atropos_injector::wire::TrialRequest;
+    use atropos_injector::{
+        Action, Aim, AttachTarget, Finish, Identity, Marker, PLAN_FORMAT, PhasePlan, StepPlan,
+        Target, TrialPlan, When,
+    };
+    let dir = tempdir();
+    let tok = token("paused");
+    // A process this test started, the only one the injector may attach to.
+    let mut service = Owned(
+        Command::new("sleep")
+            .arg("120")
+            .env("E2E_MARKER", &tok)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = i32::try_from(service.0.id()).unwrap();
+    let starttime = atropos_injector::procfs::ProcStat::read(pid)
+        .unwrap()
+        .starttime;
+    let allow = ["--allow-attach", "sleep 120"];
+    let n1 = Injector::start(dir.path(), "n1", &[], &allow);
+    let req = TrialRequest {
+        format: PLAN_FORMAT,
+        node: "n1".into(),
+        run: "test".into(),
+        trial: TrialPlan {
+            format: PLAN_FORMAT,
+            id: "t-pause".into(),
+            target: Target::Attach(AttachTarget {
+                processes: vec![Identity { pid, starttime }],
+                boot_id: atropos_injector::journal::boot_id().to_owned(),
+                cwd: "/".into(),
+                cgroup: None,
+                spare: Vec::new(),
+            }),
+            phases: vec![PhasePlan {
+                name: "up".into(),
+                marker: Marker::Delay(Duration::from_millis(10)),
+                within: None,
+            }],
+            steps: vec![StepPlan {
+                action: Action::Pause(Duration::from_secs(60)),
+                aim: Aim::Main,
+                when: When::Phase {
+                    index: 0,
+                    offset: Duration::ZERO,
+                },
+            }],
+            watches: Vec::new(),
+            finish: Finish::Observe,
+            hold: Duration::ZERO,
+            grace: Duration::from_secs(1),
+            timeout: Duration::from_secs(90),
+            sample_resources: false,
+            tail_lines: 5,
+            kill_orphans: false,
+        },
+        after: Default::default(),
+        bind: Default::default(),
+    };
+    let body = serde_json::to_string(&req).unwrap();
+    let (address, token) = (n1.address(), n1.token.clone());
+    let _stream =
+        std::thread::spawn(move || http(&address, "POST", "/v1/trials", Some(&token), &body));
+    wait_until(Duration::from_secs(10), "the pause", || {
+        state_of(pid) == 'T'
+    });
+    kill(n1.pid());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        state_of(pid),
+        'T',
+        "nothing resumed it yet: its injector is dead"
+    );
+    // The same node comes back with the same state folder: the journal names the pause.
+    let token_file = dir.path().join("n1.token");
+    let back = Owned(
+        Command::new(injector_bin())
+            .args(["--listen", "127.0.0.1:0", "--node", "n1"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--state-dir")
+            .arg(dir.path().join("n1.state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(5), "the pause to be resumed", || {
+        state_of(pid) != 'T'
+    });
+    assert!(
+        service.0.try_wait().unwrap().is_none(),
+        "it runs on, resumed"
+    );
+    drop(back);
+    let _ = service.0.kill();
+}
+
+#[test]
+fn a_hung_injector_is_timed_out_with_the_reason_and_cleans_up_once_it_runs_again() {
+    let dir = tempdir();
+    let tok = token("hung");
+    let n1 = Injector::start(dir.path(), "n1", &[], &[]);
+    write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, "")]);
+    let exp = experiment(dir.path(), &tok, "node: n1", "60", "45s", 1);
+    let json = dir.path().join("report.json");
+    let mut run = atropos()
+        .arg("run")
+        .arg(&exp)
+        .args(["--no-db", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "a trial's target", || {
+        n1.log().matches("trial started").count() >= 2 && !processes_with(&tok).is_empty()
+    });
+    let stop = |sig| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(n1.pid()), sig).unwrap();
+    };
+    stop(nix::sys::signal::Signal::SIGSTOP);
+    let hung = Instant::now();
+    let status = run.wait().unwrap();
+    let gave_up = hung.elapsed();
+    stop(nix::sys::signal::Signal::SIGCONT);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let trial = report["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["fault"] == "term-ready")
+        .unwrap()
+        .clone();
+    assert_eq!(trial["verdict"], "error");
+    let reasons = common::reasons(&trial);
+    assert!(
+        reasons.contains("injector `n1` lost: it said nothing for 3s"),
+        "{reasons}"
+    );
+    assert_eq!(status.code(), Some(3));
+    assert!(
+        gave_up < Duration::from_secs(6),
+        "gave up after {gave_up:?}"
+    );
+    // Running again, the injector finds its controller gone and kills the target.
+    wait_until(Duration::from_secs(2), "the target to be killed", || {
+        processes_with(&tok).is_empty()
+    });
+}
