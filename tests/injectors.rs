@@ -571,7 +571,7 @@ fn mutual_tls_takes_a_client_the_ca_signed_and_refuses_one_without_a_certificate
     );
     write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, &with_cert)]);
     let exp = experiment(dir.path(), &tok, "node: n1", "5", "50ms", 2);
-    let (out, report) = run_json(&[exp.to_str().unwrap(), "--no-db"], dir.path());
+    let (out, report) = run_json(&[exp.to_str().unwrap()], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let trials = report["trials"].as_array().unwrap();
@@ -581,6 +581,26 @@ fn mutual_tls_takes_a_client_the_ca_signed_and_refuses_one_without_a_certificate
             .iter()
             .all(|t| t["node"] == "n1" && t["verdict"] == "pass")
     );
+    // The store keeps the node, and the dashboard says where the trial ran.
+    let id = trials[1]["id"].as_str().unwrap();
+    let mut serve = atropos()
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("atropos.db"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = common::served_address(&mut serve);
+    let _serve = Owned(serve);
+    let (status, page) = http(&served, "GET", &format!("/trials/{id}"), None, "");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(r#"ran on injector node <strong class="node">n1</strong>"#),
+        "{page}"
+    );
+    let (status, api) = http(&served, "GET", &format!("/api/trials/{id}"), None, "");
+    assert_eq!(status, 200);
+    assert!(api.contains(r#""node":"n1""#), "{api}");
     // Without a client certificate: refused at the handshake, before any trial, exit 2.
     let without = format!(", ca: {}", ca.display());
     write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, &without)]);
