@@ -828,3 +828,96 @@ fn a_hung_injector_is_timed_out_with_the_reason_and_cleans_up_once_it_runs_again
         processes_with(&tok).is_empty()
     });
 }
+
+#[test]
+fn the_whole_trial_runs_on_the_node_files_check_recovery_port_and_folder() {
+    let dir = tempdir();
+    let tok = token("after");
+    let n1 = Injector::start(dir.path(), "n1", &[], &[]);
+    // The target writes its state into ${trial.dir} and listens on ${trial.port}; the
+    // check and the file expectations look there, and the recovery starts it again.
+    let path = dir.path().join("after.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: after }}
+spec:
+  target:
+    node: n1
+    run:
+      command: ["sh", "-c", "echo port=$1 > ${{trial.dir}}/state; echo ready; exec sleep 30", "{tok}", "${{trial.port}}"]
+      env: {{ E2E_MARKER: "{tok}" }}
+  phases:
+    - {{ name: ready, marker: {{ stdout: "^ready$" }} }}
+  faults:
+    - {{ name: kill-ready, signal: SIGKILL, at: {{ phase: ready, offset: 10ms }} }}
+  expect:
+    exit: {{ signals: [SIGKILL, SIGTERM], within: 2s }}
+    files: {{ present: ["${{trial.dir}}/state"], absent: ["${{trial.dir}}/state.tmp"] }}
+    check: {{ command: ["sh", "-c", "grep -qx port=${{trial.port}} ${{trial.dir}}/state && echo checked-${{trial.port}}"] }}
+    recover: {{ reaches: ready, within: 2s }}
+  trials: 2
+"#
+        ),
+    )
+    .unwrap();
+    // From the command line this time: NAME=URL, the token from the environment.
+    let json = dir.path().join("report.json");
+    let out = atropos()
+        .arg("run")
+        .arg(&path)
+        .args(["--no-db", "--injector"])
+        .arg(format!("n1={}", n1.url))
+        .arg("--json")
+        .arg(&json)
+        .env("ATROPOS_INJECTOR_TOKEN", &n1.token)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let trials = common::trials_n(&report, "after", "kill-ready", 2);
+    for t in trials {
+        assert_eq!(t["node"], "n1");
+        assert_eq!(t["verdict"], "pass", "{}", common::reasons(t));
+        let check = t["check"]["output"].to_string();
+        assert!(check.contains("checked-"), "{check}");
+        // The port was the node's, filled into the command, the check and nothing else.
+        assert!(!check.contains("trial.port"), "{check}");
+        assert!(
+            t["recovery"]["reached_ns"].as_u64().is_some(),
+            "the restart on the node reached ready: {t}"
+        );
+    }
+    // The node removed the trial folders, and nothing of the trials runs.
+    let ids: Vec<&str> = report["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    let left: Vec<_> = walk(&dir.path().join("n1.work"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| ids.iter().any(|id| n.to_string_lossy().starts_with(id)))
+        })
+        .collect();
+    assert!(left.is_empty(), "trial folders left on the node: {left:?}");
+    assert!(processes_with(&tok).is_empty());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}

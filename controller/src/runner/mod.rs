@@ -293,7 +293,8 @@ fn lane(shared: &Shared) {
             Some(trial) => (trial, lengths.unwrap_or_default()),
             None => (&exp.baseline, Arc::default()),
         };
-        let record = match &exp.attach {
+        let started = now_ns();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &exp.attach {
             Some(attach) => {
                 let since = shared.board().last_end[work.experiment];
                 attach::cool_down(attach, since, &shared.cancel);
@@ -301,7 +302,29 @@ fn lane(shared: &Shared) {
             }
             None if !exp.nodes.is_empty() => run_remote(exp, trial, &lengths, shared),
             None => run_trial(exp, trial, &lengths, shared),
-        };
+        }));
+        // A bug that panics in one trial is that trial's `error`, and the board still
+        // hears of its end: a lost end left an attached experiment's "one at a time"
+        // taken, and its other trials were silently never run.
+        let record = ran.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
+            obs.error = Some(format!("atropos failed while running the trial: {what}"));
+            let after = After::default();
+            Some(judged(
+                exp,
+                trial,
+                obs,
+                after,
+                Duration::ZERO,
+                None,
+                started,
+            ))
+        });
         shared.finish(&work, record);
     }
 }
