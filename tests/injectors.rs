@@ -921,3 +921,38 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn an_oversized_or_slowly_sent_request_is_refused_and_nothing_runs() {
+    let dir = tempdir();
+    let n1 = Injector::start(dir.path(), "n1", &[], &[]);
+    let huge = format!(
+        "{{\"pad\":\"{}\"}}",
+        "x".repeat(atropos_injector::agent::MAX_BODY + 1)
+    );
+    let (status, answer) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &huge);
+    assert_eq!(status, 413, "{answer}");
+    // Half a body, then silence: refused once its time is up.
+    let mut stream = std::net::TcpStream::connect(n1.address()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/trials HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 100\r\n\r\n{{\"format\":",
+        n1.token
+    )
+    .unwrap();
+    let asked = Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let waited = asked.elapsed();
+    assert!(
+        waited >= atropos_injector::agent::BODY_TIMEOUT - Duration::from_millis(100)
+            && waited < atropos_injector::agent::BODY_TIMEOUT + Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(!n1.log().contains("trial started"));
+}

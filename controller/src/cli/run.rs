@@ -177,6 +177,20 @@ pub(super) fn main(args: RunArgs) -> u8 {
                 return EXIT_INVALID;
             }
         }
+        // Only the injectors an experiment may use are asked: by name, or (labels) all.
+        let by_labels = plan
+            .experiments
+            .iter()
+            .any(|e| e.loaded.experiment.spec.target.nodes.is_some());
+        let named: Vec<&str> = plan
+            .experiments
+            .iter()
+            .filter_map(|e| e.loaded.experiment.spec.target.node.as_deref())
+            .collect();
+        let specs: Vec<_> = specs
+            .into_iter()
+            .filter(|s| by_labels || named.contains(&s.name.as_str()))
+            .collect();
         let fleet = match runtime.block_on(crate::fleet::Fleet::connect(&specs)) {
             Ok(fleet) => Arc::new(fleet),
             Err(err) => {

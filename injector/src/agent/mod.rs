@@ -46,6 +46,9 @@ pub use server::{TlsFiles, serve};
 /// The largest request body taken.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// How long a request body may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often a stream says it is alive while a trial is quiet: a controller that went away
 /// is noticed by the write that fails, so within two beats.
 pub const BEAT: Duration = Duration::from_millis(100);
@@ -324,7 +327,26 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn start_trial(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
+async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Response {
+    // A body sent slowly holds a connection: it has BODY_TIMEOUT to arrive, whole.
+    let read = axum::body::to_bytes(request.into_body(), MAX_BODY);
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(err)) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body could not be read whole (at most {MAX_BODY} bytes): {err}"
+                ),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body took longer than {BODY_TIMEOUT:?}"),
+            );
+        }
+    };
     let mut req: TrialRequest = match serde_json::from_slice(&body) {
         Ok(req) => req,
         Err(err) => {
