@@ -208,6 +208,16 @@ spec:
     path
 }
 
+/// The JSON report at `path`.
+fn read_report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Waits up to `limit` for no process to carry `tok`.
+fn nothing_left(tok: &str, limit: Duration, what: &str) {
+    wait_until(limit, what, || processes_with(tok).is_empty());
+}
+
 fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok() {
@@ -270,8 +280,7 @@ fn an_experiment_spreads_over_the_injectors_its_labels_pick_and_one_lost_costs_o
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report: serde_json::Value = read_report(&json);
     let trials = report["trials"].as_array().unwrap();
     assert_eq!(
         trials.len(),
@@ -312,9 +321,7 @@ fn an_experiment_spreads_over_the_injectors_its_labels_pick_and_one_lost_costs_o
         "a lost injector is a harness error; stderr:\n{stderr}"
     );
     // n2's guardian killed what it spawned; n1 ended its own: nothing left on any node.
-    wait_until(Duration::from_secs(1), "no target left on any node", || {
-        processes_with(&tok).is_empty()
-    });
+    nothing_left(&tok, Duration::from_secs(1), "no target left on any node");
 }
 
 #[test]
@@ -346,10 +353,10 @@ fn killing_the_controller_mid_run_leaves_no_target_on_any_injector_within_a_seco
     kill(i32::try_from(run.id()).unwrap());
     run.wait().unwrap();
     let killed = Instant::now();
-    wait_until(
+    nothing_left(
+        &tok,
         Duration::from_secs(1),
         "the injectors to kill the targets",
-        || processes_with(&tok).is_empty(),
     );
     eprintln!(
         "targets gone {:?} after the controller's SIGKILL",
@@ -803,8 +810,7 @@ fn a_hung_injector_is_timed_out_with_the_reason_and_cleans_up_once_it_runs_again
     let status = run.wait().unwrap();
     let gave_up = hung.elapsed();
     stop(nix::sys::signal::Signal::SIGCONT);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report: serde_json::Value = read_report(&json);
     let trial = report["trials"]
         .as_array()
         .unwrap()
@@ -824,9 +830,7 @@ fn a_hung_injector_is_timed_out_with_the_reason_and_cleans_up_once_it_runs_again
         "gave up after {gave_up:?}"
     );
     // Running again, the injector finds its controller gone and kills the target.
-    wait_until(Duration::from_secs(2), "the target to be killed", || {
-        processes_with(&tok).is_empty()
-    });
+    nothing_left(&tok, Duration::from_secs(2), "the target to be killed");
 }
 
 #[test]
@@ -877,8 +881,7 @@ spec:
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report: serde_json::Value = read_report(&json);
     let trials = common::trials_n(&report, "after", "kill-ready", 2);
     for t in trials {
         assert_eq!(t["node"], "n1");

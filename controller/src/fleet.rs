@@ -625,3 +625,101 @@ impl Node {
             .await;
     }
 }
+
+/// `name [k=v,...]` of each, or `none`.
+fn listed<'a>(
+    nodes: impl Iterator<Item = (&'a str, Option<&'a BTreeMap<String, String>>)>,
+) -> String {
+    let shown: Vec<String> = nodes
+        .map(|(name, labels)| match labels {
+            Some(labels) => {
+                let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{name} [{}]", labels.join(","))
+            }
+            None => name.to_owned(),
+        })
+        .collect();
+    if shown.is_empty() {
+        "none".to_owned()
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// For a run whose experiments name injector nodes: reads their declarations, connects to
+/// those an experiment may use (by name; all when one selects by labels), and gives each
+/// experiment its nodes. `None` when no experiment names one. An error says what is wrong
+/// (nothing has run): a name declared nowhere, a selection that matches nothing, an
+/// injector that refuses or cannot be reached.
+pub async fn resolve(
+    plan: &mut crate::plan::RunPlan,
+    paths: &[PathBuf],
+    flags: &[String],
+) -> Result<Option<Arc<Fleet>>, String> {
+    let placement = |e: &crate::plan::ExperimentPlan| {
+        let t = &e.loaded.experiment.spec.target;
+        (t.node.clone(), t.nodes.clone())
+    };
+    if plan
+        .experiments
+        .iter()
+        .all(|e| placement(e) == (None, None))
+    {
+        return Ok(None);
+    }
+    let specs = declared(paths, flags)?;
+    let no_match = |e: &crate::plan::ExperimentPlan, wanted: String, known: String| {
+        format!(
+            "{}: experiment `{}`: {wanted} matches no injector; declared: {known}",
+            e.loaded.file.display(),
+            e.info.name
+        )
+    };
+    // A name declared nowhere is found before connecting to anything.
+    for exp in &plan.experiments {
+        if let (Some(name), _) = placement(exp)
+            && !specs.iter().any(|s| s.name == name)
+        {
+            let known = listed(specs.iter().map(|s| (s.name.as_str(), None)));
+            return Err(no_match(exp, format!("target.node `{name}`"), known));
+        }
+    }
+    let by_labels = plan.experiments.iter().any(|e| placement(e).1.is_some());
+    let named: Vec<String> = plan
+        .experiments
+        .iter()
+        .filter_map(|e| placement(e).0)
+        .collect();
+    let needed: Vec<InjectorSpec> = specs
+        .into_iter()
+        .filter(|s| by_labels || named.contains(&s.name))
+        .collect();
+    let fleet = Fleet::connect(&needed).await.map_err(|err| {
+        format!("error: {err}\nhelp: nothing ran; check the injector's URL, token and certificates")
+    })?;
+    for exp in &mut plan.experiments {
+        let (node, labels) = placement(exp);
+        if node.is_none() && labels.is_none() {
+            continue;
+        }
+        exp.nodes = fleet.matching(node.as_deref(), labels.as_ref());
+        if exp.nodes.is_empty() {
+            let wanted = match (&node, &labels) {
+                (Some(name), _) => format!("target.node `{name}`"),
+                (None, Some(labels)) => format!(
+                    "target.nodes {}",
+                    listed([("", Some(labels))].into_iter()).trim()
+                ),
+                (None, None) => String::new(),
+            };
+            let known = listed(
+                fleet
+                    .nodes
+                    .iter()
+                    .map(|n| (n.name.as_str(), Some(&n.labels))),
+            );
+            return Err(no_match(exp, wanted, known));
+        }
+    }
+    Ok(Some(Arc::new(fleet)))
+}

@@ -49,18 +49,23 @@ impl std::fmt::Display for DeliveryOutcome {
 #[serde(rename_all = "snake_case")]
 pub enum Progress {
     /// A phase was entered.
-    Phase {
-        /// Its index in the plan.
-        index: usize,
-        /// Its name.
-        name: String,
-        /// When, since the trial's start.
-        entered_ns: u64,
-        /// What showed it.
-        evidence: String,
-    },
+    Phase(PhaseSeen),
     /// A step's signal went out (a pause's SIGCONT is in the final observation).
     Delivery(Delivery),
+}
+
+/// A phase entered, as it is told live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSeen {
+    /// Its index in the plan.
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// When, since the trial's start.
+    pub entered_ns: u64,
+    /// What showed it.
+    pub evidence: String,
 }
 
 /// How the target ended.

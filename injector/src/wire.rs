@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::after::{AfterPlan, AfterSeen};
 use crate::plan::{PLAN_FORMAT, TrialPlan};
-use crate::record::{Delivery, Observation, Progress};
+use crate::record::{Delivery, Observation, PhaseSeen, Progress};
 
 /// Where the trial's port goes in a string the node fills.
 pub const PORT_HOLE: &str = "${trial.port}";
@@ -69,16 +69,7 @@ pub enum Event {
         dir: Option<String>,
     },
     /// A phase was entered.
-    Phase {
-        /// Its index in the plan.
-        index: usize,
-        /// Its name.
-        name: String,
-        /// When, since the trial's start.
-        entered_ns: u64,
-        /// What showed it.
-        evidence: String,
-    },
+    Phase(PhaseSeen),
     /// A step's signal went out.
     Delivery(Delivery),
     /// Nothing new: the trial runs on (sent every [`crate::agent::BEAT`] of quiet, so that
@@ -96,17 +87,7 @@ pub enum Event {
 impl From<Progress> for Event {
     fn from(p: Progress) -> Event {
         match p {
-            Progress::Phase {
-                index,
-                name,
-                entered_ns,
-                evidence,
-            } => Event::Phase {
-                index,
-                name,
-                entered_ns,
-                evidence,
-            },
+            Progress::Phase(seen) => Event::Phase(seen),
             Progress::Delivery(d) => Event::Delivery(d),
         }
     }
@@ -335,12 +316,12 @@ mod tests {
                 port: 18123,
                 dir: Some("/tmp/d".into()),
             },
-            Event::Phase {
+            Event::Phase(PhaseSeen {
                 index: 0,
                 name: "ready".into(),
                 entered_ns: 5,
                 evidence: "stdout: ready".into(),
-            },
+            }),
             Event::Delivery(delivery),
             Event::Done(Box::new(Done {
                 format: PLAN_FORMAT,

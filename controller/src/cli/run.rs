@@ -145,104 +145,17 @@ pub(super) fn main(args: RunArgs) -> u8 {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    // Experiments on injector nodes: every node they name answers before any trial runs.
-    let remote = |e: &plan::ExperimentPlan| {
-        let t = &e.loaded.experiment.spec.target;
-        t.node.is_some() || t.nodes.is_some()
-    };
-    let fleet = if plan.experiments.iter().any(remote) {
-        let specs = match crate::fleet::declared(&args.paths, &args.injector) {
-            Ok(specs) => specs,
-            Err(err) => {
-                eprintln!("{err}");
-                return EXIT_INVALID;
-            }
-        };
-        // A node named that is declared nowhere is bad input, found before connecting.
-        for exp in &plan.experiments {
-            if let Some(name) = &exp.loaded.experiment.spec.target.node
-                && !specs.iter().any(|s| &s.name == name)
-            {
-                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                eprintln!(
-                    "{}: experiment `{}`: target.node `{name}` matches no injector; declared: {}",
-                    exp.loaded.file.display(),
-                    exp.info.name,
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-                return EXIT_INVALID;
-            }
+    // Experiments on injector nodes: every node they may use answers before any trial.
+    let fleet = match runtime.block_on(crate::fleet::resolve(
+        &mut plan,
+        &args.paths,
+        &args.injector,
+    )) {
+        Ok(fleet) => fleet,
+        Err(err) => {
+            eprintln!("{err}");
+            return EXIT_INVALID;
         }
-        // Only the injectors an experiment may use are asked: by name, or (labels) all.
-        let by_labels = plan
-            .experiments
-            .iter()
-            .any(|e| e.loaded.experiment.spec.target.nodes.is_some());
-        let named: Vec<&str> = plan
-            .experiments
-            .iter()
-            .filter_map(|e| e.loaded.experiment.spec.target.node.as_deref())
-            .collect();
-        let specs: Vec<_> = specs
-            .into_iter()
-            .filter(|s| by_labels || named.contains(&s.name.as_str()))
-            .collect();
-        let fleet = match runtime.block_on(crate::fleet::Fleet::connect(&specs)) {
-            Ok(fleet) => Arc::new(fleet),
-            Err(err) => {
-                eprintln!("error: {err}");
-                eprintln!("help: nothing ran; check the injector's URL, token and certificates");
-                return EXIT_INVALID;
-            }
-        };
-        for exp in &mut plan.experiments {
-            let target = &exp.loaded.experiment.spec.target;
-            if !(target.node.is_some() || target.nodes.is_some()) {
-                continue;
-            }
-            exp.nodes = fleet.matching(target.node.as_deref(), target.nodes.as_ref());
-            if exp.nodes.is_empty() {
-                let wanted = match (&target.node, &target.nodes) {
-                    (Some(name), _) => format!("target.node `{name}`"),
-                    (None, Some(labels)) => format!(
-                        "target.nodes {}",
-                        labels
-                            .iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    ),
-                    _ => String::new(),
-                };
-                let known: Vec<String> = fleet
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let labels: Vec<String> =
-                            n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        format!("{} [{}]", n.name, labels.join(","))
-                    })
-                    .collect();
-                eprintln!(
-                    "{}: experiment `{}`: {wanted} matches no injector; declared: {}",
-                    exp.loaded.file.display(),
-                    exp.info.name,
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-                return EXIT_INVALID;
-            }
-        }
-        Some(fleet)
-    } else {
-        None
     };
     let db = (!args.no_db).then_some(args.db);
     runtime.block_on(run(

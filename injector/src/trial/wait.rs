@@ -87,12 +87,12 @@ impl Driver<'_> {
                 && !self.told.0[index]
             {
                 self.told.0[index] = true;
-                follower(crate::record::Progress::Phase {
+                follower(crate::record::Progress::Phase(crate::record::PhaseSeen {
                     index,
                     name: self.plan.phases[index].name.clone(),
                     entered_ns: at.saturating_sub(self.t0),
                     evidence: evidence.clone(),
-                });
+                }));
             }
         }
         for delivery in &self.deliveries[self.told.1..] {
