@@ -910,6 +910,16 @@ spec:
         })
         .collect();
     assert!(left.is_empty(), "trial folders left on the node: {left:?}");
+    // Its metrics counted the two SIGKILLs.
+    let (_, metrics) = http(&n1.address(), "GET", "/metrics", Some(&n1.token), "");
+    assert!(
+        metrics.contains(r#"atropos_injector_deliveries_total{outcome="delivered"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atropos_injector_injection_latency_seconds_count 2"),
+        "{metrics}"
+    );
     assert!(processes_with(&tok).is_empty());
 }
 
@@ -958,4 +968,51 @@ fn an_oversized_or_slowly_sent_request_is_refused_and_nothing_runs() {
         "{waited:?}"
     );
     assert!(!n1.log().contains("trial started"));
+}
+
+#[test]
+fn sigint_mid_run_cancels_the_remote_trials_and_records_them_interrupted() {
+    let dir = tempdir();
+    let tok = token("remote-int");
+    let n1 = Injector::start(dir.path(), "n1", &["role=cache"], &[]);
+    write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, "")]);
+    let exp = experiment(dir.path(), &tok, "nodes: { role: cache }", "60", "45s", 2);
+    let json = dir.path().join("report.json");
+    let mut run = atropos()
+        .arg("run")
+        .arg(&exp)
+        .args(["-j", "2", "--no-db", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "both trials' targets", || {
+        processes_with(&tok).len() >= 2
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(run.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "an interrupted run exits 3");
+    nothing_left(&tok, Duration::from_secs(1), "the targets to be killed");
+    let report = read_report(&json);
+    let trials = common::trials_n(&report, "remote", "term-ready", 2);
+    for t in trials {
+        // The injector cancelled it (DELETE) and sent its observation back.
+        assert_eq!(t["observation"]["stop"], "interrupted", "{t}");
+        assert_eq!(t["node"], "n1");
+    }
+    assert!(
+        n1.log().contains("trial cancelled by its controller"),
+        "{}",
+        n1.log()
+    );
+    let (_, metrics) = http(&n1.address(), "GET", "/metrics", Some(&n1.token), "");
+    assert!(
+        metrics.contains("atropos_injector_trials_running 0"),
+        "{metrics}"
+    );
 }
