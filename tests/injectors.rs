@@ -249,15 +249,9 @@ fn an_experiment_spreads_over_the_injectors_its_labels_pick_and_one_lost_costs_o
             ("n3", &n3.url, &n3.token, ""),
         ],
     );
-    // Targets that would live 0.3 s; the fault ends them 50 ms into `ready`.
-    let exp = experiment(
-        dir.path(),
-        &tok,
-        "nodes: { role: cache }",
-        "0.3",
-        "50ms",
-        24,
-    );
+    // Targets that would live 2 s; the fault ends them 300 ms into `ready`, so that n2 has
+    // trials in flight whenever it is killed.
+    let exp = experiment(dir.path(), &tok, "nodes: { role: cache }", "2", "300ms", 24);
     let json = dir.path().join("report.json");
     let mut run = atropos()
         .arg("run")
