@@ -19,7 +19,7 @@
 
 pub mod cli;
 pub mod dashboard;
-pub mod fleet;
+pub mod dispatch;
 pub mod judge;
 pub mod plan;
 pub mod record;

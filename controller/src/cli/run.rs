@@ -146,7 +146,7 @@ pub(super) fn main(args: RunArgs) -> u8 {
         Err(code) => return code,
     };
     // Experiments on injector nodes: every node they may use answers before any trial.
-    let fleet = match runtime.block_on(crate::fleet::resolve(
+    let fleet = match runtime.block_on(crate::dispatch::resolve(
         &mut plan,
         &args.paths,
         &args.injector,

@@ -16,7 +16,8 @@ use atropos_injector::logfollow::LogMark;
 use atropos_injector::{self as inj, CancellationToken, Identity, clock::now_ns};
 use rand::{RngExt, SeedableRng};
 
-use super::{Shared, after_plan, judged};
+use super::{Ended, Shared, judged};
+use crate::dispatch::after_plan;
 use crate::judge::{After, nanos};
 use crate::plan::{self, AttachPlan, ExperimentPlan, PlannedTrial, TrialEnv};
 use crate::record::{Recovery, Replacement, TrialRecord};
@@ -165,15 +166,8 @@ pub(super) fn run_trial(
     let failed = |why: String| {
         let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
         obs.error = Some(why);
-        Some(judged(
-            exp,
-            trial,
-            obs,
-            After::default(),
-            Duration::ZERO,
-            None,
-            started,
-        ))
+        let ended = Ended::failed(obs);
+        Some(judged(exp, trial, ended, started))
     };
     let mut rng = selection_rng(exp.info.seed, trial);
     let Selected { chosen, matched } = match select(attach, &mut rng, timeout, &shared.cancel) {
@@ -227,15 +221,14 @@ pub(super) fn run_trial(
         };
         after.check = inj::after::run(&todo, &shared.cancel).check;
     }
-    Some(judged(
-        exp,
-        trial,
+    let ended = Ended {
         obs,
         after,
-        iplan.grace,
+        grace: iplan.grace,
         first_offset,
-        started,
-    ))
+        node: None,
+    };
+    Some(judged(exp, trial, ended, started))
 }
 
 /// Every signal a trial sent: each delivery to each process it hit, the SIGCONT of each

@@ -25,11 +25,10 @@ use atropos_injector::{self as inj, CancellationToken, clock::now_ns};
 use tokio::sync::mpsc::Sender;
 
 use crate::judge::{self, After};
-use crate::plan::{self, ExperimentPlan, PhaseLengths, PlannedTrial, RunPlan, TrialEnv};
+use crate::plan::{self, ExperimentPlan, PhaseLengths, PlannedTrial, RunPlan};
 use crate::record::{Recovery, RunEvent, TrialRecord};
 use crate::report::model::{self, Counts};
 use crate::spec::When;
-use crate::template;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -39,11 +38,10 @@ pub struct RunOptions {
     /// Keep each trial's `${trial.dir}` after the run.
     pub keep_dirs: bool,
     /// The injector nodes experiments may name (`target.node`, `target.nodes`).
-    pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    pub fleet: Option<Arc<crate::dispatch::Fleet>>,
 }
 
-/// Default check command limit.
-pub const DEFAULT_CHECK_LIMIT: Duration = Duration::from_secs(10);
+pub use crate::dispatch::DEFAULT_CHECK_LIMIT;
 
 /// How often finished trials are handed to `events`.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(20);
@@ -97,14 +95,10 @@ struct Shared {
     drained: Condvar,
     cancel: CancellationToken,
     run_dir: PathBuf,
-    /// Ports handed to trials still running (given back when each ends).
-    ports: inj::sockets::PortPool,
+    /// Where trials run: in-process, or on injector nodes.
+    places: crate::dispatch::Places,
     /// Per experiment: signals sent to attached processes so far (its blast radius).
     sent: Vec<AtomicUsize>,
-    /// The injector nodes, and the runtime their clients run on.
-    fleet: Option<Arc<crate::fleet::Fleet>>,
-    handle: tokio::runtime::Handle,
-    run_id: String,
 }
 
 impl Shared {
@@ -239,10 +233,12 @@ pub async fn execute(
         drained: Condvar::new(),
         cancel: cancel.clone(),
         run_dir: run_dir.clone(),
-        ports: inj::sockets::PortPool::default(),
-        fleet: options.fleet.clone(),
-        handle: tokio::runtime::Handle::current(),
-        run_id: plan.run_id.clone(),
+        places: crate::dispatch::Places::new(
+            cancel.clone(),
+            run_dir.clone(),
+            options.fleet.clone(),
+            plan.run_id.clone(),
+        ),
     });
     let mut lanes = tokio::task::JoinSet::new();
     for _ in 0..options.jobs.max(1) {
@@ -300,7 +296,6 @@ fn lane(shared: &Shared) {
                 attach::cool_down(attach, since, &shared.cancel);
                 attach::run_trial(exp, attach, trial, work.experiment, shared)
             }
-            None if !exp.nodes.is_empty() => run_remote(exp, trial, &lengths, shared),
             None => run_trial(exp, trial, &lengths, shared),
         }));
         // A bug that panics in one trial is that trial's `error`, and the board still
@@ -314,141 +309,68 @@ fn lane(shared: &Shared) {
                 .unwrap_or("a panic");
             let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
             obs.error = Some(format!("atropos failed while running the trial: {what}"));
-            let after = After::default();
-            Some(judged(
-                exp,
-                trial,
-                obs,
-                after,
-                Duration::ZERO,
-                None,
-                started,
-            ))
+            Some(judged(exp, trial, Ended::failed(obs), started))
         });
         shared.finish(&work, record);
     }
 }
 
-/// Runs one trial with its after-checks and judges it; `None` if it never started.
+/// Runs one trial where its experiment says ([`dispatch`]) and judges it; `None` if it
+/// never started.
 fn run_trial(
     exp: &ExperimentPlan,
     trial: &PlannedTrial,
     lengths: &PhaseLengths,
     shared: &Shared,
 ) -> Option<Arc<TrialRecord>> {
-    if shared.cancel.is_cancelled() {
-        return None;
-    }
     let started = now_ns();
-    let dir = shared.run_dir.join(&trial.id);
-    if exp.needs_dir {
-        let _ = std::fs::create_dir_all(&dir);
-    }
-    let port = if exp.needs_port {
-        shared.ports.take()
-    } else {
-        0
+    let ran = shared.places.run(exp, trial, lengths)?;
+    let ended = Ended {
+        obs: ran.observation,
+        after: after_facts(ran.after),
+        grace: ran.grace,
+        first_offset: ran.first_offset,
+        node: ran.node,
     };
-    let env = TrialEnv { port, dir };
-    let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths, None);
-    let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
-    let after = if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
-        after_facts(inj::after::run(
-            &after_plan(exp, trial, &env),
-            &shared.cancel,
-        ))
-    } else {
-        After::default()
-    };
-    if port != 0 {
-        shared.ports.give_back(port);
-    }
-    Some(judged(
-        exp,
-        trial,
-        obs,
-        after,
-        iplan.grace,
-        first_offset,
-        started,
-    ))
+    Some(judged(exp, trial, ended, started))
 }
 
-/// Runs one trial on an injector node (the least busy of those the experiment names, once
-/// one has room), the whole of it there: target, after-checks, port and folder. Judges it
-/// here; a trial the node lost is an `error` saying why. `None` if it never started.
-fn run_remote(
-    exp: &ExperimentPlan,
-    trial: &PlannedTrial,
-    lengths: &PhaseLengths,
-    shared: &Shared,
-) -> Option<Arc<TrialRecord>> {
-    let fleet = shared.fleet.as_ref()?;
-    let started = now_ns();
-    let env = TrialEnv::on_node();
-    let (iplan, first_offset) = plan::injector_plan(exp, trial, &env, lengths, None);
-    let after = after_plan(exp, trial, &env);
-    // The whole exchange is bounded by what the node may take: the trial, its check and
-    // its recovery, and a margin for the stream.
-    let limit = iplan.timeout
-        + after.check.as_ref().map_or(Duration::ZERO, |c| c.limit)
-        + after
-            .recovery
-            .as_ref()
-            .map_or(Duration::ZERO, |r| r.plan.timeout)
-        + Duration::from_secs(5);
-    let grace = iplan.grace;
-    let slot = match fleet.acquire(&exp.nodes, &shared.cancel) {
-        Ok(slot) => slot,
-        Err(None) => return None,
-        Err(Some(why)) => {
-            let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
-            obs.error = Some(why);
-            let after = After::default();
-            return Some(judged(exp, trial, obs, after, grace, first_offset, started));
+/// What a judge needs of a trial that ended.
+pub(crate) struct Ended {
+    pub(crate) obs: inj::Observation,
+    pub(crate) after: After,
+    pub(crate) grace: Duration,
+    pub(crate) first_offset: Option<u64>,
+    pub(crate) node: Option<String>,
+}
+
+impl Ended {
+    /// A trial that never ran as planned: `obs` says why.
+    pub(crate) fn failed(obs: inj::Observation) -> Ended {
+        Ended {
+            obs,
+            after: After::default(),
+            grace: Duration::ZERO,
+            first_offset: None,
+            node: None,
         }
-    };
-    let node = &fleet.nodes[slot.node];
-    let request = inj::wire::TrialRequest {
-        format: inj::PLAN_FORMAT,
-        node: node.name.clone(),
-        run: shared.run_id.clone(),
-        trial: iplan,
-        after,
-        bind: inj::wire::Bind {
-            port: exp.needs_port,
-            dir: exp.needs_dir,
-        },
-    };
-    let (obs, after) = match node.run(&request, limit, &shared.cancel, &shared.handle) {
-        Ok(done) => (done.observation, after_facts(done.after)),
-        Err(failure) => {
-            if let crate::fleet::Failure::Lost(_) = &failure {
-                slot.lost();
-            }
-            let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
-            obs.error = Some(failure.to_string());
-            (obs, After::default())
-        }
-    };
-    let name = node.name.clone();
-    drop(slot);
-    let record = judged(exp, trial, obs, after, grace, first_offset, started);
-    let mut record = Arc::unwrap_or_clone(record);
-    record.node = Some(name);
-    Some(Arc::new(record))
+    }
 }
 
 /// Judges a trial that ran and makes its record.
 fn judged(
     exp: &ExperimentPlan,
     trial: &PlannedTrial,
-    obs: inj::Observation,
-    after: After,
-    grace: Duration,
-    first_offset: Option<u64>,
+    ended: Ended,
     started: u64,
 ) -> Arc<TrialRecord> {
+    let Ended {
+        obs,
+        after,
+        grace,
+        first_offset,
+        node,
+    } = ended;
     let phases = &exp.info.phases;
     let attached = exp.attach.is_some();
     let judgement = judge::judge(trial, phases, &obs, &after, grace, attached);
@@ -480,71 +402,8 @@ fn judged(
         verdict: judgement.verdict,
         reasons: judgement.reasons,
         duration_ns: now_ns() - started,
-        node: None,
+        node,
     })
-}
-
-/// What runs on the node once the target ended: the files it left, the check command and
-/// the recovery restart ([`inj::after`] runs them, in that order).
-pub(crate) fn after_plan(
-    exp: &ExperimentPlan,
-    trial: &PlannedTrial,
-    env: &TrialEnv,
-) -> inj::after::AfterPlan {
-    let expect = &trial.expect;
-    let vars = env.vars(trial);
-    let cwd = exp.cwd.clone();
-    let files = expect.files.as_ref().map_or_else(Vec::new, |files| {
-        let probe = |p: &String, must_exist: bool| {
-            let expanded = template::expand(p, &vars);
-            inj::after::FileProbe {
-                resolved: plan::resolve(&cwd, &expanded),
-                path: expanded,
-                must_exist,
-            }
-        };
-        let present = files.present.iter().map(|p| probe(p, true));
-        present
-            .chain(files.absent.iter().map(|p| probe(p, false)))
-            .collect()
-    });
-    let check = expect.check.as_ref().map(|check| inj::after::CheckPlan {
-        argv: plan::argv(&check.command, &cwd, &vars),
-        cwd: cwd.clone(),
-        env: vec![("ATROPOS_TRIAL".to_owned(), format!("{}-check", trial.id))],
-        limit: check.within.unwrap_or(DEFAULT_CHECK_LIMIT),
-    });
-    // An attached target's recovery is its supervisor's, watched by the controller's side
-    // (`attach::recover_service`), not a restart.
-    let restart = expect.recover.as_ref().filter(|_| exp.attach.is_none());
-    let recovery = restart.and_then(|recover| {
-        let index = exp.info.phases.iter().position(|p| *p == recover.reaches)?;
-        let target = plan::command(&exp.loaded, &cwd, &vars);
-        let plan = inj::TrialPlan {
-            format: inj::PLAN_FORMAT,
-            id: format!("{}-r", trial.id),
-            target: inj::Target::Run(target),
-            phases: plan::phase_plans(&exp.loaded.experiment.spec, &vars, &cwd),
-            steps: Vec::new(),
-            watches: Vec::new(),
-            finish: inj::Finish::UntilPhase(index),
-            hold: Duration::ZERO,
-            grace: Duration::from_millis(100),
-            timeout: recover.within + Duration::from_millis(50),
-            sample_resources: false,
-            tail_lines: 10,
-            kill_orphans: true,
-        };
-        Some(inj::after::RecoveryPlan {
-            phase: recover.reaches.clone(),
-            plan,
-        })
-    });
-    inj::after::AfterPlan {
-        files,
-        check,
-        recovery,
-    }
 }
 
 /// What the judge takes from what [`inj::after::run`] found.

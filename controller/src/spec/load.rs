@@ -59,7 +59,7 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Invalid> {
 /// Whether `path` is the `atropos.yaml` that declares injectors, not an experiment.
 pub fn is_injectors_file(path: &Path) -> bool {
     path.file_name()
-        .is_some_and(|n| n == crate::fleet::FILE_NAME || n == "atropos.yml")
+        .is_some_and(|n| n == crate::dispatch::FILE_NAME || n == "atropos.yml")
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
