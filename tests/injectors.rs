@@ -208,6 +208,19 @@ spec:
     path
 }
 
+/// `atropos run EXP -j JOBS --no-db --json JSON` in the background, stderr to `stderr`.
+fn spawn_run(exp: &Path, jobs: u32, json: &Path, stderr: Stdio) -> std::process::Child {
+    atropos()
+        .arg("run")
+        .arg(exp)
+        .args(["-j", &jobs.to_string(), "--no-db", "--json"])
+        .arg(json)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// The JSON report at `path`.
 fn read_report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -253,15 +266,7 @@ fn an_experiment_spreads_over_the_injectors_its_labels_pick_and_one_lost_costs_o
     // trials in flight whenever it is killed.
     let exp = experiment(dir.path(), &tok, "nodes: { role: cache }", "2", "300ms", 24);
     let json = dir.path().join("report.json");
-    let mut run = atropos()
-        .arg("run")
-        .arg(&exp)
-        .args(["-j", "4", "--no-db", "--json"])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_run(&exp, 4, &json, Stdio::piped());
     // n2 dies while it runs trials: once it has started a few.
     wait_until(Duration::from_secs(20), "n2 to start trials", || {
         n2.log().matches("trial started").count() >= 3
@@ -333,14 +338,7 @@ fn killing_the_controller_mid_run_leaves_no_target_on_any_injector_within_a_seco
     );
     // Trials that wait 45 s for their fault: they run when the controller dies.
     let exp = experiment(dir.path(), &tok, "nodes: { role: cache }", "60", "45s", 4);
-    let mut run = atropos()
-        .arg("run")
-        .arg(&exp)
-        .args(["-j", "4", "--no-db"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_run(&exp, 4, &dir.path().join("report.json"), Stdio::null());
     wait_until(Duration::from_secs(20), "a target on a node", || {
         !processes_with(&tok).is_empty()
     });
@@ -784,15 +782,7 @@ fn a_hung_injector_is_timed_out_with_the_reason_and_cleans_up_once_it_runs_again
     write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, "")]);
     let exp = experiment(dir.path(), &tok, "node: n1", "60", "45s", 1);
     let json = dir.path().join("report.json");
-    let mut run = atropos()
-        .arg("run")
-        .arg(&exp)
-        .args(["--no-db", "--json"])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_run(&exp, 1, &json, Stdio::null());
     wait_until(Duration::from_secs(20), "a trial's target", || {
         n1.log().matches("trial started").count() >= 2 && !processes_with(&tok).is_empty()
     });
@@ -972,15 +962,7 @@ fn sigint_mid_run_cancels_the_remote_trials_and_records_them_interrupted() {
     write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, "")]);
     let exp = experiment(dir.path(), &tok, "nodes: { role: cache }", "60", "45s", 2);
     let json = dir.path().join("report.json");
-    let mut run = atropos()
-        .arg("run")
-        .arg(&exp)
-        .args(["-j", "2", "--no-db", "--json"])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_run(&exp, 2, &json, Stdio::null());
     wait_until(Duration::from_secs(20), "both trials' targets", || {
         processes_with(&tok).len() >= 2
     });
