@@ -664,6 +664,25 @@ fn bad_injector_declarations_are_refused_with_their_place_and_exit_2() {
             "{yaml}: {stderr}"
         );
     }
+    // An attached target on a node is refused by validation, with its place.
+    let attach = dir.path().join("attach-on-node.yaml");
+    std::fs::write(
+        &attach,
+        common::attach_experiment(&format!("{{ cmdline: \"{tok}\" }}\n    node: n1"), ""),
+    )
+    .unwrap();
+    let out = atropos()
+        .arg("run")
+        .arg(&attach)
+        .arg("--no-db")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("attach-on-node.yaml:") && stderr.contains("not supported yet"),
+        "{stderr}"
+    );
 }
 
 fn state_of(pid: i32) -> char {
