@@ -15,7 +15,7 @@ use crate::plan::TrialPlan;
 use crate::record::Observation;
 
 /// What to do once the target ended.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AfterPlan {
     /// Files that must exist, or must not.
@@ -37,34 +37,37 @@ impl AfterPlan {
 }
 
 /// A file expectation to look at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileProbe {
     /// The path as the experiment wrote it, templates expanded (what reports show).
     pub path: String,
     /// Where it is looked for (`path` taken from the target's working directory).
+    #[schema(value_type = String)]
     pub resolved: PathBuf,
     /// Whether it must exist (else: must not).
     pub must_exist: bool,
 }
 
 /// A check command to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckPlan {
     /// Program and arguments.
     pub argv: Vec<String>,
     /// Working directory.
+    #[schema(value_type = String)]
     pub cwd: PathBuf,
     /// Extra environment.
     pub env: Vec<(String, String)>,
     /// Its time limit.
     #[serde(with = "crate::plan::nanos")]
+    #[schema(value_type = u64)]
     pub limit: Duration,
 }
 
 /// The recovery restart: the target spawned again, until it reaches a phase.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoveryPlan {
     /// The phase it must reach.
@@ -74,7 +77,7 @@ pub struct RecoveryPlan {
 }
 
 /// A file expectation and what was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileState {
     /// The path as checked.
@@ -86,7 +89,7 @@ pub struct FileState {
 }
 
 /// What the check command did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckRun {
     /// The command as run.
     pub command: Vec<String>,
@@ -99,7 +102,7 @@ pub struct CheckRun {
 }
 
 /// What the recovery restart did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverySeen {
     /// The phase it had to reach.
@@ -111,7 +114,7 @@ pub struct RecoverySeen {
 }
 
 /// Everything [`run`] found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AfterSeen {
     /// The files, in the plan's order.

@@ -64,7 +64,9 @@ impl Opened {
 /// Where a log file ended at some moment, to follow it from there later
 /// ([`LogFollower::from_mark`]). A file missing then is marked with zeros: any file found
 /// later is new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct LogMark {
     /// Its device.
     pub dev: u64,

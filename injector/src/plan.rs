@@ -14,7 +14,7 @@ use crate::signal::Signal;
 pub const PLAN_FORMAT: u32 = 1;
 
 /// One trial to execute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrialPlan {
     /// The wire form's version ([`PLAN_FORMAT`]).
@@ -34,12 +34,15 @@ pub struct TrialPlan {
     /// How long the last phase runs before atropos stops a target that is still running when
     /// it must end: the end of a baseline, or before a step due after the exit.
     #[serde(with = "crate::plan::nanos")]
+    #[schema(value_type = u64)]
     pub hold: Duration,
     /// Time the target has to exit after a terminating step or a stop signal.
     #[serde(with = "crate::plan::nanos")]
+    #[schema(value_type = u64)]
     pub grace: Duration,
     /// Overall limit for the trial.
     #[serde(with = "crate::plan::nanos")]
+    #[schema(value_type = u64)]
     pub timeout: Duration,
     /// Whether to sample threads and RSS from `/proc`.
     pub sample_resources: bool,
@@ -52,7 +55,7 @@ pub struct TrialPlan {
 }
 
 /// What a trial's faults hit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// A command spawned fresh for the trial.
@@ -64,7 +67,7 @@ pub enum Target {
 /// Running processes a trial attaches to, each named by its identity: a pid alone may name
 /// another process by the time the plan runs, so the injector pins each by pid and start
 /// time, in this boot only, and refuses the trial if one is no longer the process selected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachTarget {
     /// The selected processes, the first one the main process of the trial's record.
@@ -72,6 +75,7 @@ pub struct AttachTarget {
     /// The boot they were selected in (`/proc/sys/kernel/random/boot_id`).
     pub boot_id: String,
     /// Where paths of the trial are resolved from.
+    #[schema(value_type = String)]
     pub cwd: PathBuf,
     /// The cgroup v2 path (from the hierarchy's root) of the service, when it was selected
     /// by its cgroup or systemd unit: then every process in it (and below) is the target's,
@@ -85,7 +89,7 @@ pub struct AttachTarget {
 }
 
 /// One process, as exactly as Linux can name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// Process id.
@@ -95,7 +99,7 @@ pub struct Identity {
 }
 
 /// A command to spawn fresh for the trial.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunTarget {
     /// Program and arguments.
@@ -103,11 +107,12 @@ pub struct RunTarget {
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
     /// Working directory.
+    #[schema(value_type = String)]
     pub cwd: PathBuf,
 }
 
 /// A named stretch of the target's life and the marker that opens it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhasePlan {
     /// Phase name.
@@ -117,11 +122,12 @@ pub struct PhasePlan {
     /// A deadline for entering it, from the target's start (a start-up SLO such as "ready
     /// within 2s"): missing it ends the trial at once, naming the phase it was still in.
     #[serde(default, with = "crate::plan::opt_nanos")]
+    #[schema(value_type = Option<u64>)]
     pub within: Option<Duration>,
 }
 
 /// What shows a phase has been entered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(rename_all = "snake_case")]
 pub enum Marker {
@@ -132,6 +138,7 @@ pub enum Marker {
     /// A line appended to a log file matching a regex.
     Log {
         /// The file to follow.
+        #[schema(value_type = String)]
         path: PathBuf,
         /// The regex.
         regex: String,
@@ -145,14 +152,16 @@ pub enum Marker {
     /// An HTTP URL answering 2xx.
     Http(String),
     /// A file existing.
+    #[schema(value_type = String)]
     File(PathBuf),
     /// A delay since the spawn.
     #[serde(with = "crate::plan::nanos")]
+    #[schema(value_type = u64)]
     Delay(Duration),
 }
 
 /// Which output stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     /// Standard output.
@@ -162,7 +171,7 @@ pub enum Stream {
 }
 
 /// An output pattern to record matches of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Watch {
     /// Which stream.
@@ -172,7 +181,7 @@ pub struct Watch {
 }
 
 /// One step of a fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepPlan {
     /// What to do.
@@ -184,17 +193,18 @@ pub struct StepPlan {
 }
 
 /// What a step does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Send a signal.
     Signal(Signal),
     /// SIGSTOP, then SIGCONT after the duration.
+    #[schema(value_type = u64)]
     Pause(#[serde(with = "crate::plan::nanos")] Duration),
 }
 
 /// At whom a step is aimed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Aim {
     /// The main process.
@@ -216,7 +226,7 @@ impl std::fmt::Display for Aim {
 }
 
 /// When a step fires.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
     /// `offset` after the phase with this index is entered.
@@ -225,16 +235,18 @@ pub enum When {
         index: usize,
         /// Delay after the marker.
         #[serde(with = "crate::plan::nanos")]
+        #[schema(value_type = u64)]
         offset: Duration,
     },
     /// This long after the previous step.
+    #[schema(value_type = u64)]
     After(#[serde(with = "crate::plan::nanos")] Duration),
     /// After the target exited: while a zombie, or once reaped.
     Exited(ExitedState),
 }
 
 /// Which side of reaping an after-exit step fires on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitedState {
     /// Exited, not yet reaped.
@@ -244,7 +256,7 @@ pub enum ExitedState {
 }
 
 /// How a trial ends once its steps are done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Finish {
     /// The target must exit within `grace` of the last step; if not it is killed (hung).

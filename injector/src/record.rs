@@ -9,7 +9,7 @@ use crate::plan::{Aim, Stream};
 use crate::signal::Signal;
 
 /// What became of one signal sent to one process or group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryOutcome {
     /// The kernel accepted the signal for a live process.
@@ -55,7 +55,7 @@ pub enum Progress {
 }
 
 /// A phase entered, as it is told live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseSeen {
     /// Its index in the plan.
@@ -69,7 +69,7 @@ pub struct PhaseSeen {
 }
 
 /// How the target ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Exit {
     /// Exit code, when it exited normally.
     pub code: Option<i32>,
@@ -100,7 +100,7 @@ impl std::fmt::Display for Exit {
 }
 
 /// Why the trial stopped watching the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// The target exited by itself (after or without faults).
@@ -143,7 +143,7 @@ impl StopReason {
 }
 
 /// When one phase was entered, and what showed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PhaseEntry {
     /// Phase name.
     pub name: String,
@@ -154,7 +154,7 @@ pub struct PhaseEntry {
 }
 
 /// One signal sent by one step of a fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// Index of the step within the fault.
     pub step: usize,
@@ -181,7 +181,7 @@ pub struct Delivery {
 }
 
 /// A step that was not carried out, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Skipped {
     /// Index of the step within the fault.
     pub step: usize,
@@ -190,7 +190,7 @@ pub struct Skipped {
 }
 
 /// A descendant still alive after the target's main process ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Orphan {
     /// Process id.
     pub pid: i32,
@@ -209,7 +209,7 @@ pub struct Orphan {
 }
 
 /// One line of output with the time it was read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
     /// When atropos read it.
     pub at_ns: u64,
@@ -218,7 +218,7 @@ pub struct Line {
 }
 
 /// The first line that matched a watched pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatchHit {
     /// Which stream was watched.
     pub stream: Stream,
@@ -231,7 +231,7 @@ pub struct WatchHit {
 }
 
 /// Peak resource use sampled from `/proc`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
     /// Most threads seen.
     pub max_threads: u64,
@@ -242,7 +242,7 @@ pub struct Resources {
 }
 
 /// The signal atropos used to end a target the trial did not end by a fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StopSignal {
     /// The signal.
     pub signal: Signal,
@@ -253,7 +253,7 @@ pub struct StopSignal {
 }
 
 /// Everything one trial observed, end to end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Observation {
     /// The trial id from the plan.
     pub trial_id: String,
@@ -328,7 +328,7 @@ impl Observation {
 }
 
 /// A phase not entered within its deadline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MissedPhase {
     /// The phase that was due.
     pub phase: String,

@@ -76,6 +76,19 @@ impl fmt::Display for Signal {
     }
 }
 
+impl utoipa::PartialSchema for Signal {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^SIG[A-Z0-9+-]+$"))
+            .description(Some("A signal by name: SIGTERM, SIGKILL, SIGRTMIN+3, ..."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Signal {}
+
 impl Serialize for Signal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())

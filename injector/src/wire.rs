@@ -24,7 +24,7 @@ pub const PORT_HOLE: &str = "${trial.port}";
 pub const DIR_HOLE: &str = "/@atropos-trial-dir@";
 
 /// A trial sent to a node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrialRequest {
     /// [`PLAN_FORMAT`] of the sender.
@@ -44,7 +44,7 @@ pub struct TrialRequest {
 }
 
 /// What the node must provide for a trial.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bind {
     /// A free loopback port for `${trial.port}`.
@@ -54,7 +54,7 @@ pub struct Bind {
 }
 
 /// One line of the stream a node answers a trial with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
     /// The node took the trial and starts it now.
@@ -94,7 +94,7 @@ impl From<Progress> for Event {
 }
 
 /// Everything a node observed of one trial.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Done {
     /// [`PLAN_FORMAT`] of the node.
@@ -108,7 +108,7 @@ pub struct Done {
 }
 
 /// Why a request cannot run, as the API answers it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiError {
     /// What went wrong, plainly.
@@ -116,7 +116,7 @@ pub struct ApiError {
 }
 
 /// What `GET /v1/info` says about a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Info {
     /// The node's name.

@@ -87,6 +87,12 @@ impl Default for Metrics {
     }
 }
 
+/// The agent's counters, in Prometheus's text format.
+#[utoipa::path(get, path = "/metrics",
+    responses(
+        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 401, description = "No valid bearer token", body = super::ApiError),
+    ))]
 pub(super) async fn render(State(agent): State<Arc<Agent>>) -> Response {
     match agent.metrics.encode() {
         Ok(text) => (

@@ -125,12 +125,13 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/trials", post(start_trial))
         .route("/v1/trials/{id}", delete(cancel_trial))
         .route("/metrics", get(metrics::render))
+        .route("/v1/openapi.json", get(openapi))
         .route_layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             authenticate,
         ));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .merge(authed)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -170,6 +171,66 @@ async fn authenticate(
     next.run(request).await
 }
 
+/// The OpenAPI document of this API (also `atropos-injector --openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "atropos-injector",
+        description = "The node agent of atropos: runs fault-injection trials for a controller."
+    ),
+    paths(healthz, info, start_trial, cancel_trial, metrics::render, openapi),
+    components(schemas(TrialRequest, Event, Info, ApiError)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The document as JSON.
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// Says the agent is up; needs no token and says nothing else.
+#[utoipa::path(get, path = "/healthz", security(()),
+    responses((status = 200, description = "The agent is up", body = String, content_type = "text/plain")))]
+async fn healthz() -> ([(header::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ok\n",
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json",
+    responses(
+        (status = 200, description = "The OpenAPI document", content_type = "application/json"),
+        (status = 401, description = "No valid bearer token", body = ApiError),
+    ))]
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+/// The node: name, labels, version, plan format, capacity and trials running.
+#[utoipa::path(get, path = "/v1/info",
+    responses(
+        (status = 200, description = "The node", body = Info),
+        (status = 401, description = "No valid bearer token", body = ApiError),
+    ))]
 async fn info(State(agent): State<Arc<Agent>>) -> axum::Json<Info> {
     axum::Json(Info {
         node: agent.config.node.clone(),
@@ -181,6 +242,14 @@ async fn info(State(agent): State<Arc<Agent>>) -> axum::Json<Info> {
     })
 }
 
+/// Cancels a running trial: its target is killed, its stream ends with its observation.
+#[utoipa::path(delete, path = "/v1/trials/{id}",
+    params(("id" = String, Path, description = "The trial's id")),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 401, description = "No valid bearer token", body = ApiError),
+        (status = 404, description = "No such trial runs here", body = ApiError),
+    ))]
 async fn cancel_trial(State(agent): State<Arc<Agent>>, UrlPath(id): UrlPath<String>) -> Response {
     match agent.running().get(&id) {
         Some(token) => {
@@ -192,8 +261,42 @@ async fn cancel_trial(State(agent): State<Arc<Agent>>, UrlPath(id): UrlPath<Stri
     }
 }
 
+/// Whether `id` may name a trial here: it names the trial's folder, so only letters,
+/// digits, `.`, `_`, `-`, at most 128 of them, and neither `.` nor `..`.
+fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Why a request may not run here, checked before anything runs.
 fn admissible(agent: &Agent, req: &TrialRequest) -> Result<(), (StatusCode, String)> {
+    let malformed = |why: String| Err((StatusCode::UNPROCESSABLE_ENTITY, why));
+    // Found by schemathesis: an empty id ran, and an id like `../x` would have named a
+    // folder outside the agent's (made, then removed, with everything in it).
+    for id in [&req.trial.id]
+        .into_iter()
+        .chain(req.after.recovery.as_ref().map(|r| &r.plan.id))
+    {
+        if !valid_id(id) {
+            return malformed(format!(
+                "trial id `{}`: expected 1 to 128 letters, digits, `.`, `_` or `-`",
+                id.chars().take(140).collect::<String>()
+            ));
+        }
+    }
+    match &req.trial.target {
+        Target::Run(run) if run.argv.is_empty() => {
+            return malformed("the target's command is empty".into());
+        }
+        Target::Attach(attach) if attach.processes.is_empty() => {
+            return malformed("an attached trial names no process".into());
+        }
+        _ => {}
+    }
     if !req.compatible() {
         return Err((
             StatusCode::CONFLICT,
@@ -327,6 +430,20 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Runs a trial on this node; its events stream back, one JSON object per line.
+#[utoipa::path(post, path = "/v1/trials",
+    request_body(content = TrialRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One event per line, the last `done` or `failed`", body = Event, content_type = "application/x-ndjson"),
+        (status = 401, description = "No valid bearer token", body = ApiError),
+        (status = 403, description = "A command or attached process outside the allow-lists", body = ApiError),
+        (status = 408, description = "The body took too long", body = ApiError),
+        (status = 409, description = "Another plan format, another node's plan, or a trial id that runs already", body = ApiError),
+        (status = 413, description = "The body is too large", body = ApiError),
+        (status = 422, description = "Not a trial request", body = ApiError),
+        (status = 429, description = "--max-trials run already", body = ApiError),
+        (status = 503, description = "No thread for the trial", body = ApiError),
+    ))]
 async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Response {
     // A body sent slowly holds a connection: it has BODY_TIMEOUT to arrive, whole.
     let read = axum::body::to_bytes(request.into_body(), MAX_BODY);
@@ -501,5 +618,31 @@ pub fn warn_if_exposed(listen: SocketAddr, tls: bool) {
             "listening beyond loopback without TLS: the token and every plan cross the \
              network in the clear; give --tls-cert and --tls-key"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_id;
+
+    #[test]
+    fn a_trial_id_cannot_name_a_folder_outside_the_agents() {
+        for good in ["r1a2b3c4-0-1-2", "r1-0-0-r", "A.b_c-9"] {
+            assert!(valid_id(good), "{good}");
+        }
+        let long = "x".repeat(129);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "/abs",
+            "a b",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(!valid_id(bad), "{bad}");
+        }
     }
 }

@@ -12,7 +12,11 @@ use regex::Regex;
 
 /// Runs atropos trials on this node for the controllers that hold its token.
 #[derive(Debug, Parser)]
-#[command(name = "atropos-injector", version)]
+#[command(
+    name = "atropos-injector",
+    version,
+    after_help = "`atropos-injector --openapi` prints the OpenAPI document of its API and exits."
+)]
 struct Args {
     /// Address to listen on (`127.0.0.1:7979`; port 0 picks one, printed on stdout).
     #[arg(long, value_name = "ADDR")]
@@ -56,6 +60,15 @@ struct Args {
     work_dir: Option<PathBuf>,
 }
 
+/// `atropos-injector --openapi`: prints the API's OpenAPI document and exits.
+fn print_openapi() -> bool {
+    if std::env::args().nth(1).as_deref() == Some("--openapi") {
+        println!("{}", agent::openapi_json());
+        return true;
+    }
+    false
+}
+
 fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -70,6 +83,9 @@ fn parse_regex(text: &str) -> Result<Regex, String> {
 
 fn main() -> ExitCode {
     atropos_injector::default_sigpipe();
+    if print_openapi() {
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ATROPOS_LOG")
