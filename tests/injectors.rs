@@ -151,6 +151,7 @@ fn request(node: &str, id: &str, script: &str, marker: &str, hold: Duration) -> 
         },
         after: Default::default(),
         bind: Default::default(),
+        select: None,
     };
     serde_json::to_string(&req).unwrap()
 }
@@ -664,11 +665,15 @@ fn bad_injector_declarations_are_refused_with_their_place_and_exit_2() {
             "{yaml}: {stderr}"
         );
     }
-    // An attached target on a node is refused by validation, with its place.
+    // An attached target on a node with `recover:` is refused by validation, with its
+    // place: the supervisor's replacement is watched from this machine's /proc.
     let attach = dir.path().join("attach-on-node.yaml");
     std::fs::write(
         &attach,
-        common::attach_experiment(&format!("{{ cmdline: \"{tok}\" }}\n    node: n1"), ""),
+        common::attach_experiment(
+            &format!("{{ cmdline: \"{tok}\" }}\n    node: n1"),
+            "  expect:\n    recover: { reaches: up, within: 1s }\n",
+        ),
     )
     .unwrap();
     let out = atropos()
@@ -753,6 +758,7 @@ fn an_injector_killed_during_a_pause_resumes_the_paused_process_when_it_comes_ba
         },
         after: Default::default(),
         bind: Default::default(),
+        select: None,
     };
     let body = serde_json::to_string(&req).unwrap();
     let (address, token) = (n1.address(), n1.token.clone());
@@ -1010,4 +1016,86 @@ fn sigint_mid_run_cancels_the_remote_trials_and_records_them_interrupted() {
         metrics.contains("atropos_injector_trials_running 0"),
         "{metrics}"
     );
+}
+
+#[test]
+fn an_attach_target_on_every_cache_node_is_selected_and_hit_by_each_node() {
+    let dir = tempdir();
+    // Two services of this test's own, told apart from everything else by a unique number.
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_micros()
+    );
+    let arg = format!("3000.{tag}");
+    let mut services: Vec<Owned> = (0..2)
+        .map(|_| Owned(Command::new("sleep").arg(&arg).spawn().unwrap()))
+        .collect();
+    let allow = ["--allow-attach", &format!("sleep 3000\\.{tag}")];
+    let n1 = Injector::start(dir.path(), "n1", &["role=cache"], &allow);
+    let n2 = Injector::start(dir.path(), "n2", &["role=cache"], &allow);
+    let n3 = Injector::start(dir.path(), "n3", &["role=db"], &allow);
+    write_fleet(
+        dir.path(),
+        &[
+            ("n1", &n1.url, &n1.token, ""),
+            ("n2", &n2.url, &n2.token, ""),
+            ("n3", &n3.url, &n3.token, ""),
+        ],
+    );
+    let path = dir.path().join("attach-nodes.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: attach-nodes }}
+spec:
+  target:
+    nodes: {{ role: cache }}
+    attach: {{ cmdline: "^sleep 3000\\.{tag}$", count: one, max_targets: 2, cooldown: 10ms }}
+  phases:
+    - {{ name: up, marker: {{ delay: 10ms }} }}
+  faults:
+    - {{ name: term-up, signal: SIGTERM, at: {{ phase: up }} }}
+  expect:
+    exit: {{ within: 2s }}
+  trials: 1
+"#
+        ),
+    )
+    .unwrap();
+    let (out, report) = run_json(&[path.to_str().unwrap(), "--no-db"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let trials = common::trials_n(&report, "attach-nodes", "term-up", 2);
+    let nodes: Vec<&str> = trials.iter().map(|t| t["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["n1", "n2"], "one trial per cache node, none on n3");
+    for t in &trials {
+        assert_eq!(t["verdict"], "pass", "{}", common::reasons(t));
+        assert!(
+            t["id"]
+                .as_str()
+                .unwrap()
+                .ends_with(t["node"].as_str().unwrap())
+        );
+    }
+    // Each node hit one of the two (the second one the first left), and nothing else.
+    let hit: Vec<i64> = trials
+        .iter()
+        .map(|t| t["observation"]["pid"].as_i64().unwrap())
+        .collect();
+    assert_ne!(hit[0], hit[1]);
+    for service in &mut services {
+        let status = service.0.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(15),
+            "killed by the SIGTERM of a node"
+        );
+    }
+    assert!(!n3.log().contains("trial started"));
 }

@@ -41,6 +41,35 @@ pub struct TrialRequest {
     /// Whether the node gives the trial a port ([`PORT_HOLE`]) and a folder ([`DIR_HOLE`]).
     #[serde(default)]
     pub bind: Bind,
+    /// For a trial against running processes: how the node selects them from its own
+    /// `/proc` before the trial (the trial's target is then an attach target it fills).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<SelectPlan>,
+}
+
+/// How a node selects the running processes a trial attaches to.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectPlan {
+    /// The criteria.
+    pub selector: crate::attach::Selector,
+    /// The refusals beyond the fixed ones.
+    pub guard: crate::attach::Guard,
+    /// How many of the matches to take.
+    pub count: crate::attach::Count,
+    /// The most that may match.
+    pub max_targets: usize,
+    /// The seed of the draw among the matches (the run's, for this trial and node).
+    pub seed: u64,
+    /// How long to wait while nothing matches, ns.
+    pub wait_ns: u64,
+}
+
+impl PartialEq for SelectPlan {
+    fn eq(&self, other: &SelectPlan) -> bool {
+        // Regexes have no equality; their JSON forms do.
+        serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+    }
 }
 
 /// What the node must provide for a trial.
@@ -263,6 +292,7 @@ mod tests {
                 port: true,
                 dir: true,
             },
+            select: None,
         }
     }
 

@@ -129,6 +129,9 @@ pub(super) fn main(args: RunArgs) -> u8 {
         let Some(spec) = exp.loaded.experiment.spec.target.attach.clone() else {
             continue;
         };
+        if on_node(exp) {
+            continue; // its nodes select, from their own /proc, once they are known
+        }
         match attach_plan(exp, &spec, &args.protect) {
             Ok(attach) => exp.attach = Some(Arc::new(attach)),
             Err(err) => {
@@ -157,6 +160,33 @@ pub(super) fn main(args: RunArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
+    for exp in &mut plan.experiments {
+        let Some(spec) = exp.loaded.experiment.spec.target.attach.clone() else {
+            continue;
+        };
+        if !on_node(exp) {
+            continue;
+        }
+        // The command line's --protect names pids of this machine: not the nodes'.
+        let lowered = match crate::spec::attach::lower(&spec, &exp.loaded.dir, &[]) {
+            Ok(lowered) => lowered,
+            Err(err) => {
+                let file = exp.loaded.file.display();
+                eprintln!(
+                    "error: {file}: experiment {}: spec.target.attach: {err}",
+                    exp.info.name
+                );
+                return EXIT_INVALID;
+            }
+        };
+        // Each node may hit up to max_targets processes with every step of every trial.
+        let most = lowered.max_targets * fault_steps(exp) * exp.nodes.len();
+        exp.attach = Some(Arc::new(plan::AttachPlan {
+            lowered,
+            max_signals: spec.max_signals.map_or(most, |m| m as usize),
+            cooldown: spec.cooldown.unwrap_or(plan::DEFAULT_COOLDOWN),
+        }));
+    }
     let db = (!args.no_db).then_some(args.db);
     runtime.block_on(run(
         plan,
@@ -447,6 +477,12 @@ fn watch_signals(cancel: CancellationToken, run_id: String) -> tokio::task::Join
     })
 }
 
+/// Whether `exp` runs on injector nodes.
+fn on_node(exp: &plan::ExperimentPlan) -> bool {
+    let target = &exp.loaded.experiment.spec.target;
+    target.node.is_some() || target.nodes.is_some()
+}
+
 /// How the trials of `exp` select and bound what they hit, once its selector was seen to
 /// select now (else the error, listing what matched).
 fn attach_plan(
@@ -575,6 +611,12 @@ fn dry_run(plan: &RunPlan, protect: &[i32]) -> Result<String, String> {
                     "  target: {} (cwd {})",
                     run.command.join(" "),
                     plan::target_cwd(&exp.loaded).display()
+                );
+            }
+            (None, Some(_)) if on_node(exp) => {
+                let _ = writeln!(
+                    out,
+                    "  attach: selected by each injector node from its own /proc when the trial runs"
                 );
             }
             (None, Some(attach)) => {

@@ -84,6 +84,41 @@ impl Places {
         }
     }
 
+    /// Sends `request` to node `node` of the fleet and waits for its end (a place there
+    /// first); `None` if there is no fleet or the run was cancelled before a place was free.
+    pub fn run_at(
+        &self,
+        node: usize,
+        request: &inj::wire::TrialRequest,
+        limit: Duration,
+    ) -> Option<Result<inj::wire::Done, Failure>> {
+        let fleet = self.fleet.as_ref()?;
+        let slot = match fleet.acquire(&[node], &self.cancel) {
+            Ok(slot) => slot,
+            Err(None) => return None,
+            Err(Some(why)) => return Some(Err(Failure::Refused(why))),
+        };
+        let done = fleet.nodes[node].run(request, limit, &self.cancel, &self.handle);
+        if let Err(Failure::Lost(_)) = &done {
+            slot.lost();
+        }
+        Some(done)
+    }
+
+    /// The fleet's node names, by index.
+    pub fn node_name(&self, node: usize) -> Option<&str> {
+        self.fleet
+            .as_ref()?
+            .nodes
+            .get(node)
+            .map(|n| n.name.as_str())
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     fn here(&self, exp: &ExperimentPlan, trial: &PlannedTrial, lengths: &PhaseLengths) -> Ran {
         let dir = self.run_dir.join(&trial.id);
         if exp.needs_dir {
@@ -160,6 +195,7 @@ impl Places {
                 port: exp.needs_port,
                 dir: exp.needs_dir,
             },
+            select: None,
         };
         let ran = match node.run(&request, limit, &self.cancel, &self.handle) {
             Ok(done) => Ran {

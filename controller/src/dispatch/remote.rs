@@ -171,6 +171,15 @@ pub fn parse_flag(text: &str) -> Result<InjectorSpec, String> {
     let Some((name, url)) = text.split_once('=') else {
         return Err(format!("--injector `{text}`: expected NAME=URL"));
     };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "--injector `{text}`: the name `{name}`; expected letters, digits, `-`, `_` or `.`"
+        ));
+    }
     Ok(InjectorSpec {
         name: name.to_owned(),
         url: url.to_owned(),

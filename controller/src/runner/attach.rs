@@ -231,6 +231,109 @@ pub(super) fn run_trial(
     Some(judged(exp, trial, ended, started))
 }
 
+/// Runs one trial against the service on every node the experiment names, one node after
+/// the other (trials against live services never overlap): each node selects the processes
+/// from its own `/proc`, with a draw seeded from the run's seed, the trial and the node, and
+/// runs the trial there. One record per node, its id the trial's and the node's
+/// (`TRIAL-NODE`). The run's blast radius counts what every node sent.
+pub(super) fn run_on_nodes(
+    exp: &ExperimentPlan,
+    attach: &AttachPlan,
+    trial: &PlannedTrial,
+    experiment: usize,
+    shared: &Shared,
+) -> Vec<Arc<TrialRecord>> {
+    use rand::RngExt;
+    let spec = &exp.loaded.experiment.spec;
+    let timeout = spec.timeout.unwrap_or(plan::DEFAULT_TIMEOUT);
+    let steps = trial
+        .fault
+        .map_or(0, |f| plan::signals_per_target(&exp.faults[f].lowered));
+    let mut records = Vec::new();
+    for &node in &exp.nodes {
+        if shared.cancel.is_cancelled() {
+            break;
+        }
+        let Some(name) = shared.places.node_name(node) else {
+            break;
+        };
+        let started = now_ns();
+        let mut here = trial.clone();
+        here.id = format!("{}-{name}", trial.id);
+        let failed = |why: String| {
+            let mut obs = inj::Observation::unstarted(&here.id, &exp.info.phases);
+            obs.error = Some(why);
+            let mut ended = Ended::failed(obs);
+            ended.node = Some(name.to_owned());
+            judged(exp, &here, ended, started)
+        };
+        // The most this node can send: every process it may match, every step.
+        let most = attach.lowered.max_targets * steps;
+        let sent = shared.sent[experiment].load(Ordering::Relaxed);
+        if sent + most > attach.max_signals {
+            shared.cancel.cancel();
+            records.push(failed(format!(
+                "the run's blast radius: {sent} signal(s) sent, and this trial could send \
+                 {most} more on node `{name}`, past max_signals {}; the run stops here",
+                attach.max_signals
+            )));
+            break;
+        }
+        let env = TrialEnv::on_node();
+        let placeholder = inj::AttachTarget {
+            processes: Vec::new(),
+            boot_id: String::new(),
+            cwd: exp.cwd.clone(),
+            cgroup: None,
+            spare: Vec::new(),
+        };
+        let (iplan, first_offset) =
+            plan::injector_plan(exp, &here, &env, &Default::default(), Some(placeholder));
+        let mut rng = selection_rng(exp.info.seed, trial);
+        let seed = rng.random::<u64>() ^ (node as u64).rotate_left(29);
+        let lowered = &attach.lowered;
+        let grace = iplan.grace;
+        let limit = timeout + iplan.timeout + Duration::from_secs(15);
+        let request = inj::wire::TrialRequest {
+            format: inj::PLAN_FORMAT,
+            node: name.to_owned(),
+            run: shared.places.run_id().to_owned(),
+            trial: iplan,
+            after: crate::dispatch::after_plan(exp, &here, &env),
+            bind: inj::wire::Bind {
+                port: exp.needs_port,
+                dir: exp.needs_dir,
+            },
+            select: Some(inj::wire::SelectPlan {
+                selector: lowered.selector.clone(),
+                guard: lowered.guard.clone(),
+                count: lowered.count,
+                max_targets: lowered.max_targets,
+                seed,
+                wait_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            }),
+        };
+        let record = match shared.places.run_at(node, &request, limit) {
+            None => break,
+            Some(Err(failure)) => failed(failure.to_string()),
+            Some(Ok(done)) => {
+                shared.sent[experiment]
+                    .fetch_add(signals_sent(&done.observation), Ordering::Relaxed);
+                let ended = Ended {
+                    obs: done.observation,
+                    after: crate::runner::after_facts(done.after),
+                    grace,
+                    first_offset,
+                    node: Some(name.to_owned()),
+                };
+                judged(exp, &here, ended, started)
+            }
+        };
+        records.push(record);
+    }
+    records
+}
+
 /// Every signal a trial sent: each delivery to each process it hit, the SIGCONT of each
 /// pause that was resumed, each orphan killed.
 fn signals_sent(obs: &inj::Observation) -> usize {

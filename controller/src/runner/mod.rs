@@ -159,8 +159,10 @@ impl Shared {
         }
     }
 
-    /// Files a finished piece of work; a baseline that ran releases its trials.
-    fn finish(&self, work: &Work, record: Option<Arc<TrialRecord>>) {
+    /// Files a finished piece of work with every record it made (an attached trial on
+    /// several nodes makes one per node); a baseline that ran releases its trials.
+    fn finish_all(&self, work: &Work, records: Vec<Arc<TrialRecord>>) {
+        let record = records.first().cloned();
         let mut board = self.board();
         if self.experiments[work.experiment].attach.is_some() {
             board.attach_busy = false;
@@ -176,7 +178,7 @@ impl Shared {
             }
             self.ready.notify_all();
         }
-        if let Some(record) = record {
+        for record in records {
             // Back-pressure: the records of a run wait here, bounded, while the listener is
             // behind; the announcer takes them every tick.
             while board.outbox.len() >= OUTBOX_LIMIT && !self.cancel.is_cancelled() {
@@ -294,14 +296,21 @@ fn lane(shared: &Shared) {
             Some(attach) => {
                 let since = shared.board().last_end[work.experiment];
                 attach::cool_down(attach, since, &shared.cancel);
-                attach::run_trial(exp, attach, trial, work.experiment, shared)
+                if exp.nodes.is_empty() {
+                    let record = attach::run_trial(exp, attach, trial, work.experiment, shared);
+                    record.into_iter().collect()
+                } else {
+                    attach::run_on_nodes(exp, attach, trial, work.experiment, shared)
+                }
             }
-            None => run_trial(exp, trial, &lengths, shared),
+            None => run_trial(exp, trial, &lengths, shared)
+                .into_iter()
+                .collect(),
         }));
         // A bug that panics in one trial is that trial's `error`, and the board still
         // hears of its end: a lost end left an attached experiment's "one at a time"
         // taken, and its other trials were silently never run.
-        let record = ran.unwrap_or_else(|panic| {
+        let records = ran.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
@@ -309,9 +318,9 @@ fn lane(shared: &Shared) {
                 .unwrap_or("a panic");
             let mut obs = inj::Observation::unstarted(&trial.id, &exp.info.phases);
             obs.error = Some(format!("atropos failed while running the trial: {what}"));
-            Some(judged(exp, trial, Ended::failed(obs), started))
+            vec![judged(exp, trial, Ended::failed(obs), started)]
         });
-        shared.finish(&work, record);
+        shared.finish_all(&work, records);
     }
 }
 

@@ -204,18 +204,18 @@ fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
             "both `node` and `nodes`; expected one: a node by name, or nodes by labels".into(),
         );
     }
-    if spec.target.attach.is_some() && (spec.target.node.is_some() || spec.target.nodes.is_some()) {
+    let on_node = spec.target.node.is_some() || spec.target.nodes.is_some();
+    let recovers =
+        spec.expect.recover.is_some() || spec.overrides.values().any(|o| o.recover.is_some());
+    if spec.target.attach.is_some() && on_node && recovers {
         ctx.report(
-            "spec.target.node".into(),
+            "spec.expect.recover".into(),
             None,
-            if spec.target.node.is_some() {
-                "node"
-            } else {
-                "nodes"
-            },
+            "recover",
             None,
-            "an `attach:` target on an injector node is not supported yet (its processes are \
-             selected from this machine's /proc); expected `run:` there, or no node"
+            "`recover:` for an `attach:` target on an injector node is not supported yet \
+             (its supervisor's replacement is watched from this machine's /proc); expected \
+             no `recover:` there, or no node"
                 .into(),
         );
     }

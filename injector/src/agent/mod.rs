@@ -421,6 +421,38 @@ impl Pool {
     }
 }
 
+/// The processes `plan` selects on this node, drawn with its seed, and the other matches
+/// (never counted as the chosen ones' descendants); waits up to its limit while nothing
+/// matches. More matches than allowed is an error at once: never a guess.
+fn select_here(
+    plan: &crate::wire::SelectPlan,
+) -> Result<(Vec<crate::Identity>, Vec<crate::Identity>), String> {
+    use rand::{RngExt, SeedableRng};
+    let identity = |p: &crate::attach::Process| crate::Identity {
+        pid: p.pid,
+        starttime: p.starttime,
+    };
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(plan.seed);
+    let deadline = crate::clock::now_ns().saturating_add(plan.wait_ns);
+    loop {
+        let outcome = plan.selector.resolve(&plan.guard).and_then(|s| {
+            let matched: Vec<_> = s.allowed.iter().map(identity).collect();
+            s.choose(plan.count, plan.max_targets, |n| rng.random_range(0..n))
+                .map(|chosen| (chosen, matched))
+        });
+        match outcome {
+            Ok((chosen, matched)) => {
+                let ids: Vec<_> = chosen.iter().map(identity).collect();
+                let spare = matched.into_iter().filter(|m| !ids.contains(m)).collect();
+                return Ok((ids, spare));
+            }
+            Err(err @ crate::attach::SelectError::TooMany { .. }) => return Err(err.to_string()),
+            Err(err) if crate::clock::now_ns() >= deadline => return Err(err.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// Cancels a trial when dropped: the stream holds one, so a closed connection ends it.
 struct CancelOnDrop(CancellationToken);
 
@@ -473,6 +505,28 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
             );
         }
     };
+    // A trial against running processes: this node selects them, from its own /proc.
+    if let Some(select) = req.select.clone() {
+        let chosen = tokio::task::spawn_blocking(move || select_here(&select)).await;
+        match chosen {
+            Ok(Ok((processes, spare))) => {
+                if let Target::Attach(attach) = &mut req.trial.target {
+                    attach.processes = processes;
+                    attach.spare = spare;
+                    attach.boot_id = crate::journal::boot_id().to_owned();
+                } else {
+                    return refuse(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "a trial with a selection must have an attach target",
+                    );
+                }
+            }
+            Ok(Err(why)) => {
+                return refuse(StatusCode::CONFLICT, format!("nothing to attach to: {why}"));
+            }
+            Err(_) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the selection failed"),
+        }
+    }
     if let Err((status, message)) = admissible(&agent, &req) {
         tracing::warn!(trial = %req.trial.id, run = %req.run, %message, "refused a trial");
         return refuse(status, message);

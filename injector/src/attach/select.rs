@@ -25,18 +25,23 @@ use regex::Regex;
 use crate::procfs::{self, ProcStat};
 
 /// What to select; every criterion given must hold.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Selector {
     /// This process id.
     pub pid: Option<i32>,
     /// The process id written in this file.
+    #[schema(value_type = Option<String>)]
     pub pidfile: Option<PathBuf>,
     /// The executable (`/proc/PID/exe`), compared as a path.
+    #[schema(value_type = Option<String>)]
     pub exe: Option<PathBuf>,
     /// The basename of `argv[0]`, or of the first word of a title rewritten into it (see
     /// [`named`]).
     pub name: Option<String>,
     /// A regex over the command line, arguments joined by single spaces.
+    #[serde(default, with = "regex_text")]
+    #[schema(value_type = Option<String>)]
     pub cmdline: Option<Regex>,
     /// A cgroup path: the v2 path (`/system.slice/redis.service`), or `CONTROLLER:PATH` for
     /// a v1 hierarchy (`memory:/docker/abc`). The process's cgroup must be it or below it.
@@ -46,11 +51,32 @@ pub struct Selector {
     /// The uid owning the process.
     pub user: Option<u32>,
     /// Children of a process this selector matches (nginx workers under their master).
+    #[schema(no_recursion)]
     pub parent: Option<Box<Selector>>,
 }
 
+/// A regex as its text on the wire.
+mod regex_text {
+    use regex::Regex;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(re: &Option<Regex>, s: S) -> Result<S::Ok, S::Error> {
+        match re {
+            Some(re) => s.serialize_some(re.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Regex>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| Regex::new(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 /// What a selection may never hit, beyond the rules every selection follows.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Guard {
     /// Uids other than this process's own whose processes may be selected.
     pub allowed_users: Vec<u32>,
@@ -148,7 +174,10 @@ impl std::fmt::Display for Refusal {
 }
 
 /// How many of the allowed matches to choose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Count {
     /// One, drawn at random.
     One,
