@@ -49,6 +49,9 @@ pub const MAX_BODY: usize = 1 << 20;
 /// How long a request body may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest a selection waits for a process to match, whatever the request asks.
+pub const MAX_SELECT_WAIT: Duration = Duration::from_secs(60);
+
 /// How often a stream says it is alive while a trial is quiet: a controller that went away
 /// is noticed by the write that fails, so within two beats.
 pub const BEAT: Duration = Duration::from_millis(100);
@@ -78,6 +81,10 @@ pub struct Agent {
     running: Mutex<HashMap<String, CancellationToken>>,
     ports: crate::sockets::PortPool,
     pool: Pool,
+    /// Selections waiting for a match, at most `max_trials` at once.
+    selecting: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the agent stops: what waits (selections) stops waiting.
+    closing: CancellationToken,
     run_dir: PathBuf,
     /// The agent's metrics.
     pub metrics: Metrics,
@@ -95,11 +102,14 @@ impl Agent {
             tracing::info!(folder = %gone.display(), "removed the trial folders of a dead run");
         }
         crate::workdir::create(&run_dir)?;
+        let selecting = Arc::new(tokio::sync::Semaphore::new(config.max_trials.max(1)));
         Ok(Arc::new(Agent {
             config,
             running: Mutex::new(HashMap::new()),
             ports: crate::sockets::PortPool::default(),
             pool: Pool::default(),
+            selecting,
+            closing: CancellationToken::new(),
             run_dir,
             metrics: Metrics::new(),
         }))
@@ -107,6 +117,7 @@ impl Agent {
 
     /// Removes the agent's trial folders.
     pub fn close(&self) {
+        self.closing.cancel();
         for token in self.running().values() {
             token.cancel();
         }
@@ -426,6 +437,7 @@ impl Pool {
 /// matches. More matches than allowed is an error at once: never a guess.
 fn select_here(
     plan: &crate::wire::SelectPlan,
+    stop: &CancellationToken,
 ) -> Result<(Vec<crate::Identity>, Vec<crate::Identity>), String> {
     use rand::{RngExt, SeedableRng};
     let identity = |p: &crate::attach::Process| crate::Identity {
@@ -433,7 +445,8 @@ fn select_here(
         starttime: p.starttime,
     };
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(plan.seed);
-    let deadline = crate::clock::now_ns().saturating_add(plan.wait_ns);
+    let wait = plan.wait_ns.min(u64::try_from(MAX_SELECT_WAIT.as_nanos()).unwrap_or(u64::MAX));
+    let deadline = crate::clock::now_ns().saturating_add(wait);
     loop {
         let outcome = plan.selector.resolve(&plan.guard).and_then(|s| {
             let matched: Vec<_> = s.allowed.iter().map(identity).collect();
@@ -447,9 +460,33 @@ fn select_here(
                 return Ok((ids, spare));
             }
             Err(err @ crate::attach::SelectError::TooMany { .. }) => return Err(err.to_string()),
-            Err(err) if crate::clock::now_ns() >= deadline => return Err(err.to_string()),
+            Err(err) if crate::clock::now_ns() >= deadline || stop.is_cancelled() => {
+                return Err(err.to_string());
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
+    }
+}
+
+/// A running trial's place, port and folder on this node, given back when dropped.
+struct Held {
+    agent: Arc<Agent>,
+    id: String,
+    port: u16,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if self.port != 0 {
+            self.agent.ports.give_back(self.port);
+        }
+        self.agent.running().remove(&self.id);
+        self.agent.metrics.running.dec();
+        tracing::info!(trial = %self.id, "trial ended");
     }
 }
 
@@ -507,7 +544,18 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
     };
     // A trial against running processes: this node selects them, from its own /proc.
     if let Some(select) = req.select.clone() {
-        let chosen = tokio::task::spawn_blocking(move || select_here(&select)).await;
+        // A waiting selection holds a thread: at most max-trials of them, each bounded in
+        // time, and stopped when its controller goes away (this future is dropped) or the
+        // agent stops. (A request asking to wait for ever made the agent ignore SIGTERM.)
+        let Ok(_permit) = agent.selecting.clone().try_acquire_owned() else {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "--max-trials selections wait already",
+            );
+        };
+        let stop = agent.closing.child_token();
+        let _stop_when_dropped = stop.clone().drop_guard();
+        let chosen = tokio::task::spawn_blocking(move || select_here(&select, &stop)).await;
         match chosen {
             Ok(Ok((processes, spare))) => {
                 if let Target::Attach(attach) = &mut req.trial.target {
@@ -557,6 +605,14 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
     if let Some(dir) = &dir {
         let _ = std::fs::create_dir_all(dir);
     }
+    // From here the trial's place, port and folder are given back by this guard, whichever
+    // way the trial ends: run, refused by the pool, or its thread panicking.
+    let held = Held {
+        agent: agent.clone(),
+        id: req.trial.id.clone(),
+        port,
+        dir: dir.clone(),
+    };
     let filled = req.fill(port, dir.as_deref());
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let _ = tx.send(Event::Started {
@@ -566,36 +622,23 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
         dir: dir.as_ref().map(|d| d.display().to_string()),
     });
     tracing::info!(trial = %req.trial.id, run = %req.run, "trial started");
-    let trial_id = req.trial.id.clone();
     let worker = {
         let agent = agent.clone();
         let cancel = cancel.clone();
         move || {
-            let id = req.trial.id.clone();
             let event = match filled {
                 Err(err) => Event::Failed {
                     message: format!("cannot fill the trial's port and folder: {err}"),
                 },
                 Ok(()) => run_here(&agent, &req, &cancel, &tx),
             };
-            // The node is clean before its controller hears the end: folder removed, port
-            // and place given back.
-            if let Some(dir) = &dir {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            if port != 0 {
-                agent.ports.give_back(port);
-            }
-            agent.running().remove(&id);
-            agent.metrics.running.dec();
-            tracing::info!(trial = %id, "trial ended");
+            // The node is clean before its controller hears the end.
+            drop(held);
             let _ = tx.send(event);
         }
     };
     if let Err(err) = agent.pool.run(Box::new(worker)) {
-        // The worker (and with it the reservation) is gone: undo it here.
-        agent.running().remove(&trial_id);
-        agent.metrics.running.dec();
+        // The worker, and with it what it held, is gone already.
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot start a trial thread: {err}"),

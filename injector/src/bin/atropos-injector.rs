@@ -206,6 +206,8 @@ fn run(args: Args) -> Result<(), Fail> {
         }
         served.map_err(|e| Fail::Runtime(e.to_string()))
     });
+    // Nothing that still runs on the runtime's threads may keep the agent from stopping.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     atropos_injector::shutdown();
     result
 }
