@@ -1099,3 +1099,48 @@ spec:
     }
     assert!(!n3.log().contains("trial started"));
 }
+
+#[test]
+fn a_selection_that_waits_does_not_keep_the_agent_from_stopping() {
+    use atropos_injector::wire::SelectPlan;
+    let dir = tempdir();
+    let tok = token("waits");
+    let n1 = Injector::start(dir.path(), "n1", &[], &["--allow-attach", "sleep 1"]);
+    // Nothing matches this selector: the node waits for a match, as long as it is let.
+    let mut req: atropos_injector::wire::TrialRequest =
+        serde_json::from_str(&request("n1", "t-wait", "unused", "-", Duration::ZERO)).unwrap();
+    req.trial.target = atropos_injector::Target::Attach(atropos_injector::AttachTarget {
+        processes: Vec::new(),
+        boot_id: String::new(),
+        cwd: "/".into(),
+        cgroup: None,
+        spare: Vec::new(),
+    });
+    req.select = Some(SelectPlan {
+        selector: atropos_injector::attach::Selector {
+            cmdline: Some(regex::Regex::new(&format!("^{tok}$")).unwrap()),
+            ..Default::default()
+        },
+        guard: Default::default(),
+        count: atropos_injector::attach::Count::One,
+        max_targets: 1,
+        seed: 1,
+        wait_ns: u64::MAX,
+    });
+    let body = serde_json::to_string(&req).unwrap();
+    let (address, token) = (n1.address(), n1.token.clone());
+    let _waiting =
+        std::thread::spawn(move || http(&address, "POST", "/v1/trials", Some(&token), &body));
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(n1.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut n1 = n1;
+    let asked = Instant::now();
+    wait_until(Duration::from_millis(1500), "the agent to stop", || {
+        n1.child.0.try_wait().unwrap().is_some()
+    });
+    eprintln!("stopped {:?} after its SIGTERM; log:\n{}", asked.elapsed(), n1.log());
+}

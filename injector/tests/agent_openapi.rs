@@ -66,6 +66,8 @@ fn schemathesis_finds_the_api_as_its_document_says_and_nothing_runs() {
         .unwrap()
         .to_owned();
     let out = Command::new("schemathesis")
+        // Its cache goes into the working folder: the test's, not the work tree.
+        .current_dir(dir.path())
         .arg("run")
         .arg(&schema)
         .args(["--url", &url])
@@ -79,7 +81,20 @@ fn schemathesis_finds_the_api_as_its_document_says_and_nothing_runs() {
         nix::unistd::Pid::from_raw(i32::try_from(agent.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     );
-    let _ = agent.wait();
+    // It stops on SIGTERM, whatever the requests asked it to wait for (a selection asking to
+    // wait for ever once kept it running after its SIGTERM).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let stopped = loop {
+        if agent.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -87,6 +102,10 @@ fn schemathesis_finds_the_api_as_its_document_says_and_nothing_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        stopped,
+        "the agent did not stop within 5 s of its SIGTERM:\n{log}"
+    );
     assert!(
         !log.contains("trial started"),
         "a generated request ran a trial:\n{log}"

@@ -272,6 +272,48 @@ async fn cancel_trial(State(agent): State<Arc<Agent>>, UrlPath(id): UrlPath<Stri
     }
 }
 
+/// Why the processes an attached trial names (given, or selected here) may not be hit: none
+/// named, one that is no longer the process named, or one outside `--allow-attach`.
+fn attach_admissible(agent: &Agent, req: &TrialRequest) -> Result<(), (StatusCode, String)> {
+    let Target::Attach(attach) = &req.trial.target else {
+        return Ok(());
+    };
+    if attach.processes.is_empty() {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "an attached trial names no process".into(),
+        ));
+    }
+    for p in &attach.processes {
+        let same = crate::procfs::ProcStat::read(p.pid).is_some_and(|s| s.starttime == p.starttime);
+        if !same {
+            return Err((
+                StatusCode::CONFLICT,
+                format!(
+                    "pid {} is no longer the process named (start time {})",
+                    p.pid, p.starttime
+                ),
+            ));
+        }
+        let joined = crate::procfs::cmdline(p.pid);
+        if !agent
+            .config
+            .allow_attach
+            .iter()
+            .any(|re| re.is_match(&joined))
+        {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "pid {} (`{joined}`) is not allowed by --allow-attach",
+                    p.pid
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `id` may name a trial here: it names the trial's folder, so only letters,
 /// digits, `.`, `_`, `-`, at most 128 of them, and neither `.` nor `..`.
 fn valid_id(id: &str) -> bool {
@@ -299,14 +341,10 @@ fn admissible(agent: &Agent, req: &TrialRequest) -> Result<(), (StatusCode, Stri
             ));
         }
     }
-    match &req.trial.target {
-        Target::Run(run) if run.argv.is_empty() => {
-            return malformed("the target's command is empty".into());
-        }
-        Target::Attach(attach) if attach.processes.is_empty() => {
-            return malformed("an attached trial names no process".into());
-        }
-        _ => {}
+    if let Target::Run(run) = &req.trial.target
+        && run.argv.is_empty()
+    {
+        return malformed("the target's command is empty".into());
     }
     if !req.compatible() {
         return Err((
@@ -339,27 +377,8 @@ fn admissible(agent: &Agent, req: &TrialRequest) -> Result<(), (StatusCode, Stri
                 .any(|re| re.is_match(&joined))
     };
     let mut commands: Vec<&[String]> = Vec::new();
-    match &req.trial.target {
-        Target::Run(run) => commands.push(&run.argv),
-        Target::Attach(attach) => {
-            for p in &attach.processes {
-                let joined = crate::procfs::cmdline(p.pid);
-                if !agent
-                    .config
-                    .allow_attach
-                    .iter()
-                    .any(|re| re.is_match(&joined))
-                {
-                    return Err((
-                        StatusCode::FORBIDDEN,
-                        format!(
-                            "pid {} (`{joined}`) is not allowed by --allow-attach",
-                            p.pid
-                        ),
-                    ));
-                }
-            }
-        }
+    if let Target::Run(run) = &req.trial.target {
+        commands.push(&run.argv);
     }
     if let Some(check) = &req.after.check {
         commands.push(&check.argv);
@@ -445,7 +464,9 @@ fn select_here(
         starttime: p.starttime,
     };
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(plan.seed);
-    let wait = plan.wait_ns.min(u64::try_from(MAX_SELECT_WAIT.as_nanos()).unwrap_or(u64::MAX));
+    let wait = plan
+        .wait_ns
+        .min(u64::try_from(MAX_SELECT_WAIT.as_nanos()).unwrap_or(u64::MAX));
     let deadline = crate::clock::now_ns().saturating_add(wait);
     loop {
         let outcome = plan.selector.resolve(&plan.guard).and_then(|s| {
@@ -542,6 +563,11 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
             );
         }
     };
+    // The cheap refusals first: nothing waits for a selection that could not run anyway.
+    if let Err((status, message)) = admissible(&agent, &req) {
+        tracing::warn!(trial = %req.trial.id, run = %req.run, %message, "refused a trial");
+        return refuse(status, message);
+    }
     // A trial against running processes: this node selects them, from its own /proc.
     if let Some(select) = req.select.clone() {
         // A waiting selection holds a thread: at most max-trials of them, each bounded in
@@ -575,7 +601,7 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
             Err(_) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the selection failed"),
         }
     }
-    if let Err((status, message)) = admissible(&agent, &req) {
+    if let Err((status, message)) = attach_admissible(&agent, &req) {
         tracing::warn!(trial = %req.trial.id, run = %req.run, %message, "refused a trial");
         return refuse(status, message);
     }
