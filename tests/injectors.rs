@@ -9,6 +9,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -665,29 +666,6 @@ fn bad_injector_declarations_are_refused_with_their_place_and_exit_2() {
             "{yaml}: {stderr}"
         );
     }
-    // An attached target on a node with `recover:` is refused by validation, with its
-    // place: the supervisor's replacement is watched from this machine's /proc.
-    let attach = dir.path().join("attach-on-node.yaml");
-    std::fs::write(
-        &attach,
-        common::attach_experiment(
-            &format!("{{ cmdline: \"{tok}\" }}\n    node: n1"),
-            "  expect:\n    recover: { reaches: up, within: 1s }\n",
-        ),
-    )
-    .unwrap();
-    let out = atropos()
-        .arg("run")
-        .arg(&attach)
-        .arg("--no-db")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("attach-on-node.yaml:") && stderr.contains("not supported yet"),
-        "{stderr}"
-    );
 }
 
 fn state_of(pid: i32) -> char {
@@ -1143,4 +1121,95 @@ fn a_selection_that_waits_does_not_keep_the_agent_from_stopping() {
         n1.child.0.try_wait().unwrap().is_some()
     });
     eprintln!("stopped {:?} after its SIGTERM; log:\n{}", asked.elapsed(), n1.log());
+}
+
+#[test]
+fn a_service_on_a_node_is_recovered_by_its_supervisor_and_measured_there() {
+    let dir = tempdir();
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_micros()
+    );
+    // A supervisor of this test's own: it starts the service again whenever it ends; each
+    // service process logs `PID ready` (written by the process the sleep then becomes).
+    let log = dir.path().join("service.log");
+    let script = format!(
+        "while :; do sh -c 'echo \"$$ ready\" >> {log}; exec sleep 3000.{tag}'; sleep 0.2; done",
+        log = log.display()
+    );
+    let _supervisor = Group(
+        Command::new("sh")
+            .args(["-c", &script])
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let allow = ["--allow-attach", &format!("sleep 3000\\.{tag}")];
+    let n1 = Injector::start(dir.path(), "n1", &["role=cache"], &allow);
+    write_fleet(dir.path(), &[("n1", &n1.url, &n1.token, "")]);
+    let path = dir.path().join("recover-on-node.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: recover-on-node }}
+spec:
+  target:
+    nodes: {{ role: cache }}
+    attach: {{ cmdline: "^sleep 3000\\.{tag}$", cooldown: 10ms }}
+  phases:
+    - {{ name: ready, marker: {{ log: {{ path: {log:?}, regex: "^${{target.pid}} ready" }} }} }}
+  faults:
+    - {{ name: term-ready, signal: SIGTERM, at: {{ phase: ready }} }}
+  expect:
+    exit: {{ within: 2s }}
+    recover: {{ reaches: ready, within: 5s }}
+  trials: 2
+"#,
+            log = log.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (out, report) = run_json(&[path.to_str().unwrap(), "--no-db"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let trials = common::trials_n(&report, "recover-on-node", "term-ready", 2);
+    for t in &trials {
+        assert_eq!(t["verdict"], "pass", "{}", common::reasons(t));
+        assert_eq!(t["node"], "n1");
+        let recovery = &t["recovery"];
+        let times = &recovery["attached"];
+        let (detected, replaced, reached) = (
+            times["detected_ns"].as_u64().unwrap(),
+            times["replaced_ns"].as_u64().unwrap(),
+            recovery["reached_ns"].as_u64().unwrap(),
+        );
+        // The supervisor waits 200 ms before it starts the service again.
+        assert!(replaced >= 150_000_000, "{recovery:#}");
+        assert!(reached >= replaced && detected < 2_000_000_000, "{recovery:#}");
+        assert_ne!(times["pid"], t["observation"]["pid"], "{recovery:#}");
+    }
+    // The second trial hit the first one's replacement, found on the node.
+    assert_eq!(
+        trials[1]["observation"]["pid"],
+        trials[0]["recovery"]["attached"]["pid"]
+    );
+    assert!(n1.log().contains("trial started"));
+}
+
+/// A process group this test started: its leader stays unreaped until the whole group is
+/// killed, so the group's number cannot name anyone else's.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
 }

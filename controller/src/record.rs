@@ -79,20 +79,7 @@ pub struct Recovery {
 
 /// How a running service came back after a fault took its process: `reached_ns` of its
 /// [`Recovery`] counts from the exit being seen to the phase (time to recover, MTTR).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replacement {
-    /// From the fault's last signal to the exit being seen (time to detect); `None` when
-    /// no signal preceded it.
-    pub detected_ns: Option<u64>,
-    /// From the exit to a new process matching the selector (time to replace); `None` if
-    /// none appeared in time.
-    pub replaced_ns: Option<u64>,
-    /// The replacement's pid.
-    pub pid: Option<i32>,
-    /// The process hit did not exit: recovery was it being in the phase, still or again.
-    #[serde(default)]
-    pub survived: bool,
-}
+pub use atropos_injector::attach::service::Replacement;
 
 /// The check command of a trial.
 pub use atropos_injector::after::CheckRun;

@@ -1,6 +1,7 @@
-//! What runs after a spawned target ended, on the node that ran it: the files it left, the
-//! check command, and the recovery restart, in that order (files describe the state the
-//! fault left, before anything else touches it).
+//! What runs after a target ended, on the node that ran it: the files it left, a running
+//! service's recovery by its supervisor, the check command, and a spawned target's recovery
+//! restart, in that order (files describe the state the fault left, before anything else
+//! touches it; the user's "nothing lost" check runs once the service is back).
 //!
 //! The controller plans these ([`AfterPlan`]) and judges what they found ([`AfterSeen`]);
 //! whether the trial ran in-process or on a remote injector, this module is what runs them.
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::attach::service::{AfterTrial, Replacement, ServiceRecoveryPlan};
 use crate::plan::TrialPlan;
 use crate::record::Observation;
 
@@ -24,15 +26,21 @@ pub struct AfterPlan {
     /// The check command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckPlan>,
-    /// The recovery restart.
+    /// The recovery restart (a spawned target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryPlan>,
+    /// A running service's recovery by a replacement process (an attached target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceRecoveryPlan>,
 }
 
 impl AfterPlan {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.check.is_none() && self.recovery.is_none()
+        self.files.is_empty()
+            && self.check.is_none()
+            && self.recovery.is_none()
+            && self.service.is_none()
     }
 }
 
@@ -101,16 +109,21 @@ pub struct CheckRun {
     pub output: Vec<String>,
 }
 
-/// What the recovery restart did.
+/// What the recovery did: a restart of a spawned target, or a running service's
+/// replacement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverySeen {
     /// The phase it had to reach.
     pub phase: String,
-    /// When it reached it, since the restart; `None` if it did not.
+    /// When it reached it: since the restart, or for a service since its exit was seen;
+    /// `None` if it did not.
     pub reached_ns: Option<u64>,
-    /// What the restarted target did.
+    /// What the restarted target (or the replacement watched) did.
     pub observation: Observation,
+    /// For a running service, the times of its replacement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<Replacement>,
 }
 
 /// Everything [`run`] found.
@@ -128,8 +141,9 @@ pub struct AfterSeen {
     pub recovery: Option<RecoverySeen>,
 }
 
-/// Runs `plan` on this thread: files, then the check, then the recovery.
-pub fn run(plan: &AfterPlan, cancel: &CancellationToken) -> AfterSeen {
+/// Runs `plan` on this thread: files, then a service's recovery (it needs `trial`, what the
+/// trial against the service left), then the check, then a restart.
+pub fn run(plan: &AfterPlan, trial: Option<AfterTrial<'_>>, cancel: &CancellationToken) -> AfterSeen {
     let files = plan
         .files
         .iter()
@@ -139,6 +153,19 @@ pub fn run(plan: &AfterPlan, cancel: &CancellationToken) -> AfterSeen {
             exists: f.resolved.exists(),
         })
         .collect();
+    let service = plan
+        .service
+        .as_ref()
+        .zip(trial)
+        .map(|(service, trial)| {
+            let found = crate::attach::service::recover(service, trial, cancel);
+            RecoverySeen {
+                phase: service.phase.clone(),
+                reached_ns: found.reached_ns,
+                observation: found.observation,
+                attached: Some(found.replacement),
+            }
+        });
     let check = plan.check.as_ref().map(|c| {
         let result = crate::command::run_command_blocking(&c.argv, &c.cwd, &c.env, c.limit, 20);
         let mut output = result.output;
@@ -168,12 +195,13 @@ pub fn run(plan: &AfterPlan, cancel: &CancellationToken) -> AfterSeen {
             phase: r.phase.clone(),
             reached_ns,
             observation,
+            attached: None,
         }
     });
     AfterSeen {
         files,
         check,
-        recovery,
+        recovery: recovery.or(service),
     }
 }
 
@@ -207,8 +235,9 @@ mod tests {
                 limit: Duration::from_secs(5),
             }),
             recovery: None,
+            service: None,
         };
-        let seen = run(&plan, &CancellationToken::new());
+        let seen = run(&plan, None, &CancellationToken::new());
         assert_eq!(
             seen.files.iter().map(|f| f.exists).collect::<Vec<_>>(),
             [true, false]

@@ -287,6 +287,7 @@ mod tests {
                     limit: Duration::from_secs(3),
                 }),
                 recovery: None,
+                service: None,
             },
             bind: Bind {
                 port: true,
@@ -385,5 +386,75 @@ mod tests {
         };
         let json = serde_json::to_string(&info).unwrap();
         assert_eq!(serde_json::from_str::<Info>(&json).unwrap(), info);
+    }
+
+    #[test]
+    fn a_service_trial_and_its_recovery_come_back_from_json_as_they_went() {
+        use crate::after::RecoverySeen;
+        use crate::attach::service::{Replacement, ServiceRecoveryPlan};
+        use crate::attach::{Count, Guard, Selector};
+        use crate::plan::{AttachTarget, Identity};
+        let selector = Selector {
+            cmdline: Some(regex::Regex::new("^redis-server 127.0.0.1:6379$").unwrap()),
+            ..Selector::default()
+        };
+        let guard = Guard {
+            allowed_users: vec![100],
+            protected: vec![4242],
+        };
+        let mut req = request();
+        req.bind = Bind::default();
+        req.trial.target = Target::Attach(AttachTarget {
+            processes: vec![Identity {
+                pid: 7,
+                starttime: 99,
+            }],
+            boot_id: "b".into(),
+            cwd: "/srv".into(),
+            cgroup: Some("/system.slice/redis.service".into()),
+            spare: vec![Identity {
+                pid: 8,
+                starttime: 100,
+            }],
+        });
+        req.select = Some(SelectPlan {
+            selector: selector.clone(),
+            guard: guard.clone(),
+            count: Count::Percent(50),
+            max_targets: 2,
+            seed: 3,
+            wait_ns: 5,
+        });
+        req.after.service = Some(ServiceRecoveryPlan {
+            phase: "ready".into(),
+            index: 1,
+            within_ns: 10_000_000_000,
+            selector,
+            guard,
+            seed: 11,
+        });
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(serde_json::from_str::<TrialRequest>(&json).unwrap(), req);
+        let recovered = Event::Done(Box::new(Done {
+            format: PLAN_FORMAT,
+            node: "cache-1".into(),
+            observation: Observation::unstarted("r1-0-0", &["ready".to_owned()]),
+            after: AfterSeen {
+                recovery: Some(RecoverySeen {
+                    phase: "ready".into(),
+                    reached_ns: Some(1_400_000_000),
+                    observation: Observation::unstarted("r1-0-0-r", &["ready".to_owned()]),
+                    attached: Some(Replacement {
+                        detected_ns: Some(42_000_000),
+                        replaced_ns: Some(1_000_000_000),
+                        pid: Some(9),
+                        survived: false,
+                    }),
+                }),
+                ..AfterSeen::default()
+            },
+        }));
+        let line = serde_json::to_string(&recovered).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), recovered);
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! In-process, the controller gives the trial its port and folder; on a node, the plan
 //! carries holes for them that the node fills ([`atropos_injector::wire`]). Either way the
-//! whole trial runs in one place: the target, its faults, then the files, the check command
-//! and the recovery restart ([`atropos_injector::after`]).
+//! whole trial runs in one place: the target, its faults, then the files, a service's
+//! recovery, the check command and a recovery restart ([`atropos_injector::after`]).
 
 pub mod remote;
 
@@ -130,7 +130,7 @@ impl Places {
         let observation = inj::trial::run_blocking(&iplan, &self.cancel);
         let after =
             if observation.error.is_none() && observation.stop != inj::StopReason::Interrupted {
-                inj::after::run(&after_plan(exp, trial, &env), &self.cancel)
+                inj::after::run(&after_plan(exp, trial, &env), None, &self.cancel)
             } else {
                 inj::after::AfterSeen::default()
             };
@@ -216,8 +216,9 @@ impl Places {
     }
 }
 
-/// What runs on the node once the target ended: the files it left, the check command and
-/// the recovery restart ([`inj::after`] runs them, in that order).
+/// What runs on the node once the target ended: the files it left, a running service's
+/// recovery, the check command and a spawned target's recovery restart ([`inj::after`]
+/// runs them, in that order).
 pub(crate) fn after_plan(
     exp: &ExperimentPlan,
     trial: &PlannedTrial,
@@ -246,8 +247,20 @@ pub(crate) fn after_plan(
         env: vec![("ATROPOS_TRIAL".to_owned(), format!("{}-check", trial.id))],
         limit: check.within.unwrap_or(DEFAULT_CHECK_LIMIT),
     });
-    // An attached target's recovery is its supervisor's, watched by the controller's side
-    // (`attach::recover_service`), not a restart.
+    // An attached target's recovery is its supervisor's: a replacement process the same
+    // selector matches, watched where the trial runs; a spawned one's is a restart.
+    let service = exp.attach.as_ref().and_then(|attach| {
+        let recover = expect.recover.as_ref()?;
+        let index = exp.info.phases.iter().position(|p| *p == recover.reaches)?;
+        Some(inj::attach::service::ServiceRecoveryPlan {
+            phase: recover.reaches.clone(),
+            index,
+            within_ns: u64::try_from(recover.within.as_nanos()).unwrap_or(u64::MAX),
+            selector: attach.lowered.selector.clone(),
+            guard: attach.lowered.guard.clone(),
+            seed: crate::runner::attach::recovery_seed(exp.info.seed, trial),
+        })
+    });
     let restart = expect.recover.as_ref().filter(|_| exp.attach.is_none());
     let recovery = restart.and_then(|recover| {
         let index = exp.info.phases.iter().position(|p| *p == recover.reaches)?;
@@ -276,5 +289,6 @@ pub(crate) fn after_plan(
         files,
         check,
         recovery,
+        service,
     }
 }

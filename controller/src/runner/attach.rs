@@ -11,16 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use atropos_injector::attach::{Process, SelectError};
-use atropos_injector::logfollow::LogMark;
+use atropos_injector::attach::SelectError;
+use atropos_injector::attach::service::{self, identity};
 use atropos_injector::{self as inj, CancellationToken, Identity, clock::now_ns};
 use rand::{RngExt, SeedableRng};
 
 use super::{Ended, Shared, judged};
 use crate::dispatch::after_plan;
-use crate::judge::{After, nanos};
 use crate::plan::{self, AttachPlan, ExperimentPlan, PlannedTrial, TrialEnv};
-use crate::record::{Recovery, Replacement, TrialRecord};
+use crate::record::TrialRecord;
 
 /// How often a selector is resolved again while waiting for a match.
 const RETRY: Duration = Duration::from_millis(20);
@@ -49,7 +48,7 @@ pub(super) fn cool_down(attach: &AttachPlan, since: Option<Instant>, cancel: &Ca
 /// which is a replacement when the service recovers: a worker the fault spared is not one).
 pub struct Selected {
     /// The `count` drawn.
-    pub chosen: Vec<Process>,
+    pub chosen: Vec<inj::attach::Process>,
     /// All that matched and may be aimed at.
     pub matched: Vec<Identity>,
 }
@@ -82,67 +81,21 @@ pub fn select(
     }
 }
 
-fn identity(p: &Process) -> Identity {
-    Identity {
-        pid: p.pid,
-        starttime: p.starttime,
-    }
-}
-
 /// The generator of one trial's selection: from the experiment's seed and the trial's
 /// place in the plan, so a replay with the same seed draws the same way.
 pub fn selection_rng(seed: u64, trial: &PlannedTrial) -> rand::rngs::ChaCha8Rng {
+    rand::rngs::ChaCha8Rng::seed_from_u64(selection_seed(seed, trial))
+}
+
+/// The seed of [`selection_rng`].
+fn selection_seed(seed: u64, trial: &PlannedTrial) -> u64 {
     let place = (trial.fault.map_or(0, |f| f as u64 + 1) << 32) | u64::from(trial.index);
-    rand::rngs::ChaCha8Rng::seed_from_u64(seed ^ SELECTION_STREAM ^ place.rotate_left(17))
+    seed ^ SELECTION_STREAM ^ place.rotate_left(17)
 }
 
-/// The plan's form of `chosen`. A service selected by its cgroup (`cgroup:` naming it
-/// exactly, or `systemd_unit:` naming a `.service`) is that cgroup: its other members are
-/// the target's too. Never a cgroup that holds atropos, nor one wider than the selector
-/// names (a process's leaf under `cgroup: /user.slice` is a login session, not a service).
-fn target(
-    chosen: &[Process],
-    matched: &[Identity],
-    attach: &AttachPlan,
-    cwd: &std::path::Path,
-) -> inj::AttachTarget {
-    let ids: Vec<Identity> = chosen.iter().map(identity).collect();
-    inj::AttachTarget {
-        spare: matched
-            .iter()
-            .filter(|m| !ids.contains(m))
-            .copied()
-            .collect(),
-        cgroup: service_cgroup(chosen, &attach.lowered.selector),
-        processes: chosen.iter().map(identity).collect(),
-        boot_id: inj::journal::boot_id().to_owned(),
-        cwd: cwd.to_owned(),
-    }
-}
-
-/// The cgroup every chosen process is in that the selector names as the service's.
-fn service_cgroup(
-    chosen: &[Process],
-    selector: &atropos_injector::attach::Selector,
-) -> Option<String> {
-    let first = chosen.first()?;
-    let path = first.cgroup.trim_end_matches('/');
-    let named = match (&selector.cgroup, &selector.systemd_unit) {
-        (Some(want), _) if !want.contains(':') && want.trim_end_matches('/') == path => {
-            path.to_owned()
-        }
-        (_, Some(unit)) if unit.ends_with(".service") => {
-            let at = path.split('/').position(|c| c == unit)?;
-            path.split('/').take(at + 1).collect::<Vec<_>>().join("/")
-        }
-        _ => return None,
-    };
-    let inside = |p: &str| p == named || p.starts_with(&format!("{named}/"));
-    let mine = atropos_injector::cgroup::v2_path_of(i32::try_from(std::process::id()).ok()?)?;
-    let all_inside = chosen
-        .iter()
-        .all(|p| inside(p.cgroup.trim_end_matches('/')));
-    (!named.is_empty() && named != "/" && all_inside && !inside(&mine)).then_some(named)
+/// The seed of a recovery's draw among several replacements.
+pub(crate) fn recovery_seed(seed: u64, trial: &PlannedTrial) -> u64 {
+    selection_seed(seed ^ RECOVERY_STREAM, trial)
 }
 
 /// Runs one trial against the service; `None` if the run was cancelled before it began.
@@ -191,39 +144,29 @@ pub(super) fn run_trial(
             attach.max_signals
         ));
     }
-    let hit = target(&chosen, &matched, attach, &exp.cwd);
+    let hit = service::target(&chosen, &matched, &attach.lowered.selector, &exp.cwd);
     let (iplan, first_offset) =
         plan::injector_plan(exp, trial, &env, &Default::default(), Some(hit.clone()));
     // Where each log ends before the fault: the recovery reads what was written since, so a
     // replacement's "ready" line written before it is selected still counts.
-    let marks = log_marks(&iplan.phases);
+    let marks = service::log_marks(&iplan.phases);
     let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
     let signals = signals_sent(&obs);
     shared.sent[experiment].fetch_add(signals, Ordering::Relaxed);
-    let mut after = After::default();
+    let mut seen = inj::after::AfterSeen::default();
     if obs.error.is_none() && obs.stop != inj::StopReason::Interrupted {
-        // Files first (the state the fault left), then the recovery, then the check.
-        let mut todo = after_plan(exp, trial, &env);
-        let check = todo.check.take();
-        after.files = inj::after::run(&todo, &shared.cancel).files;
-        if let Some(recover) = &trial.expect.recover {
-            let ctx = RecoveryContext {
-                hit: &hit,
-                matched: &matched,
-                obs: &obs,
-                marks: &marks,
-            };
-            after.recovery = recover_service(exp, attach, trial, &ctx, recover, shared);
-        }
-        todo = inj::after::AfterPlan {
-            check,
-            ..Default::default()
+        let after = service::AfterTrial {
+            id: &iplan.id,
+            phases: &iplan.phases,
+            hit: &hit,
+            obs: &obs,
+            marks: &marks,
         };
-        after.check = inj::after::run(&todo, &shared.cancel).check;
+        seen = inj::after::run(&after_plan(exp, trial, &env), Some(after), &shared.cancel);
     }
     let ended = Ended {
         obs,
-        after,
+        after: super::after_facts(seen),
         grace: iplan.grace,
         first_offset,
         node: None,
@@ -345,265 +288,9 @@ fn signals_sent(obs: &inj::Observation) -> usize {
     deliveries + obs.orphans.iter().filter(|o| o.killed).count()
 }
 
-/// After a fault took the service's process: waits for a process that matches the same
-/// selector and is not one the trial hit, then for it to reach the phase; all within
-/// `recover.within` of the exit. A target still running is watched until it is in the
-/// phase (the fault did not take it down; the service must still be in its steady state).
-fn recover_service(
-    exp: &ExperimentPlan,
-    attach: &AttachPlan,
-    trial: &PlannedTrial,
-    ctx: &RecoveryContext<'_>,
-    recover: &crate::spec::Recover,
-    shared: &Shared,
-) -> Option<Recovery> {
-    let RecoveryContext {
-        hit,
-        matched,
-        obs,
-        marks,
-    } = *ctx;
-    let index = exp.info.phases.iter().position(|p| *p == recover.reaches)?;
-    // Monotonic times: the observation's are relative to its start.
-    let exit_at = obs.exit.as_ref().map(|e| obs.started_ns + e.at_ns);
-    // From the last signal sent before the exit was seen.
-    let detected_ns = exit_at.and_then(|exit| {
-        let sent = obs
-            .deliveries
-            .iter()
-            .map(|d| obs.started_ns + d.delivered_ns)
-            .filter(|&at| at <= exit)
-            .max()?;
-        Some(exit - sent)
-    });
-    let from = exit_at.unwrap_or_else(now_ns);
-    let deadline = from.saturating_add(nanos(recover.within));
-    let vars = TrialEnv {
-        port: 0,
-        dir: shared.run_dir.join(&trial.id),
-    };
-    let vars = vars.vars(trial);
-    // A replacement's log lines count from where each log ended before the fault; a process
-    // that stayed up may simply still be in the phase, so its earlier lines count too.
-    let mut phases = plan::phase_plans(&exp.loaded.experiment.spec, &vars, &exp.cwd);
-    if exit_at.is_some() {
-        for (phase, mark) in phases.iter_mut().zip(marks) {
-            if let inj::Marker::Log { from, .. } = &mut phase.marker {
-                *from = *mark;
-            }
-        }
-    }
-    // Watches `subject` until it is in the phase, or until the deadline.
-    let probe = |subject: inj::AttachTarget| {
-        let rplan = inj::TrialPlan {
-            format: inj::PLAN_FORMAT,
-            id: format!("{}-r", trial.id),
-            target: inj::Target::Attach(subject),
-            phases: phases.clone(),
-            steps: Vec::new(),
-            watches: Vec::new(),
-            finish: inj::Finish::UntilPhase(index),
-            hold: Duration::ZERO,
-            grace: Duration::ZERO,
-            timeout: Duration::from_nanos(deadline.saturating_sub(now_ns()).max(1)),
-            sample_resources: false,
-            tail_lines: 0,
-            kill_orphans: false,
-        };
-        let robs = inj::trial::run_blocking(&rplan, &shared.cancel);
-        let reached = robs
-            .phases
-            .get(index)
-            .and_then(|p| p.entered_ns)
-            .map(|at| (robs.started_ns + at).saturating_sub(from));
-        (robs, reached)
-    };
-    let times = |replaced_ns, pid, survived| Replacement {
-        detected_ns,
-        replaced_ns,
-        pid,
-        survived,
-    };
-    if exit_at.is_none() {
-        // The fault did not take it down: recovered once it is in the phase (still, or
-        // again).
-        let (robs, reached_ns) = probe(hit.clone());
-        return Some(Recovery {
-            phase: recover.reaches.clone(),
-            reached_ns,
-            observation: robs,
-            attached: Some(times(None, None, true)),
-        });
-    }
-    // A new process, none of those that matched at selection; if one dies before it is in
-    // the phase, the next, until the deadline.
-    let mut rng = selection_rng(exp.info.seed ^ RECOVERY_STREAM, trial);
-    let mut passed_over: Vec<Identity> = matched.to_vec();
-    let mut last = None;
-    while now_ns() < deadline && !shared.cancel.is_cancelled() {
-        let left = deadline.saturating_sub(now_ns());
-        let Some(fresh) = select_other(attach, &passed_over, &mut rng, left, &shared.cancel) else {
-            break;
-        };
-        let replaced_ns = now_ns().saturating_sub(from);
-        passed_over.push(identity(&fresh));
-        let (robs, reached_ns) = probe(target(
-            std::slice::from_ref(&fresh),
-            &passed_over,
-            attach,
-            &exp.cwd,
-        ));
-        let gone = robs.stop == inj::StopReason::Exited;
-        let recovery = Recovery {
-            phase: recover.reaches.clone(),
-            reached_ns,
-            observation: robs,
-            attached: Some(times(Some(replaced_ns), Some(fresh.pid), false)),
-        };
-        if reached_ns.is_some() || !gone {
-            return Some(recovery);
-        }
-        last = Some(recovery);
-    }
-    Some(last.unwrap_or_else(|| {
-        let mut robs = inj::Observation::unstarted(&format!("{}-r", trial.id), &exp.info.phases);
-        robs.error = Some("no replacement process appeared".to_owned());
-        Recovery {
-            phase: recover.reaches.clone(),
-            reached_ns: None,
-            observation: robs,
-            attached: Some(times(None, None, false)),
-        }
-    }))
-}
-
-/// What a recovery starts from: the processes the trial hit, what it saw, and where each
-/// phase's log file ended before the fault.
-#[derive(Clone, Copy)]
-struct RecoveryContext<'a> {
-    hit: &'a inj::AttachTarget,
-    matched: &'a [Identity],
-    obs: &'a inj::Observation,
-    marks: &'a [Option<LogMark>],
-}
-
-/// For each phase, where its log file ends now (`None` for other markers).
-fn log_marks(phases: &[inj::PhasePlan]) -> Vec<Option<LogMark>> {
-    phases
-        .iter()
-        .map(|p| match &p.marker {
-            inj::Marker::Log { path, .. } => Some(LogMark::of(path)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A process the selector matches now that is none of `excluded`: waits up to `limit_ns`.
-fn select_other(
-    attach: &AttachPlan,
-    excluded: &[Identity],
-    rng: &mut impl rand::Rng,
-    limit_ns: u64,
-    cancel: &CancellationToken,
-) -> Option<Process> {
-    let deadline = Instant::now() + Duration::from_nanos(limit_ns);
-    let lowered = &attach.lowered;
-    loop {
-        if let Ok(selection) = lowered.selector.resolve(&lowered.guard) {
-            let fresh: Vec<Process> = selection
-                .allowed
-                .into_iter()
-                .filter(|p| !excluded.contains(&identity(p)))
-                .collect();
-            if !fresh.is_empty() {
-                let i = rng.random_range(0..fresh.len());
-                return fresh.into_iter().nth(i);
-            }
-        }
-        if Instant::now() >= deadline || cancel.is_cancelled() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use atropos_injector::attach::Selector;
-
     use super::*;
-
-    fn process(pid: i32, cgroup: &str) -> Process {
-        Process {
-            pid,
-            starttime: 1,
-            ppid: 1,
-            uid: 0,
-            argv: vec!["svc".into()],
-            cgroup: cgroup.into(),
-        }
-    }
-
-    #[test]
-    fn a_service_is_its_cgroup_only_where_the_selector_names_that_cgroup() {
-        let by_cgroup = |want: &str| Selector {
-            cgroup: Some(want.into()),
-            ..Selector::default()
-        };
-        let by_unit = |unit: &str| Selector {
-            systemd_unit: Some(unit.into()),
-            ..Selector::default()
-        };
-        let svc = [process(10, "/system.slice/redis.service")];
-        let cases: [(&str, &[Process], Selector, Option<&str>); 7] = [
-            (
-                "named exactly",
-                &svc,
-                by_cgroup("/system.slice/redis.service"),
-                Some("/system.slice/redis.service"),
-            ),
-            (
-                "a wider cgroup than the process's",
-                &svc,
-                by_cgroup("/system.slice"),
-                None,
-            ),
-            (
-                "a v1 controller path",
-                &svc,
-                by_cgroup("cpu:/system.slice/redis.service"),
-                None,
-            ),
-            (
-                "a service unit",
-                &[process(10, "/system.slice/redis.service/sub")],
-                by_unit("redis.service"),
-                Some("/system.slice/redis.service"),
-            ),
-            (
-                "a unit that is no service (a session scope)",
-                &[process(10, "/user.slice/session-1.scope")],
-                by_unit("session-1.scope"),
-                None,
-            ),
-            (
-                "processes in two cgroups",
-                &[process(10, "/a.service"), process(11, "/b.service")],
-                by_cgroup("/a.service"),
-                None,
-            ),
-            ("not selected by cgroup", &svc, Selector::default(), None),
-        ];
-        for (name, chosen, selector, want) in cases {
-            assert_eq!(service_cgroup(chosen, &selector).as_deref(), want, "{name}");
-        }
-        // Never the cgroup atropos itself is in.
-        let mine = atropos_injector::cgroup::v2_path_of(std::process::id() as i32).unwrap();
-        if mine != "/" {
-            let here = [process(10, &mine)];
-            assert_eq!(service_cgroup(&here, &by_cgroup(&mine)), None);
-        }
-    }
 
     #[test]
     fn every_signal_sent_counts_against_the_blast_radius() {

@@ -424,7 +424,7 @@ pub(crate) fn after_facts(seen: inj::after::AfterSeen) -> After {
             phase: r.phase,
             reached_ns: r.reached_ns,
             observation: r.observation,
-            attached: None,
+            attached: r.attached,
         }),
     }
 }

@@ -204,21 +204,6 @@ fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
             "both `node` and `nodes`; expected one: a node by name, or nodes by labels".into(),
         );
     }
-    let on_node = spec.target.node.is_some() || spec.target.nodes.is_some();
-    let recovers =
-        spec.expect.recover.is_some() || spec.overrides.values().any(|o| o.recover.is_some());
-    if spec.target.attach.is_some() && on_node && recovers {
-        ctx.report(
-            "spec.expect.recover".into(),
-            None,
-            "recover",
-            None,
-            "`recover:` for an `attach:` target on an injector node is not supported yet \
-             (its supervisor's replacement is watched from this machine's /proc); expected \
-             no `recover:` there, or no node"
-                .into(),
-        );
-    }
     match (&spec.target.run, &spec.target.attach) {
         (Some(run), None) => check_run(ctx, run),
         (None, Some(attach)) => check_attach(ctx, attach, "spec.target.attach", true),

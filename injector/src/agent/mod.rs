@@ -456,13 +456,11 @@ impl Pool {
 /// matches. More matches than allowed is an error at once: never a guess.
 fn select_here(
     plan: &crate::wire::SelectPlan,
+    cwd: &std::path::Path,
     stop: &CancellationToken,
-) -> Result<(Vec<crate::Identity>, Vec<crate::Identity>), String> {
+) -> Result<crate::AttachTarget, String> {
+    use crate::attach::service::{identity, target};
     use rand::{RngExt, SeedableRng};
-    let identity = |p: &crate::attach::Process| crate::Identity {
-        pid: p.pid,
-        starttime: p.starttime,
-    };
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(plan.seed);
     let wait = plan
         .wait_ns
@@ -475,11 +473,9 @@ fn select_here(
                 .map(|chosen| (chosen, matched))
         });
         match outcome {
-            Ok((chosen, matched)) => {
-                let ids: Vec<_> = chosen.iter().map(identity).collect();
-                let spare = matched.into_iter().filter(|m| !ids.contains(m)).collect();
-                return Ok((ids, spare));
-            }
+            // The chosen, their spare peers, and the service's cgroup where the selector
+            // names one.
+            Ok((chosen, matched)) => return Ok(target(&chosen, &matched, &plan.selector, cwd)),
             Err(err @ crate::attach::SelectError::TooMany { .. }) => return Err(err.to_string()),
             Err(err) if crate::clock::now_ns() >= deadline || stop.is_cancelled() => {
                 return Err(err.to_string());
@@ -581,20 +577,17 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
         };
         let stop = agent.closing.child_token();
         let _stop_when_dropped = stop.clone().drop_guard();
-        let chosen = tokio::task::spawn_blocking(move || select_here(&select, &stop)).await;
+        let Target::Attach(attach) = &mut req.trial.target else {
+            return refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "a trial with a selection must have an attach target",
+            );
+        };
+        let cwd = attach.cwd.clone();
+        let chosen =
+            tokio::task::spawn_blocking(move || select_here(&select, &cwd, &stop)).await;
         match chosen {
-            Ok(Ok((processes, spare))) => {
-                if let Target::Attach(attach) = &mut req.trial.target {
-                    attach.processes = processes;
-                    attach.spare = spare;
-                    attach.boot_id = crate::journal::boot_id().to_owned();
-                } else {
-                    return refuse(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "a trial with a selection must have an attach target",
-                    );
-                }
-            }
+            Ok(Ok(selected)) => *attach = selected,
             Ok(Err(why)) => {
                 return refuse(StatusCode::CONFLICT, format!("nothing to attach to: {why}"));
             }
@@ -717,10 +710,23 @@ fn run_here(
         }
         let _ = tx.send(p.into());
     };
+    // Where each log ends before the fault: a service's replacement may write its line
+    // before it is found.
+    let marks = crate::attach::service::log_marks(&req.trial.phases);
     let observation = crate::trial::run_followed(&req.trial, cancel, &follower);
     let ran = observation.error.is_none() && observation.stop != crate::StopReason::Interrupted;
     let after = if ran && !req.after.is_empty() {
-        crate::after::run(&req.after, cancel)
+        let trial = match &req.trial.target {
+            Target::Attach(hit) => Some(crate::attach::service::AfterTrial {
+                id: &req.trial.id,
+                phases: &req.trial.phases,
+                hit,
+                obs: &observation,
+                marks: &marks,
+            }),
+            Target::Run(_) => None,
+        };
+        crate::after::run(&req.after, trial, cancel)
     } else {
         crate::after::AfterSeen::default()
     };

@@ -1,10 +1,12 @@
 //! Targets atropos did not start: running services picked from `/proc` and pinned.
 //!
-//! This is the first part of attach mode: selecting and pinning. The trial driver, the
-//! markers of a running service and recovery by a replacement process build on it.
+//! Selecting and pinning ([`select`]), a pinned process as a trial's subject
+//! ([`attached`]), and the service around it: its cgroup, and its recovery by a replacement
+//! process ([`service`]), measured on the node that runs the trial.
 
 pub mod attached;
 pub mod select;
+pub mod service;
 
 pub use attached::{AttachError, Attached};
 
