@@ -390,11 +390,32 @@ fn bad_attach_targets_exit_2_with_file_line_and_field() {
     );
     let stdout_marker =
         experiment("{ name: x }", "").replace("{ delay: 10ms }", "{ stdout: \"^up$\" }");
+    let journald = |unit: &str, regex: &str| {
+        experiment("{ name: x }", "").replace(
+            "{ delay: 10ms }",
+            &format!("{{ journald: {{ unit: \"{unit}\", regex: \"{regex}\" }} }}"),
+        )
+    };
     for (yaml, wanted) in [
         (both, "both `run` and `attach`"),
         (
             stdout_marker,
             "an attached process's stdout is not atropos's to read",
+        ),
+        (
+            journald("/etc/redis", "ready"),
+            "spec.phases[0].marker.journald.unit: `/etc/redis` is not a systemd unit name",
+        ),
+        (
+            journald("redis.service", "("),
+            "spec.phases[0].marker.journald.regex",
+        ),
+        (
+            experiment("{ name: x }", "").replace(
+                "{ delay: 10ms }",
+                "{ journald: { unit: redis.service, regex: x, since: 1 } }",
+            ),
+            "unknown field `since`",
         ),
     ] {
         let path = dir.path().join("bad.yaml");
@@ -799,5 +820,89 @@ fn a_peer_in_the_services_cgroup_is_not_an_orphan_of_the_one_hit() {
             .unwrap()
             .is_empty(),
         "{trial:#}"
+    );
+}
+
+#[test]
+fn a_journald_marker_sees_a_units_entries_and_times_its_recovery() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempdir();
+    let Some(journal) = atropos_injector::journald::testing::TestJournal::start(dir.path())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-journal-remote is missing; .ci/run installs it"
+        );
+        eprintln!("skipped: systemd-journal-remote is not installed");
+        return;
+    };
+    let tok = token("journald");
+    let unit = format!("{tok}.service");
+    // The service's argv tells it apart: a number no other `sleep` has.
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_micros()
+    );
+    // A supervisor of this test's own; each process of the service logs `ready` to the
+    // unit's journal (as the process the sleep then becomes), then sleeps.
+    let script = format!(
+        "while :; do sh -c 'printf \"__REALTIME_TIMESTAMP=%s\\n_BOOT_ID={boot}\\n_SYSTEMD_UNIT={unit}\\n_PID=%s\\nMESSAGE=ready\\n\\n\" \"$(date +%s%6N)\" $$ > {fifo}; exec sleep 3000.{tag}'; sleep 0.2; done",
+        boot = journal.boot,
+        fifo = journal.fifo.display(),
+    );
+    let _supervisor = common::Group(
+        Command::new("sh")
+            .args(["-c", &script])
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let yaml = format!(
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: journald }}
+spec:
+  target:
+    attach: {{ cmdline: "^sleep 3000\\.{tag}$", cooldown: 10ms }}
+  phases:
+    - {{ name: ready, marker: {{ journald: {{ unit: "{unit}", regex: "^ready$", directory: {dir:?} }} }} }}
+  faults:
+    - {{ name: term-ready, signal: SIGTERM, at: {{ phase: ready }} }}
+  expect:
+    exit: {{ within: 2s }}
+    recover: {{ reaches: ready, within: 5s }}
+  trials: 2
+"#,
+        dir = journal.dir.display().to_string(),
+    );
+    // The service must be up (its entry written) before the run selects it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, report, stderr) = run_json(dir.path(), &yaml);
+    assert_eq!(code, Some(0), "{stderr}");
+    let trials = common::trials_n(&report, "journald", "term-ready", 2);
+    for t in &trials {
+        assert_eq!(t["verdict"], "pass", "{}", common::reasons(t));
+        let evidence = t["observation"]["phases"][0]["evidence"].as_str().unwrap();
+        assert_eq!(
+            evidence,
+            format!("already reached at selection: in the journal of {unit}: ready"),
+        );
+        let recovery = &t["recovery"];
+        let replaced = recovery["attached"]["replaced_ns"].as_u64().unwrap();
+        let reached = recovery["reached_ns"].as_u64().unwrap();
+        // The supervisor waits 200 ms; the replacement's entry is seen after it appeared.
+        assert!(replaced >= 150_000_000 && reached >= replaced, "{recovery:#}");
+        let seen = recovery["observation"]["phases"][0]["evidence"]
+            .as_str()
+            .unwrap();
+        assert_eq!(seen, format!("journal of {unit}: ready"), "{recovery:#}");
+    }
+    assert_eq!(
+        trials[1]["observation"]["pid"],
+        trials[0]["recovery"]["attached"]["pid"]
     );
 }

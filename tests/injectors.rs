@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Owned, atropos, processes_with, run_json, tempdir, token};
+use common::{Group, Owned, atropos, processes_with, run_json, tempdir, token};
 
 /// The built `atropos-injector`, beside `atropos`.
 fn injector_bin() -> PathBuf {
@@ -1200,16 +1200,4 @@ spec:
         trials[0]["recovery"]["attached"]["pid"]
     );
     assert!(n1.log().contains("trial started"));
-}
-
-/// A process group this test started: its leader stays unreaped until the whole group is
-/// killed, so the group's number cannot name anyone else's.
-struct Group(std::process::Child);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let pgid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.0.wait();
-    }
 }

@@ -15,6 +15,9 @@
 //! Then the same for an attached target: the benchmark starts `marker-clock --wait --log`
 //! itself, the injector attaches to it (pid, start time, boot id; signals through the
 //! pidfd), and once the trial watches the log the benchmark tells the fixture to write.
+//! And with a `journald` marker: the fixture writes its entry into a journal that
+//! `systemd-journal-remote` keeps in a temp folder (skipped where it is not installed), and
+//! the trial follows it through `journalctl --follow`.
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
@@ -100,7 +103,11 @@ spec:
 
 /// Felt latencies (ns) of `trials` trials against a `marker-clock` this benchmark started
 /// and the injector attached to.
-fn felt_attached(dir: &Path, trials: u64) -> Vec<u64> {
+fn felt_attached(
+    dir: &Path,
+    trials: u64,
+    journal: Option<&atropos_injector::journald::testing::TestJournal>,
+) -> Vec<u64> {
     use atropos_injector as inj;
     use std::io::{BufRead, Write};
     atropos_injector::init().unwrap();
@@ -109,9 +116,14 @@ fn felt_attached(dir: &Path, trials: u64) -> Vec<u64> {
     for i in 0..trials {
         let log = dir.join(format!("attached-{i}.log"));
         let token = format!("atropos-log-bench-{}-{i}", std::process::id());
-        let mut child = std::process::Command::new(&fixture)
-            .args(["--wait", "--log"])
-            .arg(&log)
+        let unit = format!("{token}.service");
+        let mut command = std::process::Command::new(&fixture);
+        command.arg("--wait");
+        match journal {
+            Some(j) => command.arg("--journal").arg(&j.fifo).args([&unit, &j.boot]),
+            None => command.arg("--log").arg(&log),
+        };
+        let mut child = command
             .arg(&token)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -135,10 +147,18 @@ fn felt_attached(dir: &Path, trials: u64) -> Vec<u64> {
             }),
             phases: vec![inj::PhasePlan {
                 name: "ready".into(),
-                marker: inj::Marker::Log {
-                    path: log.clone(),
-                    regex: "^ready ".into(),
-                    from: None,
+                marker: match journal {
+                    Some(j) => inj::Marker::Journald {
+                        unit: unit.clone(),
+                        regex: "^ready ".into(),
+                        directory: Some(j.dir.clone()),
+                        since_us: None,
+                    },
+                    None => inj::Marker::Log {
+                        path: log.clone(),
+                        regex: "^ready ".into(),
+                        from: None,
+                    },
                 },
                 within: None,
             }],
@@ -162,8 +182,9 @@ fn felt_attached(dir: &Path, trials: u64) -> Vec<u64> {
         let cancel = inj::CancellationToken::new();
         let trial = std::thread::spawn(move || inj::trial::run_blocking(&plan, &cancel));
         // The trial follows the log from its end before it pins the process: a moment
-        // after the start is enough.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // after the start is enough (journalctl takes a few milliseconds more to start).
+        let settle = if journal.is_some() { 100 } else { 20 };
+        std::thread::sleep(std::time::Duration::from_millis(settle));
         writeln!(child.stdin.take().unwrap(), "go").unwrap();
         let obs = trial.join().unwrap();
         assert_eq!(obs.deliveries.len(), 1, "{obs:?}");
@@ -213,8 +234,15 @@ fn main() {
     }
     report(
         "attached, marker on log file: ",
-        felt_attached(dir.path(), trials.min(300)),
+        felt_attached(dir.path(), trials.min(300), None),
     );
+    match atropos_injector::journald::testing::TestJournal::start(dir.path()) {
+        Some(journal) => report(
+            "attached, marker on journald:",
+            felt_attached(dir.path(), trials.min(300), Some(&journal)),
+        ),
+        None => eprintln!("skipped journald: systemd-journal-remote is not installed"),
+    }
 }
 
 /// Prints p50, p99 and max of the felt latencies `v` (ns) after `label`.

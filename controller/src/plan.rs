@@ -559,6 +559,15 @@ pub fn phase_plans(spec: &spec::Spec, vars: &Vars<'_>, cwd: &Path) -> Vec<inj::P
                     regex: template::expand(&log.regex, vars),
                     from: None,
                 },
+                spec::Marker::Journald(j) => inj::Marker::Journald {
+                    unit: template::expand(&j.unit, vars),
+                    regex: template::expand(&j.regex, vars),
+                    directory: j
+                        .directory
+                        .as_ref()
+                        .map(|d| resolve(cwd, &template::expand(d, vars))),
+                    since_us: None,
+                },
                 spec::Marker::Listen(port) => {
                     inj::Marker::Listen(template::expand(&port.0, vars).parse().unwrap_or(0))
                 }

@@ -8,7 +8,7 @@
 //!    environment and a pidfd opened at once (the child is unreaped, so its pid is ours).
 //! 2. One thread per trial waits in `ppoll` on the target's stdout, stderr and pidfd. Lines
 //!    are stamped with `CLOCK_MONOTONIC` as their read returns; markers (output regexes,
-//!    listening ports, HTTP endpoints, files, log lines, delays) mark phase entries.
+//!    listening ports, HTTP endpoints, files, log lines, a unit's journal, delays) mark phase entries.
 //! 3. The driver fires each step when it is due: at a phase plus an offset, after the previous
 //!    step, or after the target exited (while it is a zombie, or once reaped). Signals go
 //!    through pidfds; process groups only while their leader is held unreaped. Every delivery
@@ -28,6 +28,7 @@ pub mod clock;
 pub mod command;
 pub mod duration;
 pub mod journal;
+pub mod journald;
 pub mod logfollow;
 pub mod markers;
 pub mod orphans;

@@ -1,5 +1,6 @@
 //! Markers that are polled rather than read from output: a listening port, a file existing,
-//! a line appended to a log file, a delay since start, and an HTTP URL answering 2xx.
+//! a line appended to a log file, an entry of a unit in the journal, a delay since start,
+//! and an HTTP URL answering 2xx.
 //!
 //! The trial loop calls [`Polled::check`] on every tick (1 ms while one is pending). HTTP
 //! is the one check that can block, so it runs on a thread of its own and only its result
@@ -19,6 +20,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::clock::now_ns;
+use crate::journald::JournalFollower;
 use crate::logfollow::LogFollower;
 use crate::plan::Marker;
 use crate::sockets::{self, Listener};
@@ -46,6 +48,17 @@ pub enum Polled {
         /// The regex lines must match.
         regex: Regex,
     },
+    /// A unit's journal entries, from `journalctl --follow` ([`JournalFollower`]: read only
+    /// when its pipe is readable). `None` when `journalctl` could not be started: the phase
+    /// is then never seen, and the trial says which phase it waited for.
+    Journald {
+        /// The entries.
+        follower: Option<JournalFollower>,
+        /// The unit, for the evidence.
+        unit: String,
+        /// The regex messages must match.
+        regex: Regex,
+    },
     /// A moment: spawn time plus the delay (monotonic ns).
     Delay(u64),
     /// An HTTP check running on its own thread: set once it answered 2xx.
@@ -69,6 +82,22 @@ impl Polled {
                     Some(mark) => LogFollower::from_mark(path, *mark),
                     None => LogFollower::from_end(path),
                 },
+            },
+            Marker::Journald {
+                unit,
+                regex,
+                directory,
+                since_us,
+            } => Polled::Journald {
+                regex: Regex::new(regex).ok()?,
+                follower: JournalFollower::since(
+                    unit,
+                    directory.as_deref(),
+                    since_us.unwrap_or_else(crate::journald::realtime_us),
+                )
+                .inspect_err(|err| tracing::warn!(%unit, %err, "cannot follow the journal"))
+                .ok(),
+                unit: unit.clone(),
             },
             Marker::Delay(d) => {
                 Polled::Delay(started_ns + u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
@@ -115,6 +144,7 @@ impl Polled {
     pub fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         match self {
             Polled::Log { follower, .. } => follower.fd(),
+            Polled::Journald { follower, .. } => follower.as_ref().and_then(JournalFollower::fd),
             _ => None,
         }
     }
@@ -145,6 +175,16 @@ impl Polled {
                 .into_iter()
                 .find(|l| regex.is_match(l))
                 .map(|l| (now_ns(), l)),
+            Polled::Journald {
+                follower,
+                unit,
+                regex,
+            } => follower
+                .as_mut()?
+                .lines()
+                .into_iter()
+                .find(|l| regex.is_match(l))
+                .map(|l| (now_ns(), format!("journal of {unit}: {l}"))),
         }
     }
 

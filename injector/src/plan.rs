@@ -147,6 +147,21 @@ pub enum Marker {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<crate::logfollow::LogMark>,
     },
+    /// An entry a systemd unit logged to the journal, its message matching a regex.
+    Journald {
+        /// The unit (`redis-server.service`).
+        unit: String,
+        /// The regex its message must match.
+        regex: String,
+        /// The journal's folder, when not the system's (`journalctl --directory`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>)]
+        directory: Option<PathBuf>,
+        /// Entries count from this wall-clock time, µs since the epoch (a recovery reads
+        /// those written since its fault); by default, from when the trial begins.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_us: Option<u64>,
+    },
     /// A TCP socket listening on this port.
     Listen(u16),
     /// An HTTP URL answering 2xx.

@@ -862,6 +862,27 @@ pub fn default_sigpipe() {
     }
 }
 
+/// Makes the child `command` will spawn die (SIGKILL) when the thread that spawns it ends,
+/// also when this whole process is SIGKILLed: for helpers such as `journalctl --follow`,
+/// which would otherwise follow for ever after atropos is gone.
+pub fn die_with_spawner(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only prctl and
+    // getppid, both async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The spawner may have gone between the fork and the prctl.
+            if libc::getppid() == 1 {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]

@@ -134,6 +134,18 @@ pub fn token(label: &str) -> String {
     )
 }
 
+/// A process group this test started (`process_group(0)`): its leader stays unreaped until
+/// the whole group is killed, so the group's number cannot name anyone else's.
+pub struct Group(pub Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
 /// A child this test spawned, ended with SIGTERM (SIGKILL after 5 s) when dropped.
 pub struct Owned(pub Child);
 

@@ -149,7 +149,7 @@ pub(super) fn run_trial(
         plan::injector_plan(exp, trial, &env, &Default::default(), Some(hit.clone()));
     // Where each log ends before the fault: the recovery reads what was written since, so a
     // replacement's "ready" line written before it is selected still counts.
-    let marks = service::log_marks(&iplan.phases);
+    let marks = service::marks(&iplan.phases);
     let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
     let signals = signals_sent(&obs);
     shared.sent[experiment].fetch_add(signals, Ordering::Relaxed);

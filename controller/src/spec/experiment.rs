@@ -212,6 +212,9 @@ pub enum Marker {
     Stderr(String),
     /// A line appended to a log file matching a regex.
     Log(LogMarker),
+    /// An entry a systemd unit logged to the journal, its message matching a regex (read
+    /// with `journalctl`, which must be installed where the trial runs).
+    Journald(JournaldMarker),
     /// A TCP port listening (a number, or `${trial.port}`).
     Listen(PortValue),
     /// An HTTP URL answering 2xx (plain http on this machine).
@@ -234,6 +237,20 @@ pub struct LogMarker {
     pub path: String,
     /// The regex.
     pub regex: String,
+}
+
+/// A systemd unit's journal and the regex a new entry's message must match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JournaldMarker {
+    /// The unit whose entries count (`redis-server.service`).
+    pub unit: String,
+    /// The regex the entry's message must match.
+    pub regex: String,
+    /// The journal's folder when it is not the system's (`journalctl --directory`, relative
+    /// to the target's cwd): a container's journal, or one copied from another machine.
+    #[serde(default)]
+    pub directory: Option<String>,
 }
 
 /// A TCP port: a number or a template such as `${trial.port}`.
@@ -351,12 +368,14 @@ pub struct At {
 
 impl<'de> Deserialize<'de> for Marker {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const KEYS: &[&str] = &["stdout", "stderr", "log", "listen", "http", "file", "delay"];
+        const KEYS: &[&str] = &[
+            "stdout", "stderr", "log", "journald", "listen", "http", "file", "delay",
+        ];
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Marker;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map with one of: stdout, stderr, log, listen, http, file, delay")
+                f.write_str("a map with one of: stdout, stderr, log, journald, listen, http, file, delay")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -365,13 +384,14 @@ impl<'de> Deserialize<'de> for Marker {
                 use serde::de::Error;
                 let Some(key) = map.next_key::<String>()? else {
                     return Err(A::Error::custom(
-                        "empty marker; expected one of stdout, stderr, log, listen, http, file, delay",
+                        "empty marker; expected one of stdout, stderr, log, journald, listen, http, file, delay",
                     ));
                 };
                 let marker = match key.as_str() {
                     "stdout" => Marker::Stdout(map.next_value()?),
                     "stderr" => Marker::Stderr(map.next_value()?),
                     "log" => Marker::Log(map.next_value()?),
+                    "journald" => Marker::Journald(map.next_value()?),
                     "listen" => Marker::Listen(map.next_value()?),
                     "http" => Marker::Http(map.next_value()?),
                     "file" => Marker::File(map.next_value()?),

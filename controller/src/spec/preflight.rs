@@ -1,4 +1,5 @@
-//! Before any trial: can every target's command start at all?
+//! Before any trial: can every target's command start at all (and `journalctl`, for a
+//! `journald` marker)?
 //!
 //! A program that is missing, not executable, or a `cwd` that does not exist made every
 //! trial an error (162 of them for an unbuilt Go suite, exit 3) and the dry run said
@@ -116,6 +117,25 @@ fn check_experiment(exp: &ExperimentPlan) -> Vec<Unstartable> {
                 fault,
                 &check.command,
             );
+        }
+    }
+    // A journald marker reads the journal with journalctl, spawned by atropos itself.
+    for (i, phase) in spec.phases.iter().enumerate() {
+        if let super::Marker::Journald(_) = &phase.marker
+            && let Err((message, _)) = startable(
+                atropos_injector::journald::JOURNALCTL,
+                &exp.cwd,
+                std::env::var_os("PATH").as_deref(),
+            )
+        {
+            found.push(at(
+                format!("spec.phases[{i}].marker.journald"),
+                Some(&phase.name),
+                "journald",
+                format!("a journald marker needs journalctl: {message}"),
+                "install systemd's journalctl where the trial runs (Debian: package \
+                 `systemd`), or use a `log:` marker on the service's log file",
+            ));
         }
     }
     found

@@ -292,6 +292,45 @@ fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
                     &log.path,
                 );
             }
+            Marker::Journald(journald) => {
+                ctx.regex(
+                    format!("{field}.marker.journald.regex"),
+                    anchor,
+                    "regex",
+                    &journald.regex,
+                );
+                // A unit name as systemd spells them: no path, no spaces, a type suffix.
+                let unit = &journald.unit;
+                let known = [
+                    ".service", ".socket", ".scope", ".slice", ".mount", ".timer", ".target",
+                ];
+                let well_formed = !unit.is_empty()
+                    && unit.len() <= 256
+                    && unit
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c))
+                    && known.iter().any(|k| unit.ends_with(k));
+                if !well_formed {
+                    ctx.report(
+                        format!("{field}.marker.journald.unit"),
+                        anchor,
+                        "unit",
+                        Some(unit),
+                        format!(
+                            "`{unit}` is not a systemd unit name; expected one such as \
+                             `redis-server.service`"
+                        ),
+                    );
+                }
+                if let Some(dir) = &journald.directory {
+                    ctx.template(
+                        format!("{field}.marker.journald.directory"),
+                        anchor,
+                        "directory",
+                        dir,
+                    );
+                }
+            }
             Marker::Listen(port) => {
                 let ok = port.0 == "${trial.port}" || port.0.parse::<u16>().is_ok_and(|p| p > 0);
                 if !ok {
@@ -872,8 +911,8 @@ fn check_attached_spec(ctx: &mut Ctx<'_>, spec: &crate::spec::Spec) {
             key,
             None,
             format!(
-                "an attached process's {key} is not atropos's to read; expected a log, listen, \
-                 http, file or delay marker"
+                "an attached process's {key} is not atropos's to read; expected a log, \
+                 journald, listen, http, file or delay marker"
             ),
         );
     }

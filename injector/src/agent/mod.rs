@@ -712,7 +712,7 @@ fn run_here(
     };
     // Where each log ends before the fault: a service's replacement may write its line
     // before it is found.
-    let marks = crate::attach::service::log_marks(&req.trial.phases);
+    let marks = crate::attach::service::marks(&req.trial.phases);
     let observation = crate::trial::run_followed(&req.trial, cancel, &follower);
     let ran = observation.error.is_none() && observation.stop != crate::StopReason::Interrupted;
     let after = if ran && !req.after.is_empty() {

@@ -82,13 +82,25 @@ pub fn service_cgroup(chosen: &[Process], selector: &Selector) -> Option<String>
     (!named.is_empty() && named != "/" && all_inside && !inside(&mine)).then_some(named)
 }
 
-/// For each phase, where its log file ends now (`None` for other markers): taken before
-/// the fault, so that a replacement's lines written before it is found still count.
-pub fn log_marks(phases: &[PhasePlan]) -> Vec<Option<LogMark>> {
+/// Where a phase's lines are read from in a recovery: what was written after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Where a log file ended.
+    Log(LogMark),
+    /// A wall-clock time, µs since the epoch: the journal's entries from then on.
+    Journal(u64),
+}
+
+/// For each phase, where its log file or journal ends now (`None` for other markers):
+/// taken before the fault, so that a replacement's lines written before it is found still
+/// count.
+pub fn marks(phases: &[PhasePlan]) -> Vec<Option<Mark>> {
+    let now = crate::journald::realtime_us();
     phases
         .iter()
         .map(|p| match &p.marker {
-            Marker::Log { path, .. } => Some(LogMark::of(path)),
+            Marker::Log { path, .. } => Some(Mark::Log(LogMark::of(path))),
+            Marker::Journald { .. } => Some(Mark::Journal(now)),
             _ => None,
         })
         .collect()
@@ -161,8 +173,8 @@ pub struct AfterTrial<'a> {
     pub hit: &'a AttachTarget,
     /// What the trial saw.
     pub obs: &'a Observation,
-    /// Where each phase's log ended before the trial ([`log_marks`]).
-    pub marks: &'a [Option<LogMark>],
+    /// Where each phase's log or journal ended before the trial ([`marks`]).
+    pub marks: &'a [Option<Mark>],
 }
 
 /// After a fault took the service's process: waits for a process that matches the same
@@ -200,8 +212,12 @@ pub fn recover(
     let mut phases = phases.to_vec();
     if exit_at.is_some() {
         for (phase, mark) in phases.iter_mut().zip(marks) {
-            if let (Marker::Log { from, .. }, Some(mark)) = (&mut phase.marker, mark) {
-                *from = Some(*mark);
+            match (&mut phase.marker, mark) {
+                (Marker::Log { from, .. }, Some(Mark::Log(mark))) => *from = Some(*mark),
+                (Marker::Journald { since_us, .. }, Some(Mark::Journal(at))) => {
+                    *since_us = Some(*at);
+                }
+                _ => {}
             }
         }
     }

@@ -201,8 +201,9 @@ impl Driver<'_> {
     }
 
     /// An attached service may be past some of its phases when the trial begins (it is up):
-    /// each marker is looked at now (a port, a URL, a file, a delay, and a log file's last
-    /// [`LOG_LOOKBACK`] bytes for a matching line), and a phase found reached counts as
+    /// each marker is looked at now (a port, a URL, a file, a delay, a log file's last
+    /// [`LOG_LOOKBACK`] bytes for a matching line, and a unit's last
+    /// [`crate::journald::LOOKBACK_ENTRIES`] journal entries of this boot), and a phase found reached counts as
     /// entered at the start, as does every phase before it. The evidence says so.
     pub(super) fn reached_at_selection(&mut self) {
         for (index, phase) in self.plan.phases.iter().enumerate() {
@@ -222,6 +223,23 @@ impl Driver<'_> {
                 } => {
                     if let Some(line) = last_match(path, regex) {
                         self.entered[index] = Some((self.t0, format!("in the log: {line}")));
+                    }
+                }
+                crate::plan::Marker::Journald {
+                    unit,
+                    regex,
+                    directory,
+                    since_us: None,
+                } => {
+                    let Ok(regex) = regex::Regex::new(regex) else {
+                        continue;
+                    };
+                    let found = crate::journald::last_match(unit, directory.as_deref(), |m| {
+                        regex.is_match(m)
+                    });
+                    if let Some(message) = found {
+                        self.entered[index] =
+                            Some((self.t0, format!("in the journal of {unit}: {message}")));
                     }
                 }
                 _ => {}
