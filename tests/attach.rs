@@ -827,8 +827,7 @@ fn a_peer_in_the_services_cgroup_is_not_an_orphan_of_the_one_hit() {
 fn a_journald_marker_sees_a_units_entries_and_times_its_recovery() {
     use std::os::unix::process::CommandExt;
     let dir = tempdir();
-    let Some(journal) = atropos_injector::journald::testing::TestJournal::start(dir.path())
-    else {
+    let Some(journal) = atropos_injector::journald::testing::TestJournal::start(dir.path()) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "systemd-journal-remote is missing; .ci/run installs it"
@@ -895,7 +894,10 @@ spec:
         let replaced = recovery["attached"]["replaced_ns"].as_u64().unwrap();
         let reached = recovery["reached_ns"].as_u64().unwrap();
         // The supervisor waits 200 ms; the replacement's entry is seen after it appeared.
-        assert!(replaced >= 150_000_000 && reached >= replaced, "{recovery:#}");
+        assert!(
+            replaced >= 150_000_000 && reached >= replaced,
+            "{recovery:#}"
+        );
         let seen = recovery["observation"]["phases"][0]["evidence"]
             .as_str()
             .unwrap();

@@ -1120,7 +1120,11 @@ fn a_selection_that_waits_does_not_keep_the_agent_from_stopping() {
     wait_until(Duration::from_millis(1500), "the agent to stop", || {
         n1.child.0.try_wait().unwrap().is_some()
     });
-    eprintln!("stopped {:?} after its SIGTERM; log:\n{}", asked.elapsed(), n1.log());
+    eprintln!(
+        "stopped {:?} after its SIGTERM; log:\n{}",
+        asked.elapsed(),
+        n1.log()
+    );
 }
 
 #[test]
@@ -1191,7 +1195,10 @@ spec:
         );
         // The supervisor waits 200 ms before it starts the service again.
         assert!(replaced >= 150_000_000, "{recovery:#}");
-        assert!(reached >= replaced && detected < 2_000_000_000, "{recovery:#}");
+        assert!(
+            reached >= replaced && detected < 2_000_000_000,
+            "{recovery:#}"
+        );
         assert_ne!(times["pid"], t["observation"]["pid"], "{recovery:#}");
     }
     // The second trial hit the first one's replacement, found on the node.

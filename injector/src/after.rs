@@ -143,7 +143,11 @@ pub struct AfterSeen {
 
 /// Runs `plan` on this thread: files, then a service's recovery (it needs `trial`, what the
 /// trial against the service left), then the check, then a restart.
-pub fn run(plan: &AfterPlan, trial: Option<AfterTrial<'_>>, cancel: &CancellationToken) -> AfterSeen {
+pub fn run(
+    plan: &AfterPlan,
+    trial: Option<AfterTrial<'_>>,
+    cancel: &CancellationToken,
+) -> AfterSeen {
     let files = plan
         .files
         .iter()
@@ -153,19 +157,15 @@ pub fn run(plan: &AfterPlan, trial: Option<AfterTrial<'_>>, cancel: &Cancellatio
             exists: f.resolved.exists(),
         })
         .collect();
-    let service = plan
-        .service
-        .as_ref()
-        .zip(trial)
-        .map(|(service, trial)| {
-            let found = crate::attach::service::recover(service, trial, cancel);
-            RecoverySeen {
-                phase: service.phase.clone(),
-                reached_ns: found.reached_ns,
-                observation: found.observation,
-                attached: Some(found.replacement),
-            }
-        });
+    let service = plan.service.as_ref().zip(trial).map(|(service, trial)| {
+        let found = crate::attach::service::recover(service, trial, cancel);
+        RecoverySeen {
+            phase: service.phase.clone(),
+            reached_ns: found.reached_ns,
+            observation: found.observation,
+            attached: Some(found.replacement),
+        }
+    });
     let check = plan.check.as_ref().map(|c| {
         let result = crate::command::run_command_blocking(&c.argv, &c.cwd, &c.env, c.limit, 20);
         let mut output = result.output;

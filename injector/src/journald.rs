@@ -331,7 +331,8 @@ mod tests {
         let unit = format!("atropos-test-{}.service", std::process::id());
         journal.log(&unit, 10, "an old line: ready");
         std::thread::sleep(Duration::from_millis(20));
-        let mut follower = JournalFollower::since(&unit, Some(&journal.dir), realtime_us()).unwrap();
+        let mut follower =
+            JournalFollower::since(&unit, Some(&journal.dir), realtime_us()).unwrap();
         journal.log("another.service", 11, "ready, but another unit's");
         journal.log(&unit, 12, "loading");
         journal.log(&unit, 12, "ready to accept connections");

@@ -375,7 +375,9 @@ impl<'de> Deserialize<'de> for Marker {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Marker;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map with one of: stdout, stderr, log, journald, listen, http, file, delay")
+                f.write_str(
+                    "a map with one of: stdout, stderr, log, journald, listen, http, file, delay",
+                )
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,

@@ -584,8 +584,7 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
             );
         };
         let cwd = attach.cwd.clone();
-        let chosen =
-            tokio::task::spawn_blocking(move || select_here(&select, &cwd, &stop)).await;
+        let chosen = tokio::task::spawn_blocking(move || select_here(&select, &cwd, &stop)).await;
         match chosen {
             Ok(Ok(selected)) => *attach = selected,
             Ok(Err(why)) => {
