@@ -6,8 +6,13 @@
 //! Starts `ATROPOS_SELECT_PROCESSES` processes (default 5,000), each `sh -c 'read _'` with a
 //! token of this run and its number in its argv, all blocked reading one pipe this
 //! benchmark holds; then resolves `cmdline` selectors that match one of them and all of
-//! them, `ATROPOS_SELECT_ROUNDS` times each (default 50), and prints p50 / p99 / max. The processes end when the pipe is closed (end of
-//! file): the benchmark signals nothing.
+//! them, `ATROPOS_SELECT_ROUNDS` times each (default 50), and prints p50 / p99 / max. The
+//! processes end when the pipe is closed (end of file): the benchmark signals nothing.
+//!
+//! For scale it first times the floor: listing `/proc` and opening, reading and closing
+//! every `/proc/PID/cmdline` on every CPU with nothing else (no matching, no allocation per
+//! process), the least any selection that reads `/proc` can do; and the same without the
+//! read (open and close only).
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
@@ -63,6 +68,16 @@ fn main() {
                 .is_ok_and(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         })
         .count();
+    for (what, read) in [("open, read, close", true), ("open, close", false)] {
+        let mut times: Vec<Duration> = (0..rounds).map(|_| floor(read)).collect();
+        times.sort();
+        println!(
+            "floor: list /proc, then {what} of every /proc/PID/cmdline on every CPU, \
+             {rounds} rounds: p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&times, 0.50).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3,
+        );
+    }
     let guard = Guard::default();
     let one = processes / 2;
     for (what, pattern, matching) in [
@@ -104,4 +119,36 @@ fn main() {
     for mut child in children {
         child.wait().unwrap();
     }
+}
+
+/// One pass of the floor: every pid listed, each command line opened (read) and closed,
+/// the pids split among the CPUs as selection splits them.
+fn floor(read: bool) -> Duration {
+    use std::io::Read as _;
+    let t = Instant::now();
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let part = pids.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for chunk in pids.chunks(part) {
+            s.spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut path = String::with_capacity(32);
+                for pid in chunk {
+                    use std::fmt::Write as _;
+                    path.clear();
+                    let _ = write!(path, "/proc/{pid}/cmdline");
+                    if let Ok(mut file) = std::fs::File::open(&path)
+                        && read
+                    {
+                        let _ = file.read(&mut buf);
+                    }
+                }
+            });
+        }
+    });
+    t.elapsed()
 }
