@@ -25,6 +25,7 @@ pub mod plan;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod scheduler;
 pub mod spec;
 pub mod store;
 pub mod template;

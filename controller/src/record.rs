@@ -189,15 +189,18 @@ pub enum Trigger {
     Ci,
     /// The controller's scheduler.
     Schedule,
+    /// A request to the controller's API (`atropos trigger`).
+    Api,
 }
 
 impl Trigger {
-    /// `manual`, `ci` or `schedule`.
+    /// `manual`, `ci`, `schedule` or `api`.
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Manual => "manual",
             Trigger::Ci => "ci",
             Trigger::Schedule => "schedule",
+            Trigger::Api => "api",
         }
     }
 }

@@ -58,6 +58,22 @@ pub struct RunArgs {
     /// the experiments declares; its token is read from `ATROPOS_INJECTOR_TOKEN`.
     #[arg(long, value_name = "NAME=URL")]
     injector: Vec<String>,
+    /// The run's id when `atropos serve` queued it already (a scheduled or triggered run):
+    /// the run takes that record over.
+    #[arg(long, value_name = "ID", hide = true)]
+    run_uid: Option<String>,
+    /// What started the run, when `atropos serve` started it: `schedule` or `api`.
+    #[arg(long, value_name = "TRIGGER", hide = true, value_parser = parse_trigger)]
+    trigger: Option<Trigger>,
+}
+
+/// A trigger `atropos serve` may name.
+fn parse_trigger(text: &str) -> Result<Trigger, String> {
+    match text {
+        "schedule" => Ok(Trigger::Schedule),
+        "api" => Ok(Trigger::Api),
+        other => Err(format!("`{other}`; expected schedule or api")),
+    }
 }
 
 pub(super) fn main(args: RunArgs) -> u8 {
@@ -91,7 +107,10 @@ pub(super) fn main(args: RunArgs) -> u8 {
         }
     }
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
-    let run_id = format!("r{:08x}", rand::rng().random::<u32>());
+    let run_id = args
+        .run_uid
+        .clone()
+        .unwrap_or_else(|| format!("r{:08x}", rand::rng().random::<u32>()));
     let options = PlanOptions {
         seed: args.seed,
         trials: args.trials,
@@ -193,6 +212,7 @@ pub(super) fn main(args: RunArgs) -> u8 {
         args.json,
         args.junit,
         db,
+        args.trigger,
         RunOptions {
             jobs,
             keep_dirs: args.keep_dirs,
@@ -206,6 +226,7 @@ async fn run(
     json: Option<PathBuf>,
     junit: Option<PathBuf>,
     db: Option<PathBuf>,
+    trigger: Option<Trigger>,
     options: RunOptions,
 ) -> u8 {
     // Open the store before anything runs: a store that cannot be opened is a configuration
@@ -230,11 +251,11 @@ async fn run(
     let ci = CiInfo::from_env();
     let info = Arc::new(RunInfo {
         id: plan.run_id.clone(),
-        trigger: if ci.provider.is_some() {
+        trigger: trigger.unwrap_or(if ci.provider.is_some() {
             Trigger::Ci
         } else {
             Trigger::Manual
-        },
+        }),
         seed: plan.seed,
         started_at: unix_now(),
         version: crate::VERSION.to_owned(),

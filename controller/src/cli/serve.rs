@@ -1,4 +1,5 @@
-//! `atropos serve`: the dashboard over a results store.
+//! `atropos serve`: the dashboard over a results store, and with `--experiments` the
+//! controller that fires their schedules.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,9 @@ use super::{EXIT_INVALID, EXIT_OK};
 use crate::dashboard::host::{AllowedHosts, HostPattern};
 use crate::dashboard::server::{self, Limits};
 use crate::dashboard::{AppState, app, host};
+use crate::scheduler::daemon::{self, Launcher, Scheduled};
 use crate::store::Store;
+use atropos_injector::CancellationToken;
 
 /// How often runs whose atropos died are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(10);
@@ -43,6 +46,40 @@ pub struct ServeArgs {
     /// Time a connection may go without a byte read or written before it is closed.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     idle_timeout: Duration,
+    /// Experiment files or folders whose `schedule:` this controller fires (each run is an
+    /// `atropos run` it starts, recorded in `--db`). A file with errors is reported and
+    /// left out; the valid ones run.
+    #[arg(long = "experiments", value_name = "PATH", num_args = 1..)]
+    experiments: Vec<PathBuf>,
+}
+
+/// The experiments of `paths` that have a schedule, each file loaded on its own (an invalid
+/// file is reported on stderr and never keeps the others from running).
+fn scheduled(paths: &[PathBuf]) -> anyhow::Result<Vec<Scheduled>> {
+    let files = crate::spec::collect_files(paths).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = Vec::new();
+    for file in files {
+        let valid = match crate::spec::load_all(std::slice::from_ref(&file)) {
+            Ok(valid) => valid,
+            Err(invalid) => {
+                eprintln!("{invalid}");
+                eprintln!("warning: {} is left out of the schedules", file.display());
+                continue;
+            }
+        };
+        for v in valid {
+            let spec = &v.loaded.experiment.spec;
+            // Validation checked it: a schedule that does not parse cannot be here.
+            if let Ok(Some(schedule)) = crate::scheduler::Schedule::of(spec) {
+                out.push(Scheduled {
+                    name: v.loaded.experiment.metadata.name.clone(),
+                    file: file.clone(),
+                    schedule,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A humantime duration greater than zero (`500ms`, `10s`).
@@ -106,10 +143,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: args.idle_timeout,
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
     };
+    let stop = CancellationToken::new();
+    let scheduler = if args.experiments.is_empty() {
+        None
+    } else {
+        let experiments = scheduled(&args.experiments)?;
+        // Not on stdout: whoever read the dashboard's address may have closed it.
+        tracing::info!(experiments = experiments.len(), "the scheduler starts");
+        let launcher = Launcher {
+            exe: std::env::current_exe().context("cannot find the atropos binary")?,
+            db: args.db.clone(),
+        };
+        let (store, stop) = (store.clone(), stop.clone());
+        Some(tokio::spawn(async move {
+            if let Err(err) = daemon::run(store, experiments, launcher, stop).await {
+                tracing::error!(error = format!("{err:#}"), "the scheduler stopped");
+            }
+        }))
+    };
     let router = host::only_for(hosts, app(AppState { store }));
-    server::serve(listener, router, limits, shutdown())
-        .await
-        .context("the dashboard server failed")?;
+    let served = server::serve(listener, router, limits, shutdown()).await;
+    // The runs the scheduler started are interrupted and waited for.
+    stop.cancel();
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
+    served.context("the dashboard server failed")?;
     reaper.abort();
     Ok(())
 }

@@ -73,9 +73,70 @@ pub struct Spec {
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub hold: Option<Duration>,
-    /// Cron line for the controller's scheduler (`0 14 * * FRI`); ignored by `atropos run`.
+    /// Cron line for the controller's scheduler (`0 14 * * FRI`, as crontab writes it; a
+    /// sixth field in front counts seconds); ignored by `atropos run`.
     #[serde(default)]
     pub schedule: Option<String>,
+    /// The IANA time zone `schedule`, `windows` and `blackouts` are read in
+    /// (`Europe/Paris`); default UTC. A change to or from summer time neither skips nor
+    /// repeats a run.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// What a tick does while a run of this experiment started by the schedule is still
+    /// going: `forbid` (the tick is skipped, with why; the default), `allow` (both run), or
+    /// `replace` (the running one is aborted, a new one starts).
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// How late a tick may still start (the controller was down, or busy): a later one is
+    /// skipped with why. Default: no limit; after downtime the latest missed tick runs
+    /// once, never a backlog.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub starting_deadline: Option<Duration>,
+    /// Fire nothing on the schedule (manual triggers still run).
+    #[serde(default)]
+    pub suspend: bool,
+    /// Periods in which scheduled runs may start (a game day: `{ cron: "0 14 * * FRI",
+    /// for: 2h }`); none: any time.
+    #[serde(default)]
+    pub windows: Vec<Period>,
+    /// Periods in which scheduled runs never start (a release freeze: `{ from: "2026-12-18
+    /// 00:00", to: "2027-01-04 00:00" }`).
+    #[serde(default)]
+    pub blackouts: Vec<Period>,
+}
+
+/// What a schedule's tick does while the run of an earlier tick is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// The tick is skipped, and the reason kept.
+    #[default]
+    Forbid,
+    /// Both run.
+    Allow,
+    /// The running one is aborted and a new one starts.
+    Replace,
+}
+
+/// A stretch of wall-clock time in the experiment's time zone: recurring (`cron` and `for`)
+/// or once (`from` and `to`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Period {
+    /// When each recurring period begins, as a cron line (`0 14 * * FRI`).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// How long each recurring period lasts (`2h`).
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub lasts: Option<Duration>,
+    /// When a one-off period begins (`2026-12-18 00:00`, local time).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// When it ends (`2027-01-04 00:00`, local time).
+    #[serde(default)]
+    pub to: Option<String>,
 }
 
 fn default_trials() -> u32 {

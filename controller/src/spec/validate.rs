@@ -236,16 +236,17 @@ fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
             format!("{} trials; expected 1 to 1000000", spec.trials),
         );
     }
-    if let Some(schedule) = &spec.schedule
-        && let Err(err) = schedule.parse::<croner::Cron>()
-    {
-        ctx.report(
-            "spec.schedule".into(),
-            None,
-            "schedule",
-            Some(schedule),
-            format!("`{schedule}` is not a cron line ({err}); expected e.g. \"0 14 * * FRI\""),
-        );
+    if let Err(problems) = crate::scheduler::Schedule::of(spec) {
+        for (field, message) in problems {
+            let key = field.rsplit('.').next().unwrap_or(&field).to_owned();
+            let key = key.split('[').next().unwrap_or(&key).to_owned();
+            let message = match field.as_str() {
+                "schedule" => format!("{message}; expected a cron line, e.g. \"0 14 * * FRI\""),
+                "timezone" => format!("{message}; expected e.g. \"Europe/Paris\" or \"UTC\""),
+                _ => message,
+            };
+            ctx.report(format!("spec.{field}"), None, &key, None, message);
+        }
     }
 
     let mut phase_names: Vec<&str> = Vec::new();

@@ -28,6 +28,7 @@ mod open;
 pub mod owner;
 pub mod query;
 pub mod recorder;
+pub mod schedule;
 pub mod synthetic;
 mod write;
 

@@ -66,11 +66,13 @@ impl Owner {
     }
 }
 
-/// Marks every `running` run whose owner is dead as `interrupted`; returns how many.
+/// Marks every `running` or `queued` run whose owner is dead as `interrupted` (a queued run's
+/// owner is the controller that queued it); returns how many.
 pub(crate) async fn mark_dead_runs_interrupted(conn: &mut SqliteConnection) -> anyhow::Result<u64> {
     let me = Owner::current();
     let running: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT id, owner_host, owner_boot, owner_pid, owner_start FROM runs WHERE status = 'running'",
+        "SELECT id, owner_host, owner_boot, owner_pid, owner_start FROM runs
+         WHERE status IN ('running', 'queued')",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -89,7 +91,7 @@ pub(crate) async fn mark_dead_runs_interrupted(conn: &mut SqliteConnection) -> a
         let done = sqlx::query(
             "UPDATE runs SET status = 'interrupted', ended_at = COALESCE(ended_at,
                 (SELECT max(updated_at) FROM run_experiments WHERE run_id = runs.id), started_at)
-             WHERE id = ? AND status = 'running'",
+             WHERE id = ? AND status IN ('running', 'queued')",
         )
         .bind(id)
         .execute(&mut *conn)

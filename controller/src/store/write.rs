@@ -72,6 +72,17 @@ pub(crate) async fn insert_run(
             ci_provider, ci_commit, ci_branch, ci_job,
             owner_host, owner_boot, owner_pid, owner_start, planned)
          VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         -- A run the controller queued (a scheduled tick) is taken over by the process
+         -- that runs it; any other run of the same id is an error.
+         ON CONFLICT (uid) DO UPDATE SET
+            trigger = excluded.trigger, seed = excluded.seed,
+            started_at = excluded.started_at, status = 'running',
+            version = excluded.version, ci_provider = excluded.ci_provider,
+            ci_commit = excluded.ci_commit, ci_branch = excluded.ci_branch,
+            ci_job = excluded.ci_job, owner_host = excluded.owner_host,
+            owner_boot = excluded.owner_boot, owner_pid = excluded.owner_pid,
+            owner_start = excluded.owner_start, planned = excluded.planned
+         WHERE runs.status = 'queued'
          RETURNING id",
     )
     .bind(&info.id)

@@ -1,0 +1,209 @@
+//! The scheduler loop of `atropos serve`: it sleeps until the next tick of any schedule,
+//! decides it ([`super::decide`]), records the decision and queues the run in one
+//! transaction ([`crate::store::Store::decide_tick`]), and starts the run as a child
+//! `atropos run FILE --filter ^NAME$ --run-uid ID --trigger schedule` on the same store, so
+//! that a run that fails or crashes never takes the controller with it.
+//!
+//! Runs it started are its children: it reaps them, knows which still go on (for
+//! `concurrency`), and on `replace` or when it stops interrupts them with SIGINT (the run
+//! resumes what it paused and kills what it started) and waits for them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use atropos_injector::CancellationToken;
+use chrono::{DateTime, Utc};
+use tokio::process::{Child, Command};
+
+use super::decide::{Decision, decide};
+use super::schedule::Schedule;
+use crate::store::Store;
+use crate::store::schedule::TickOutcome;
+
+/// The longest the loop sleeps: it also reaps the runs it started.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// How long an interrupted run has to end before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// One experiment on a schedule.
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    /// Its name.
+    pub name: String,
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Its schedule.
+    pub schedule: Schedule,
+}
+
+/// A run this controller started.
+struct Started {
+    uid: String,
+    child: Child,
+}
+
+/// What the loop needs to start runs.
+pub struct Launcher {
+    /// The `atropos` binary.
+    pub exe: PathBuf,
+    /// The store the runs record into.
+    pub db: PathBuf,
+}
+
+impl Launcher {
+    fn start(&self, exp: &Scheduled, uid: &str, seed: u64) -> std::io::Result<Child> {
+        Command::new(&self.exe)
+            .arg("run")
+            .arg(&exp.file)
+            .arg("--filter")
+            .arg(format!("^{}$", regex::escape(&exp.name)))
+            .arg("--db")
+            .arg(&self.db)
+            .args(["--run-uid", uid, "--trigger", "schedule"])
+            .arg("--seed")
+            .arg(seed.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    }
+}
+
+/// Interrupts a run this controller started (SIGINT, as a user's Ctrl-C) and waits for it;
+/// kills it after [`STOP_GRACE`].
+async fn interrupt(run: &mut Started) {
+    if let Some(pid) = run.child.id() {
+        // Our own child, not reaped yet: the pid is still its.
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    }
+    if tokio::time::timeout(STOP_GRACE, run.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = run.child.kill().await;
+    }
+}
+
+/// Runs the schedules of `experiments` until `stop`: fires their ticks into `store`.
+pub async fn run(
+    store: Store,
+    experiments: Vec<Scheduled>,
+    launcher: Launcher,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for exp in &experiments {
+        let mark = store.schedule_mark(&exp.name, seconds(now)).await?;
+        last.insert(exp.name.clone(), from_seconds(mark));
+        tracing::info!(
+            experiment = %exp.name,
+            schedule = %exp.schedule.line,
+            timezone = %exp.schedule.tz,
+            next = ?exp.schedule.next_after(now),
+            "scheduled"
+        );
+    }
+    let mut running: HashMap<String, Vec<Started>> = HashMap::new();
+    while !stop.is_cancelled() {
+        // Reap what ended.
+        for runs in running.values_mut() {
+            runs.retain_mut(|r| !matches!(r.child.try_wait(), Ok(Some(_))));
+        }
+        let now = Utc::now();
+        for exp in &experiments {
+            let since = last.get(&exp.name).copied().unwrap_or(now);
+            let going = running
+                .get(&exp.name)
+                .and_then(|r| r.last())
+                .map(|r| r.uid.clone());
+            let decision = decide(&exp.schedule, since, now, going.as_deref());
+            let (tick, outcome, replace) = match decision {
+                Decision::Wait => continue,
+                Decision::Skip { tick, why } => (tick, TickOutcome::Skip(why.to_string()), None),
+                Decision::Fire { tick, replace } => {
+                    let uid = format!("r{:08x}", rand::random::<u32>());
+                    let seed = rand::random::<u64>();
+                    (tick, TickOutcome::Fire { run_uid: uid, seed }, replace)
+                }
+            };
+            last.insert(exp.name.clone(), tick);
+            if !store
+                .decide_tick(&exp.name, seconds(tick), seconds(now), &outcome)
+                .await?
+            {
+                // Another controller on this file decided it.
+                tracing::info!(experiment = %exp.name, %tick, "tick decided elsewhere");
+                continue;
+            }
+            match outcome {
+                TickOutcome::Skip(why) => {
+                    tracing::info!(experiment = %exp.name, %tick, %why, "tick skipped");
+                }
+                TickOutcome::Fire { run_uid, seed } => {
+                    if replace.is_some()
+                        && let Some(runs) = running.get_mut(&exp.name)
+                    {
+                        for run in runs.iter_mut() {
+                            tracing::info!(experiment = %exp.name, run = %run.uid, "replaced");
+                            interrupt(run).await;
+                        }
+                        runs.clear();
+                    }
+                    let late = (Utc::now() - tick).num_milliseconds();
+                    match launcher.start(exp, &run_uid, seed) {
+                        Ok(child) => {
+                            tracing::info!(
+                                experiment = %exp.name, %tick, run = %run_uid, late_ms = late,
+                                "tick fired"
+                            );
+                            running.entry(exp.name.clone()).or_default().push(Started {
+                                uid: run_uid,
+                                child,
+                            });
+                        }
+                        Err(err) => {
+                            tracing::error!(experiment = %exp.name, %err, "cannot start the run");
+                        }
+                    }
+                }
+            }
+        }
+        // Until the next tick of any schedule, at most MAX_SLEEP.
+        let now = Utc::now();
+        let next = experiments
+            .iter()
+            .filter(|e| !e.schedule.suspend)
+            .filter_map(|e| e.schedule.next_after(now))
+            .min();
+        let sleep = next
+            .and_then(|n| (n - now).to_std().ok())
+            .map_or(MAX_SLEEP, |d| d.min(MAX_SLEEP));
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+    for runs in running.values_mut() {
+        for run in runs.iter_mut() {
+            interrupt(run).await;
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, as the store keeps times.
+pub fn seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_micros() as f64 / 1e6
+}
+
+/// The inverse of [`seconds`], to the microsecond.
+pub fn from_seconds(s: f64) -> DateTime<Utc> {
+    #[expect(clippy::cast_possible_truncation, reason = "microseconds fit an i64")]
+    let micros = (s * 1e6).round() as i64;
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}

@@ -1,0 +1,18 @@
+//! The controller's scheduler: experiments fired on their cron schedules by `atropos serve`.
+//!
+//! # Theory of operation
+//! - [`schedule`] checks an experiment's `schedule`, `timezone`, `concurrency`,
+//!   `starting_deadline`, `suspend`, `windows` and `blackouts` into a [`Schedule`]: ticks are
+//!   instants, read on the wall clock of the experiment's time zone.
+//! - [`decide`] says what a schedule does at a given moment, from the last tick decided and
+//!   the run still going: wait, fire, or skip with why. It takes the clock as an argument,
+//!   so its tests walk across summer time and downtime without sleeping.
+//! - [`daemon`] is the loop: it sleeps until the next tick, decides, records the decision
+//!   with the run it queues in one SQLite transaction (two controllers on one file fire a
+//!   tick once), and starts the run as a child `atropos run`.
+
+pub mod daemon;
+pub mod decide;
+pub mod schedule;
+
+pub use schedule::Schedule;

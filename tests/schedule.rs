@@ -1,0 +1,215 @@
+//! `atropos serve --experiments`: the controller fires an experiment on its schedule, each
+//! run an `atropos run` it starts, recorded with the trigger `schedule`; two controllers on
+//! one store fire each tick once; a stopped controller leaves no run going.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Owned, atropos, processes_with, served_address, tempdir, token};
+
+/// An experiment every two seconds: a target that prints `ready` and sleeps, SIGTERM at
+/// `ready`. `tok` is in the target's argv, so what it leaves can be looked for.
+fn experiment(tok: &str, name: &str) -> String {
+    format!(
+        r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: {name} }}
+spec:
+  target:
+    run: {{ command: [sh, -c, "echo ready; sleep 5", {tok}] }}
+  phases:
+    - {{ name: ready, marker: {{ stdout: "^ready$" }} }}
+  faults:
+    - {{ name: term-ready, signal: SIGTERM, at: {{ phase: ready }} }}
+  expect:
+    exit: {{ signals: [SIGTERM], within: 2s }}
+  trials: 1
+  schedule: "*/2 * * * * *"
+  timezone: Europe/Paris
+"#
+    )
+}
+
+fn serve(db: &std::path::Path, experiments: &std::path::Path) -> (Owned, String) {
+    let mut child = atropos()
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .arg("--experiments")
+        .arg(experiments)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = served_address(&mut child);
+    (Owned(child), address)
+}
+
+/// A recorded decision: tick, decided at, outcome, its run's status and trigger.
+type Decision = (f64, f64, String, Option<String>, Option<String>);
+
+/// Every decision in the store, oldest first.
+fn decisions(db: &std::path::Path) -> Vec<Decision> {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(
+            "SELECT t.tick_at, t.decided_at, t.outcome, r.status, r.trigger
+             FROM schedule_ticks t LEFT JOIN runs r ON r.uid = t.run_uid ORDER BY t.tick_at",
+        )
+        .output();
+    let Ok(out) = out else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            let text = |i: usize| (!f[i].is_empty()).then(|| f[i].to_owned());
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].to_owned(),
+                text(3),
+                text(4),
+            )
+        })
+        .collect()
+}
+
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_fires_an_experiment_on_its_schedule_and_records_the_trigger() {
+    if Command::new("sqlite3").arg("-version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sqlite3 is missing; .ci/run installs it"
+        );
+        eprintln!("skipped: no sqlite3 to read the store with");
+        return;
+    }
+    let dir = tempdir();
+    let tok = token("schedule");
+    let exp = dir.path().join("game-day.yaml");
+    std::fs::write(&exp, experiment(&tok, "game-day")).unwrap();
+    let db = dir.path().join("atropos.db");
+    let (controller, _address) = serve(&db, &exp);
+    // Two ticks fired and their runs finished, within a few ticks.
+    let fired = wait_for(
+        Duration::from_secs(20),
+        "two finished scheduled runs",
+        || {
+            let done: Vec<_> = decisions(&db)
+                .into_iter()
+                .filter(|d| d.2 == "fired" && d.3.as_deref() == Some("finished"))
+                .collect();
+            (done.len() >= 2).then_some(done)
+        },
+    );
+    for (tick, decided, _, _, trigger) in &fired {
+        assert_eq!(trigger.as_deref(), Some("schedule"));
+        // On a tick of the cron line, and decided at it (not a second later).
+        assert!((tick % 2.0).abs() < 1e-6, "tick {tick} is on the 2 s grid");
+        assert!(decided - tick < 1.0, "tick {tick} decided at {decided}");
+    }
+    assert!(
+        fired.windows(2).all(|w| w[1].0 > w[0].0),
+        "each tick decided once: {fired:?}"
+    );
+    drop(controller);
+    // The controller's SIGTERM interrupts its runs: nothing of them is left.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while !processes_with(&tok).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        processes_with(&tok),
+        Vec::new(),
+        "a target outlived its controller"
+    );
+}
+
+#[test]
+fn two_controllers_on_one_store_fire_each_tick_once() {
+    if Command::new("sqlite3").arg("-version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sqlite3 is missing; .ci/run installs it"
+        );
+        eprintln!("skipped: no sqlite3 to read the store with");
+        return;
+    }
+    let dir = tempdir();
+    let tok = token("schedule-twice");
+    let exp = dir.path().join("twice.yaml");
+    std::fs::write(&exp, experiment(&tok, "twice")).unwrap();
+    let db = dir.path().join("atropos.db");
+    let (a, _) = serve(&db, &exp);
+    let (b, _) = serve(&db, &exp);
+    let _seen = wait_for(Duration::from_secs(20), "three decided ticks", || {
+        let all = decisions(&db);
+        (all.len() >= 3).then_some(all)
+    });
+    drop((a, b));
+    // Every run either controller queued belongs to exactly one fired tick.
+    let all = decisions(&db);
+    let fired = all.iter().filter(|d| d.2 == "fired").count();
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*) FROM runs WHERE trigger = 'schedule'")
+        .output()
+        .unwrap();
+    let runs: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(fired >= 3, "{all:?}");
+    assert_eq!(
+        runs, fired,
+        "one run per fired tick, whichever controller fired it: {all:?}"
+    );
+}
+
+#[test]
+fn bad_schedules_exit_2_with_file_line_and_field() {
+    let dir = tempdir();
+    let path = dir.path().join("bad.yaml");
+    let base = experiment("atropos-e2e-unused", "bad");
+    let cases = [
+        (
+            base.replace("*/2 * * * * *", "0 25 * * *"),
+            "bad.yaml:14:3: spec.schedule:",
+        ),
+        (
+            base.replace("Europe/Paris", "Europe/Pariss"),
+            "bad.yaml:15:3: spec.timezone: `Europe/Pariss` is not an IANA time zone name",
+        ),
+        (
+            format!(
+                "{base}  blackouts: [ {{ from: \"2026-03-29 02:30\", to: \"2026-03-30 00:00\" }} ]\n"
+            ),
+            "spec.blackouts[0].from: `2026-03-29 02:30` does not exist once in Europe/Paris",
+        ),
+        (
+            format!("{base}  windows: [ {{ cron: \"0 14 * * FRI\" }} ]\n"),
+            "spec.windows[0].cron: expected either `cron` and `for`",
+        ),
+        (
+            format!("{base}  concurrency: sometimes\n"),
+            "spec.concurrency: unknown variant `sometimes`",
+        ),
+    ];
+    for (yaml, wanted) in cases {
+        std::fs::write(&path, &yaml).unwrap();
+        let out = atropos().arg("validate").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(wanted), "wanted `{wanted}` in:\n{stderr}");
+    }
+}
