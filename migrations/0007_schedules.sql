@@ -16,3 +16,7 @@ CREATE TABLE schedule_ticks (
     run_uid    TEXT,                      -- the run a fired tick queued (runs.uid)
     PRIMARY KEY (experiment, tick_at)
 );
+
+-- Who asked for a run (`schedule`, or the name an API caller gave), and why it was aborted.
+ALTER TABLE runs ADD COLUMN requested_by TEXT;
+ALTER TABLE runs ADD COLUMN abort_reason TEXT;

@@ -213,3 +213,190 @@ fn bad_schedules_exit_2_with_file_line_and_field() {
         assert!(stderr.contains(wanted), "wanted `{wanted}` in:\n{stderr}");
     }
 }
+
+/// A controller with a token, holding an experiment with no schedule that runs for as long
+/// as it is let (its target sleeps 30 s after `ready`; the fault is aimed at a phase that
+/// never comes).
+fn controller_with_token(dir: &std::path::Path, tok: &str) -> (Owned, String, std::path::PathBuf) {
+    let exp = dir.join("on-demand.yaml");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"apiVersion: atropos/v1
+kind: Experiment
+metadata: {{ name: on-demand }}
+spec:
+  target:
+    run: {{ command: [sh, -c, "echo ready; sleep 30", {tok}] }}
+  phases:
+    - {{ name: ready, marker: {{ stdout: "^ready$" }} }}
+    - {{ name: never, marker: {{ stdout: "^never$" }} }}
+  faults:
+    - {{ name: term-never, signal: SIGTERM, at: {{ phase: never }} }}
+  timeout: 60s
+  trials: 1
+"#
+        ),
+    )
+    .unwrap();
+    let token = dir.join("controller.token");
+    std::fs::write(&token, format!("{tok}-secret-token\n")).unwrap();
+    let db = dir.join("atropos.db");
+    let mut child = atropos()
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .arg("--experiments")
+        .arg(&exp)
+        .arg("--token-file")
+        .arg(&token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = served_address(&mut child);
+    (Owned(child), address, token)
+}
+
+fn sql(db: &std::path::Path, query: &str) -> String {
+    let out = Command::new("sqlite3").arg(db).arg(query).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn trigger_and_abort_need_the_token_and_an_aborted_run_leaves_nothing() {
+    if Command::new("sqlite3").arg("-version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sqlite3 is missing; .ci/run installs it"
+        );
+        eprintln!("skipped: no sqlite3 to read the store with");
+        return;
+    }
+    let dir = tempdir();
+    let tok = token("trigger");
+    let (controller, address, token) = controller_with_token(dir.path(), &tok);
+    let db = dir.path().join("atropos.db");
+    let url = format!("http://{address}");
+    // Without the token, or with a wrong one: refused, and nothing starts.
+    let wrong = dir.path().join("wrong.token");
+    std::fs::write(&wrong, "a-wrong-token-of-some-length").unwrap();
+    for (file, said) in [(None, "no token"), (Some(&wrong), "401")] {
+        let mut cmd = atropos();
+        cmd.args(["trigger", "on-demand", "--controller", &url])
+            .env_remove("ATROPOS_TOKEN");
+        if let Some(file) = file {
+            cmd.arg("--token-file").arg(file);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sql(&db, "SELECT count(*) FROM runs"), "0");
+    assert!(processes_with(&tok).is_empty());
+    // With it: the run starts, recorded as asked by the API and by whom.
+    let out = atropos()
+        .args([
+            "trigger",
+            "on-demand",
+            "--controller",
+            &url,
+            "--by",
+            "alice",
+        ])
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = stdout
+        .trim()
+        .strip_prefix("triggered run ")
+        .unwrap()
+        .to_owned();
+    wait_for(
+        Duration::from_secs(15),
+        "the triggered run's target",
+        || (!processes_with(&tok).is_empty()).then_some(()),
+    );
+    assert_eq!(
+        sql(
+            &db,
+            &format!("SELECT trigger, requested_by FROM runs WHERE uid = '{run}'")
+        ),
+        "api|alice"
+    );
+    // An unknown experiment is a 404, said plainly.
+    let out = atropos()
+        .args(["trigger", "no-such", "--controller", &url])
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no experiment `no-such`"));
+    // The abort: the run ends as aborted with the reason, and its target is gone.
+    let out = atropos()
+        .args(["abort", &run, "--controller", &url, "--by", "bob"])
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sql(
+            &db,
+            &format!("SELECT status, abort_reason FROM runs WHERE uid = '{run}'")
+        ),
+        "aborted|aborted by bob through the API"
+    );
+    assert_eq!(
+        processes_with(&tok),
+        Vec::new(),
+        "the aborted run left its target"
+    );
+    // The run page says who asked, and why it was aborted.
+    let page = get(&address, &format!("/runs/{run}"));
+    assert!(page.contains("aborted by bob through the API"), "{page}");
+    assert!(page.contains("api by alice"), "{page}");
+    drop(controller);
+}
+
+/// The body of `GET path` from the dashboard at `address`.
+fn get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_a_token() {
+    let dir = tempdir();
+    let out = atropos()
+        .args(["serve", "--listen", "0.0.0.0:0", "--db"])
+        .arg(dir.path().join("atropos.db"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("without --token-file"), "{stderr}");
+}

@@ -9,6 +9,7 @@ mod history;
 mod run;
 mod schema;
 mod serve;
+mod trigger;
 mod validate;
 
 use std::process::ExitCode;
@@ -46,6 +47,10 @@ enum Command {
     History(history::HistoryArgs),
     /// Show the coverage matrix (phases × faults) of each experiment in a results store.
     Coverage(coverage::CoverageArgs),
+    /// Ask a controller (`atropos serve --experiments`) to run an experiment now.
+    Trigger(trigger::TriggerArgs),
+    /// Ask a controller to abort a run it started.
+    Abort(trigger::AbortArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -71,6 +76,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::main(args),
         Command::History(args) => history::main(args),
         Command::Coverage(args) => coverage::main(args),
+        Command::Trigger(args) => trigger::trigger(args),
+        Command::Abort(args) => trigger::abort(args),
     };
     ExitCode::from(code)
 }

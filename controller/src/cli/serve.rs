@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use super::{EXIT_INVALID, EXIT_OK};
 use crate::dashboard::host::{AllowedHosts, HostPattern};
 use crate::dashboard::server::{self, Limits};
 use crate::dashboard::{AppState, app, host};
+use crate::scheduler::control::{self, Control};
 use crate::scheduler::daemon::{self, Launcher, Scheduled};
 use crate::store::Store;
 use atropos_injector::CancellationToken;
@@ -51,10 +53,34 @@ pub struct ServeArgs {
     /// left out; the valid ones run.
     #[arg(long = "experiments", value_name = "PATH", num_args = 1..)]
     experiments: Vec<PathBuf>,
+    /// A file holding the bearer token that `atropos trigger` and `atropos abort` (the API
+    /// that starts and aborts runs) must present; without it the controller takes no
+    /// orders, and it refuses to listen beyond loopback.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
-/// The experiments of `paths` that have a schedule, each file loaded on its own (an invalid
-/// file is reported on stderr and never keeps the others from running).
+/// The shortest token taken.
+const MIN_TOKEN: usize = 16;
+
+/// The token in `path`, trimmed; refused when shorter than [`MIN_TOKEN`].
+pub(crate) fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.trim().to_owned();
+    if token.len() < MIN_TOKEN {
+        anyhow::bail!(
+            "the token in {} has {} characters; expected at least {MIN_TOKEN}\nhelp: head -c 32 /dev/urandom | base64 > {}",
+            path.display(),
+            token.len(),
+            path.display()
+        );
+    }
+    Ok(token)
+}
+
+/// The experiments of `paths`, each file loaded on its own (an invalid file is reported on
+/// stderr and never keeps the others from running).
 fn scheduled(paths: &[PathBuf]) -> anyhow::Result<Vec<Scheduled>> {
     let files = crate::spec::collect_files(paths).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = Vec::new();
@@ -69,14 +95,12 @@ fn scheduled(paths: &[PathBuf]) -> anyhow::Result<Vec<Scheduled>> {
         };
         for v in valid {
             let spec = &v.loaded.experiment.spec;
-            // Validation checked it: a schedule that does not parse cannot be here.
-            if let Ok(Some(schedule)) = crate::scheduler::Schedule::of(spec) {
-                out.push(Scheduled {
-                    name: v.loaded.experiment.metadata.name.clone(),
-                    file: file.clone(),
-                    schedule,
-                });
-            }
+            out.push(Scheduled {
+                name: v.loaded.experiment.metadata.name.clone(),
+                file: file.clone(),
+                // Validation checked it: a schedule that does not parse cannot be here.
+                schedule: crate::scheduler::Schedule::of(spec).ok().flatten(),
+            });
         }
     }
     Ok(out)
@@ -106,6 +130,14 @@ pub(super) fn main(args: ServeArgs) -> u8 {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    if token.is_none() && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without --token-file: beyond loopback anyone could reach \
+             the controller\nhelp: listen on 127.0.0.1, or give a token with --token-file",
+            args.listen
+        );
+    }
     let store = Store::open(&args.db, true).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -144,6 +176,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
     };
     let stop = CancellationToken::new();
+    let (orders, taken) = tokio::sync::mpsc::channel(16);
+    let control = Arc::new(Control {
+        orders,
+        token: token.clone(),
+    });
     let scheduler = if args.experiments.is_empty() {
         None
     } else {
@@ -156,12 +193,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let (store, stop) = (store.clone(), stop.clone());
         Some(tokio::spawn(async move {
-            if let Err(err) = daemon::run(store, experiments, launcher, stop).await {
+            if let Err(err) = daemon::run(store, experiments, launcher, taken, stop).await {
                 tracing::error!(error = format!("{err:#}"), "the scheduler stopped");
             }
         }))
     };
-    let router = host::only_for(hosts, app(AppState { store }));
+    let router = app(AppState { store });
+    let router = if scheduler.is_some() {
+        router.merge(control::router(control))
+    } else {
+        router
+    };
+    let router = host::only_for(hosts, router);
     let served = server::serve(listener, router, limits, shutdown()).await;
     // The runs the scheduler started are interrupted and waited for.
     stop.cancel();

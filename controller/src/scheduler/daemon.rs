@@ -1,12 +1,15 @@
-//! The scheduler loop of `atropos serve`: it sleeps until the next tick of any schedule,
+//! The controller loop of `atropos serve`: it sleeps until the next tick of any schedule,
 //! decides it ([`super::decide`]), records the decision and queues the run in one
 //! transaction ([`crate::store::Store::decide_tick`]), and starts the run as a child
 //! `atropos run FILE --filter ^NAME$ --run-uid ID --trigger schedule` on the same store, so
 //! that a run that fails or crashes never takes the controller with it.
 //!
+//! It also takes [`Order`]s from the API (`atropos trigger`, `atropos abort`): a run now
+//! (trigger `api`, and who asked), or the abort of a run it started.
+//!
 //! Runs it started are its children: it reaps them, knows which still go on (for
-//! `concurrency`), and on `replace` or when it stops interrupts them with SIGINT (the run
-//! resumes what it paused and kills what it started) and waits for them.
+//! `concurrency`), and on `replace`, an abort, or when it stops interrupts them with SIGINT
+//! (the run resumes what it paused and kills what it started) and waits for them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,9 +18,11 @@ use std::time::Duration;
 use atropos_injector::CancellationToken;
 use chrono::{DateTime, Utc};
 use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
 
 use super::decide::{Decision, decide};
 use super::schedule::Schedule;
+use crate::record::{Trigger, unix_now};
 use crate::store::Store;
 use crate::store::schedule::TickOutcome;
 
@@ -27,15 +32,52 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// How long an interrupted run has to end before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// One experiment on a schedule.
+/// One experiment the controller holds.
 #[derive(Debug, Clone)]
 pub struct Scheduled {
     /// Its name.
     pub name: String,
     /// The file it is in.
     pub file: PathBuf,
-    /// Its schedule.
-    pub schedule: Schedule,
+    /// Its schedule, if it has one (without, it runs when triggered).
+    pub schedule: Option<Schedule>,
+}
+
+/// What the API asks of the controller.
+#[derive(Debug)]
+pub enum Order {
+    /// Start a run of `experiment` now; the reply is its id.
+    Trigger {
+        /// The experiment's name.
+        experiment: String,
+        /// Who asked.
+        by: String,
+        /// The run's id, or why not.
+        reply: oneshot::Sender<Result<String, Refused>>,
+    },
+    /// Abort a run this controller started.
+    Abort {
+        /// The run's id.
+        run: String,
+        /// Who asked.
+        by: String,
+        /// Done, or why not.
+        reply: oneshot::Sender<Result<(), Refused>>,
+    },
+}
+
+/// Why an order was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// No experiment by that name.
+    #[error("no experiment `{0}` in this controller")]
+    NoExperiment(String),
+    /// No run by that id goes on here.
+    #[error("no run `{0}` is going on in this controller")]
+    NoRun(String),
+    /// The run could not be started or recorded.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// A run this controller started.
@@ -53,7 +95,13 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    fn start(&self, exp: &Scheduled, uid: &str, seed: u64) -> std::io::Result<Child> {
+    fn start(
+        &self,
+        exp: &Scheduled,
+        uid: &str,
+        seed: u64,
+        trigger: Trigger,
+    ) -> std::io::Result<Child> {
         Command::new(&self.exe)
             .arg("run")
             .arg(&exp.file)
@@ -61,7 +109,7 @@ impl Launcher {
             .arg(format!("^{}$", regex::escape(&exp.name)))
             .arg("--db")
             .arg(&self.db)
-            .args(["--run-uid", uid, "--trigger", "schedule"])
+            .args(["--run-uid", uid, "--trigger", trigger.as_str()])
             .arg("--seed")
             .arg(seed.to_string())
             .stdin(std::process::Stdio::null())
@@ -93,18 +141,22 @@ pub async fn run(
     store: Store,
     experiments: Vec<Scheduled>,
     launcher: Launcher,
+    mut orders: mpsc::Receiver<Order>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let now = Utc::now();
     let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
-    for exp in &experiments {
+    for (exp, schedule) in experiments
+        .iter()
+        .filter_map(|e| Some((e, e.schedule.as_ref()?)))
+    {
         let mark = store.schedule_mark(&exp.name, seconds(now)).await?;
         last.insert(exp.name.clone(), from_seconds(mark));
         tracing::info!(
             experiment = %exp.name,
-            schedule = %exp.schedule.line,
-            timezone = %exp.schedule.tz,
-            next = ?exp.schedule.next_after(now),
+            schedule = %schedule.line,
+            timezone = %schedule.tz,
+            next = ?schedule.next_after(now),
             "scheduled"
         );
     }
@@ -115,13 +167,16 @@ pub async fn run(
             runs.retain_mut(|r| !matches!(r.child.try_wait(), Ok(Some(_))));
         }
         let now = Utc::now();
-        for exp in &experiments {
+        for (exp, schedule) in experiments
+            .iter()
+            .filter_map(|e| Some((e, e.schedule.as_ref()?)))
+        {
             let since = last.get(&exp.name).copied().unwrap_or(now);
             let going = running
                 .get(&exp.name)
                 .and_then(|r| r.last())
                 .map(|r| r.uid.clone());
-            let decision = decide(&exp.schedule, since, now, going.as_deref());
+            let decision = decide(schedule, since, now, going.as_deref());
             let (tick, outcome, replace) = match decision {
                 Decision::Wait => continue,
                 Decision::Skip { tick, why } => (tick, TickOutcome::Skip(why.to_string()), None),
@@ -155,7 +210,7 @@ pub async fn run(
                         runs.clear();
                     }
                     let late = (Utc::now() - tick).num_milliseconds();
-                    match launcher.start(exp, &run_uid, seed) {
+                    match launcher.start(exp, &run_uid, seed, Trigger::Schedule) {
                         Ok(child) => {
                             tracing::info!(
                                 experiment = %exp.name, %tick, run = %run_uid, late_ms = late,
@@ -177,8 +232,9 @@ pub async fn run(
         let now = Utc::now();
         let next = experiments
             .iter()
-            .filter(|e| !e.schedule.suspend)
-            .filter_map(|e| e.schedule.next_after(now))
+            .filter_map(|e| e.schedule.as_ref())
+            .filter(|s| !s.suspend)
+            .filter_map(|s| s.next_after(now))
             .min();
         let sleep = next
             .and_then(|n| (n - now).to_std().ok())
@@ -186,6 +242,9 @@ pub async fn run(
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(sleep) => {}
+            Some(order) = orders.recv() => {
+                obey(order, &store, &experiments, &launcher, &mut running).await;
+            }
         }
     }
     for runs in running.values_mut() {
@@ -194,6 +253,71 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Carries out one order from the API.
+async fn obey(
+    order: Order,
+    store: &Store,
+    experiments: &[Scheduled],
+    launcher: &Launcher,
+    running: &mut HashMap<String, Vec<Started>>,
+) {
+    match order {
+        Order::Trigger {
+            experiment,
+            by,
+            reply,
+        } => {
+            let Some(exp) = experiments.iter().find(|e| e.name == experiment) else {
+                let _ = reply.send(Err(Refused::NoExperiment(experiment)));
+                return;
+            };
+            let uid = format!("r{:08x}", rand::random::<u32>());
+            let seed = rand::random::<u64>();
+            let started = async {
+                store
+                    .queue_run(&uid, seed, &by, unix_now())
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                launcher
+                    .start(exp, &uid, seed, Trigger::Api)
+                    .map_err(|e| format!("cannot start the run: {e}"))
+            };
+            match started.await {
+                Ok(child) => {
+                    tracing::info!(experiment = %exp.name, run = %uid, %by, "triggered");
+                    running.entry(exp.name.clone()).or_default().push(Started {
+                        uid: uid.clone(),
+                        child,
+                    });
+                    let _ = reply.send(Ok(uid));
+                }
+                Err(why) => {
+                    tracing::error!(experiment = %exp.name, %why, "trigger failed");
+                    let _ = reply.send(Err(Refused::Failed(why)));
+                }
+            }
+        }
+        Order::Abort { run, by, reply } => {
+            let found = running.values_mut().find_map(|runs| {
+                let i = runs.iter().position(|r| r.uid == run)?;
+                Some(runs.remove(i))
+            });
+            let Some(mut started) = found else {
+                let _ = reply.send(Err(Refused::NoRun(run)));
+                return;
+            };
+            interrupt(&mut started).await;
+            let why = format!("aborted by {by} through the API");
+            let result = store
+                .mark_aborted(&run, &why, unix_now())
+                .await
+                .map_err(|e| Refused::Failed(format!("{e:#}")));
+            tracing::info!(run = %run, %by, "aborted");
+            let _ = reply.send(result);
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, as the store keeps times.

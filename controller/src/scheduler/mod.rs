@@ -9,8 +9,10 @@
 //!   so its tests walk across summer time and downtime without sleeping.
 //! - [`daemon`] is the loop: it sleeps until the next tick, decides, records the decision
 //!   with the run it queues in one SQLite transaction (two controllers on one file fire a
-//!   tick once), and starts the run as a child `atropos run`.
+//!   tick once), and starts the run as a child `atropos run`. It also carries out the
+//!   orders of [`control`], the token-protected API that starts a run now or aborts one.
 
+pub mod control;
 pub mod daemon;
 pub mod decide;
 pub mod schedule;

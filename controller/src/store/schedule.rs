@@ -12,6 +12,7 @@
 use super::Store;
 use super::owner::Owner;
 use super::write::{ns_to_sql, u64_to_sql};
+use crate::record::Trigger;
 
 /// What a controller decided for one tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,25 +105,46 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if let TickOutcome::Fire { run_uid, seed } = outcome {
-            let owner = Owner::current();
-            sqlx::query(
-                "INSERT INTO runs (uid, trigger, seed, started_at, status, version,
-                    owner_host, owner_boot, owner_pid, owner_start, planned)
-                 VALUES (?, 'schedule', ?, ?, 'queued', ?, ?, ?, ?, ?, 0)",
+            queue(
+                &mut tx,
+                run_uid,
+                *seed,
+                Trigger::Schedule,
+                "schedule",
+                decided_at,
             )
-            .bind(run_uid)
-            .bind(u64_to_sql(*seed))
-            .bind(decided_at)
-            .bind(crate::VERSION)
-            .bind(&owner.host)
-            .bind(&owner.boot)
-            .bind(owner.pid)
-            .bind(ns_to_sql(owner.start))
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Queues a run asked for by `by` through the API, to be taken over by the
+    /// `atropos run` that runs it.
+    pub async fn queue_run(
+        &self,
+        run_uid: &str,
+        seed: u64,
+        by: &str,
+        at: f64,
+    ) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        queue(&mut conn, run_uid, seed, Trigger::Api, by, at).await
+    }
+
+    /// Marks a run aborted, with why (after its `atropos run` ended).
+    pub async fn mark_aborted(&self, run_uid: &str, why: &str, at: f64) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'aborted', abort_reason = ?,
+                ended_at = COALESCE(ended_at, ?) WHERE uid = ?",
+        )
+        .bind(why)
+        .bind(at)
+        .bind(run_uid)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
     /// The latest decisions for `experiment`, newest first.
@@ -141,6 +163,36 @@ impl Store {
         .fetch_all(&mut *conn)
         .await?)
     }
+}
+
+/// Inserts a queued run owned by this process (the controller).
+async fn queue(
+    conn: &mut sqlx::SqliteConnection,
+    run_uid: &str,
+    seed: u64,
+    trigger: Trigger,
+    by: &str,
+    at: f64,
+) -> anyhow::Result<()> {
+    let owner = Owner::current();
+    sqlx::query(
+        "INSERT INTO runs (uid, trigger, requested_by, seed, started_at, status, version,
+            owner_host, owner_boot, owner_pid, owner_start, planned)
+         VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0)",
+    )
+    .bind(run_uid)
+    .bind(trigger.as_str())
+    .bind(by)
+    .bind(u64_to_sql(seed))
+    .bind(at)
+    .bind(crate::VERSION)
+    .bind(&owner.host)
+    .bind(&owner.boot)
+    .bind(owner.pid)
+    .bind(ns_to_sql(owner.start))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,15 +17,19 @@ pub struct RunList {
 pub struct RunBrief {
     /// The run id.
     pub uid: String,
-    /// `manual`, `ci` or `schedule`.
+    /// `manual`, `ci`, `schedule` or `api`.
     pub trigger: String,
+    /// Who asked for it (`schedule`, or the name an API caller gave).
+    pub requested_by: Option<String>,
+    /// Why it was aborted.
+    pub abort_reason: Option<String>,
     /// The run's seed.
     pub seed: u64,
     /// When it started, seconds since the epoch.
     pub started_at: f64,
     /// When it ended (for an interrupted run: its last commit).
     pub ended_at: Option<f64>,
-    /// `running`, `finished` or `interrupted`.
+    /// `queued`, `running`, `finished`, `interrupted` or `aborted`.
     pub status: String,
     /// atropos's version.
     pub version: String,
@@ -46,7 +50,8 @@ pub struct RunBrief {
 }
 
 /// The columns of `runs r` that make a [`RunBrief`].
-pub(crate) const RUN_COLUMNS: &str = "r.id, r.uid, r.trigger, r.seed, r.started_at, r.ended_at,
+pub(crate) const RUN_COLUMNS: &str =
+    "r.id, r.uid, r.trigger, r.requested_by, r.abort_reason, r.seed, r.started_at, r.ended_at,
     r.status, r.version, r.ci_provider, r.ci_commit, r.ci_branch, r.ci_job, r.planned,
     (SELECT coalesce(sum(passed), 0) FROM run_experiments WHERE run_id = r.id) AS passed,
     (SELECT coalesce(sum(failed), 0) FROM run_experiments WHERE run_id = r.id) AS failed,
@@ -59,6 +64,8 @@ pub(crate) struct RunRow {
     pub id: i64,
     uid: String,
     trigger: String,
+    requested_by: Option<String>,
+    abort_reason: Option<String>,
     seed: i64,
     started_at: f64,
     ended_at: Option<f64>,
@@ -80,6 +87,8 @@ impl RunRow {
         RunBrief {
             uid: self.uid,
             trigger: self.trigger,
+            requested_by: self.requested_by,
+            abort_reason: self.abort_reason,
             seed: crate::store::write::u64_from_sql(self.seed),
             started_at: self.started_at,
             ended_at: self.ended_at,

@@ -1,0 +1,205 @@
+//! The controller's API that changes something: start a run now, abort one. Every route
+//! here needs the controller's bearer token (`serve --token-file`), compared in constant
+//! time; a controller started without one takes no orders (403). Bodies are small JSON
+//! (at most [`MAX_BODY`] bytes, unknown fields refused); errors are JSON with a plain
+//! message, the detail in the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::daemon::{Order, Refused};
+
+/// The largest request body taken.
+pub const MAX_BODY: usize = 4096;
+
+/// How long an order may take (an abort waits for its run to end).
+const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the routes share.
+pub struct Control {
+    /// Where orders go (the controller loop).
+    pub orders: mpsc::Sender<Order>,
+    /// The bearer token; `None`: no orders are taken.
+    pub token: Option<String>,
+}
+
+/// An order's body: who asks (kept with the run).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Asked {
+    /// Who asks; default `api`.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// A started or aborted run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunRef {
+    /// The run's id.
+    pub run: String,
+}
+
+/// The routes, to merge into the dashboard's router.
+pub fn router(control: Arc<Control>) -> Router {
+    Router::new()
+        .route("/api/experiments/{name}/runs", post(trigger))
+        .route("/api/runs/{uid}/abort", post(abort))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(control)
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut response =
+        (status, Json(serde_json::json!({ "error": message.into() }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+/// `Ok` when the request carries the controller's token.
+fn authorised(control: &Control, headers: &HeaderMap) -> Result<(), Response> {
+    use subtle::ConstantTimeEq;
+    let Some(token) = &control.token else {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "this controller takes no orders: start it with --token-file",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Equal lengths compare in constant time; another length is refused at once (it tells
+    // only the length).
+    let ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is needed",
+        ))
+    }
+}
+
+/// Who asked, from an optional JSON body.
+fn asked(body: &[u8]) -> Result<String, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("api".to_owned());
+    }
+    let asked: Asked = serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not an order: {e}"),
+        )
+    })?;
+    let by = asked.by.unwrap_or_else(|| "api".to_owned());
+    if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
+        return Err(refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`by`: expected 1 to 128 printable characters",
+        ));
+    }
+    Ok(by)
+}
+
+/// Sends `order` and waits for its answer.
+async fn send<T>(
+    control: &Control,
+    order: Order,
+    answer: oneshot::Receiver<Result<T, Refused>>,
+) -> Result<T, Response> {
+    if control.orders.send(order).await.is_err() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the controller is stopping",
+        ));
+    }
+    match tokio::time::timeout(ORDER_TIMEOUT, answer).await {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(refused @ (Refused::NoExperiment(_) | Refused::NoRun(_))))) => {
+            Err(refuse(StatusCode::NOT_FOUND, refused.to_string()))
+        }
+        Ok(Ok(Err(Refused::Failed(why)))) => {
+            tracing::error!(%why, "an order failed");
+            Err(refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the order failed: the controller's log has the details",
+            ))
+        }
+        Ok(Err(_)) => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the controller is stopping",
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("no answer within {}s", ORDER_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// `POST /api/experiments/{name}/runs`: starts a run of the experiment now.
+async fn trigger(
+    State(control): State<Arc<Control>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(refused) = authorised(&control, &headers) {
+        return refused;
+    }
+    let by = match asked(&body) {
+        Ok(by) => by,
+        Err(refused) => return refused,
+    };
+    let (reply, answer) = oneshot::channel();
+    let order = Order::Trigger {
+        experiment: name,
+        by,
+        reply,
+    };
+    match send(&control, order, answer).await {
+        Ok(run) => (StatusCode::CREATED, Json(RunRef { run })).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// `POST /api/runs/{uid}/abort`: aborts a run this controller started.
+async fn abort(
+    State(control): State<Arc<Control>>,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(refused) = authorised(&control, &headers) {
+        return refused;
+    }
+    let by = match asked(&body) {
+        Ok(by) => by,
+        Err(refused) => return refused,
+    };
+    let (reply, answer) = oneshot::channel();
+    let order = Order::Abort {
+        run: uid.clone(),
+        by,
+        reply,
+    };
+    match send(&control, order, answer).await {
+        Ok(()) => Json(RunRef { run: uid }).into_response(),
+        Err(refused) => refused,
+    }
+}
