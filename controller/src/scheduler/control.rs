@@ -57,20 +57,30 @@ pub fn router(control: Arc<Control>) -> Router {
         .with_state(control)
 }
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    let mut response =
-        (status, Json(serde_json::json!({ "error": message.into() }))).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+/// A refusal: its status and plain message.
+#[derive(Debug)]
+struct Denied(StatusCode, String);
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        let Denied(status, message) = self;
+        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
-    response
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Denied {
+    Denied(status, message.into())
 }
 
 /// `Ok` when the request carries the controller's token.
-fn authorised(control: &Control, headers: &HeaderMap) -> Result<(), Response> {
+fn authorised(control: &Control, headers: &HeaderMap) -> Result<(), Denied> {
     use subtle::ConstantTimeEq;
     let Some(token) = &control.token else {
         return Err(refuse(
@@ -97,7 +107,7 @@ fn authorised(control: &Control, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 /// Who asked, from an optional JSON body.
-fn asked(body: &[u8]) -> Result<String, Response> {
+fn asked(body: &[u8]) -> Result<String, Denied> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok("api".to_owned());
     }
@@ -122,7 +132,7 @@ async fn send<T>(
     control: &Control,
     order: Order,
     answer: oneshot::Receiver<Result<T, Refused>>,
-) -> Result<T, Response> {
+) -> Result<T, Denied> {
     if control.orders.send(order).await.is_err() {
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -160,11 +170,11 @@ async fn trigger(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(refused) = authorised(&control, &headers) {
-        return refused;
+        return refused.into_response();
     }
     let by = match asked(&body) {
         Ok(by) => by,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let (reply, answer) = oneshot::channel();
     let order = Order::Trigger {
@@ -174,7 +184,7 @@ async fn trigger(
     };
     match send(&control, order, answer).await {
         Ok(run) => (StatusCode::CREATED, Json(RunRef { run })).into_response(),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -186,11 +196,11 @@ async fn abort(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(refused) = authorised(&control, &headers) {
-        return refused;
+        return refused.into_response();
     }
     let by = match asked(&body) {
         Ok(by) => by,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let (reply, answer) = oneshot::channel();
     let order = Order::Abort {
@@ -200,6 +210,6 @@ async fn abort(
     };
     match send(&control, order, answer).await {
         Ok(()) => Json(RunRef { run: uid }).into_response(),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
