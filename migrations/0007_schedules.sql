@@ -20,3 +20,14 @@ CREATE TABLE schedule_ticks (
 -- Who asked for a run (`schedule`, or the name an API caller gave), and why it was aborted.
 ALTER TABLE runs ADD COLUMN requested_by TEXT;
 ALTER TABLE runs ADD COLUMN abort_reason TEXT;
+
+-- The answers of a run's stop-condition probes (`abort:`), for its timeline.
+CREATE TABLE probe_answers (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    probe  TEXT NOT NULL,
+    at     REAL NOT NULL,                 -- seconds since the Unix epoch
+    stage  TEXT NOT NULL,                 -- before | during | after
+    ok     INTEGER NOT NULL,
+    said   TEXT NOT NULL
+);
+CREATE INDEX probe_answers_of_run ON probe_answers (run_id, at);

@@ -269,6 +269,22 @@ pub enum RunStatus {
     Finished,
     /// atropos was interrupted (SIGINT/SIGTERM) before the end.
     Interrupted,
+    /// A stop condition (`abort:`) was breached: the run stopped, with why.
+    Aborted,
+    /// The service was not healthy before the first trial: nothing ran.
+    Skipped,
+}
+
+impl RunStatus {
+    /// As the store writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Finished => "finished",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Aborted => "aborted",
+            RunStatus::Skipped => "skipped",
+        }
+    }
 }
 
 /// The facts of a run known when it ends.
@@ -284,6 +300,12 @@ pub struct RunEnd {
     pub failed: usize,
     /// Trials in error.
     pub errors: usize,
+    /// Why it was aborted or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The answers of its stop-condition probes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<crate::scheduler::probe::Answer>,
 }
 
 /// What a run tells its listeners (progress display, store), in order.

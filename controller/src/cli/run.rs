@@ -13,6 +13,7 @@ use crate::record::{CiInfo, RunEnd, RunEvent, RunInfo, RunStatus, Trigger, unix_
 use crate::report::model::{self, plural};
 use crate::report::{self, Progress, RunTally};
 use crate::runner::{self, RunOptions};
+use crate::scheduler::probe;
 use crate::spec::When;
 
 /// Arguments of `atropos run`.
@@ -347,21 +348,62 @@ async fn run(
         }
     });
     let _ = events.send(RunEvent::Started(info.clone())).await;
-    let counts = runner::execute(plan, &options, events.clone(), cancel.clone()).await;
+    // Stop conditions: the service must be healthy before the first trial, stay so during
+    // the run, and be so after the last.
+    let probes: Vec<probe::Probe> = plan
+        .experiments
+        .iter()
+        .flat_map(|e| {
+            probe::probes_of(&e.loaded.experiment.spec, &e.loaded.dir).unwrap_or_default()
+        })
+        .collect();
+    let answers = probe::Answers::default();
+    let mut reason = None;
+    let mut status = RunStatus::Finished;
+    let counts = if let Some(breach) = probe::check_all(&probes, "before", &answers).await {
+        status = RunStatus::Skipped;
+        reason = Some(format!("not in its steady state: {}", breach.reason));
+        model::Counts::default()
+    } else {
+        let breach = Arc::new(std::sync::Mutex::new(None));
+        let stop_watch = CancellationToken::new();
+        let watch = (!probes.is_empty()).then(|| {
+            tokio::spawn(probe::watch(
+                probes.clone(),
+                answers.clone(),
+                cancel.clone(),
+                stop_watch.clone(),
+                breach.clone(),
+            ))
+        });
+        let counts = runner::execute(plan, &options, events.clone(), cancel.clone()).await;
+        stop_watch.cancel();
+        if let Some(watch) = watch {
+            let _ = watch.await;
+        }
+        let breached = breach.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(breach) = breached {
+            status = RunStatus::Aborted;
+            reason = Some(breach.reason);
+        } else if cancel.is_cancelled() {
+            status = RunStatus::Interrupted;
+        } else if let Some(breach) = probe::check_all(&probes, "after", &answers).await {
+            status = RunStatus::Aborted;
+            reason = Some(breach.reason);
+        }
+        counts
+    };
     // The guardian's last sweep, its cgroups removed, and it reaped: nothing of this run
     // outlives it.
     atropos_injector::shutdown();
-    let status = if cancel.is_cancelled() {
-        RunStatus::Interrupted
-    } else {
-        RunStatus::Finished
-    };
     let end = Arc::new(RunEnd {
         ended_at: unix_now(),
         status,
         passed: usize::try_from(counts.pass).unwrap_or(usize::MAX),
         failed: usize::try_from(counts.fail).unwrap_or(usize::MAX),
         errors: usize::try_from(counts.error).unwrap_or(usize::MAX),
+        reason,
+        probes: answers.all(),
     });
     let _ = events.send(RunEvent::Finished(end.clone())).await;
     drop(events);
@@ -421,13 +463,18 @@ fn write_reports(
     for exp in &tally.experiments {
         out.push_str(&report::summary(exp));
     }
-    let mut code = if end.failed > 0 {
+    // A breached stop condition is a finding about the service, like a failed expectation;
+    // a run skipped because the service was not healthy ran nothing.
+    let mut code = if end.failed > 0 || status == RunStatus::Aborted {
         EXIT_FAILED
-    } else if end.errors > 0 || status == RunStatus::Interrupted {
+    } else if end.errors > 0 || matches!(status, RunStatus::Interrupted | RunStatus::Skipped) {
         EXIT_HARNESS
     } else {
         EXIT_OK
     };
+    if let Some(reason) = &end.reason {
+        out.push_str(&format!("{}: {reason}\n", status.as_str()));
+    }
     let own_seeds = info.experiments.iter().any(|e| e.seed != info.seed);
     let replay = if own_seeds {
         "seeds as shown per experiment; rerun the same command to replay".to_owned()
@@ -444,10 +491,11 @@ fn write_reports(
         },
         report::verdicts(&counts),
         plural(counts.total(), "trial", "trials"),
-        if status == RunStatus::Interrupted {
-            " (interrupted)"
-        } else {
-            ""
+        match status {
+            RunStatus::Finished => "",
+            RunStatus::Interrupted => " (interrupted)",
+            RunStatus::Aborted => " (aborted)",
+            RunStatus::Skipped => " (skipped)",
         },
     ));
     print!("{out}");

@@ -104,6 +104,72 @@ pub struct Spec {
     /// 00:00", to: "2027-01-04 00:00" }`).
     #[serde(default)]
     pub blackouts: Vec<Period>,
+    /// Stop conditions: health probes checked before the first trial (not healthy: the run
+    /// is skipped), all through the run (`failure_threshold` failures in a row: the run is
+    /// aborted, every paused process resumed, every target stopped), and after the last
+    /// trial.
+    #[serde(default)]
+    pub abort: Vec<AbortProbe>,
+}
+
+/// A stop condition: one probe of the service's health, exactly one of `http`, `command`
+/// or `prometheus`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AbortProbe {
+    /// Its name, in the run's record and the abort reason.
+    pub name: String,
+    /// An HTTP check.
+    #[serde(default)]
+    pub http: Option<HttpProbe>,
+    /// A command that must exit 0 (program and arguments, run from the experiment's folder).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// A Prometheus instant query compared with a threshold.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusProbe>,
+    /// How often it is checked during the run (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub interval: Option<Duration>,
+    /// How long one check may take before it counts as failed (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+    /// Failures in a row that stop the run (default 1).
+    #[serde(default)]
+    pub failure_threshold: Option<u32>,
+}
+
+/// An HTTP probe: a GET whose status (and body) must be as expected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    /// The URL (`http://` or `https://`).
+    pub url: String,
+    /// Statuses that count as healthy: codes (`200`) or ranges (`"200-299"`); default 2xx.
+    #[serde(default)]
+    pub status: Vec<StatusValue>,
+    /// A regex the body must match.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// A Prometheus probe: an instant query whose first value must stay on one side of a
+/// threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusProbe {
+    /// The Prometheus server (`http://127.0.0.1:9090`).
+    pub url: String,
+    /// The PromQL instant query.
+    pub query: String,
+    /// Healthy while the value is below this.
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// Healthy while the value is above this.
+    #[serde(default)]
+    pub above: Option<f64>,
 }
 
 /// What a schedule's tick does while the run of an earlier tick is still going.
@@ -312,6 +378,17 @@ pub struct JournaldMarker {
     /// to the target's cwd): a container's journal, or one copied from another machine.
     #[serde(default)]
     pub directory: Option<String>,
+}
+
+/// An HTTP status or a range of them (`200`, `"200-299"`).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[schemars(with = "serde_json::Value")]
+pub struct StatusValue(pub String);
+
+impl<'de> Deserialize<'de> for StatusValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        scalar_text(d, "a status such as 200, or a range such as \"200-299\"").map(StatusValue)
+    }
 }
 
 /// A TCP port: a number or a template such as `${trial.port}`.

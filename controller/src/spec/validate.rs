@@ -236,6 +236,12 @@ fn check_experiment(ctx: &mut Ctx<'_>) -> Vec<LoweredFault> {
             format!("{} trials; expected 1 to 1000000", spec.trials),
         );
     }
+    if let Err(problems) = crate::scheduler::probe::probes_of(spec, std::path::Path::new(".")) {
+        for (field, message) in problems {
+            let key = field.rsplit('.').next().unwrap_or(&field).to_owned();
+            ctx.report(format!("spec.{field}"), None, &key, None, message);
+        }
+    }
     if let Err(problems) = crate::scheduler::Schedule::of(spec) {
         for (field, message) in problems {
             let key = field.rsplit('.').next().unwrap_or(&field).to_owned();

@@ -177,6 +177,8 @@ pub fn run(
         passed,
         failed,
         errors,
+        reason: None,
+        probes: Vec::new(),
     })));
     events
 }

@@ -14,7 +14,7 @@ use atropos_injector::record::{
 use serde::Serialize;
 
 use crate::plan::BASELINE;
-use crate::record::{RunEnd, RunInfo, RunStatus, TrialRecord, Verdict};
+use crate::record::{RunEnd, RunInfo, TrialRecord, Verdict};
 
 /// The row ids of one experiment within a run being written.
 #[derive(Debug, Clone, Copy)]
@@ -528,16 +528,29 @@ pub(crate) async fn finish_run(
     run: i64,
     end: &RunEnd,
 ) -> anyhow::Result<()> {
-    let status = match end.status {
-        RunStatus::Finished => "finished",
-        RunStatus::Interrupted => "interrupted",
-    };
-    sqlx::query("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?")
-        .bind(status)
-        .bind(end.ended_at)
+    sqlx::query(
+        "UPDATE runs SET status = ?, ended_at = ?, abort_reason = coalesce(?, abort_reason)
+         WHERE id = ?",
+    )
+    .bind(end.status.as_str())
+    .bind(end.ended_at)
+    .bind(&end.reason)
+    .bind(run)
+    .execute(&mut *conn)
+    .await?;
+    for answer in &end.probes {
+        sqlx::query(
+            "INSERT INTO probe_answers (run_id, probe, at, stage, ok, said) VALUES (?, ?, ?, ?, ?, ?)",
+        )
         .bind(run)
+        .bind(&answer.probe)
+        .bind(answer.at)
+        .bind(&answer.stage)
+        .bind(answer.ok)
+        .bind(&answer.said)
         .execute(&mut *conn)
         .await?;
+    }
     Ok(())
 }
 

@@ -58,6 +58,27 @@ pub struct RunPage {
     pub trials: Vec<TrialView>,
     /// The injection latency of its trials.
     pub latency: Latency,
+    /// Its stop-condition probes' answers, in time order (at most the last
+    /// [`PROBE_ANSWERS`] healthy ones and every failure).
+    pub probes: Vec<ProbeAnswer>,
+}
+
+/// How many probe answers the run page shows.
+pub const PROBE_ANSWERS: u32 = 500;
+
+/// One answer of a stop-condition probe.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ProbeAnswer {
+    /// The probe.
+    pub probe: String,
+    /// When, seconds since the epoch.
+    pub at: f64,
+    /// `before`, `during` or `after` the trials.
+    pub stage: String,
+    /// Healthy or not.
+    pub ok: bool,
+    /// What it said.
+    pub said: String,
 }
 
 /// One experiment of a run.
@@ -163,7 +184,20 @@ pub async fn run(store: &Store, uid: &str, filter: RunFilter) -> anyhow::Result<
         trials.push(row.into_view(&mut conn).await?);
     }
     let latency = latency_of(&mut conn, id, &brief.uid, filter.experiment.as_deref()).await?;
+    let probes: Vec<ProbeAnswer> = sqlx::query_as(
+        "SELECT probe, at, stage, ok, said FROM (
+            SELECT * FROM probe_answers WHERE run_id = ?1 AND ok = 0
+            UNION ALL
+            SELECT * FROM (SELECT * FROM probe_answers WHERE run_id = ?1 AND ok = 1
+                ORDER BY at DESC LIMIT ?2)
+         ) ORDER BY at",
+    )
+    .bind(id)
+    .bind(PROBE_ANSWERS)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(RunPage {
+        probes,
         run: brief,
         experiments,
         faults,
