@@ -115,6 +115,7 @@ fn a_probe_that_turns_unhealthy_mid_run_aborts_it_and_leaves_no_target() {
     healthy.store(false, Ordering::SeqCst);
     let out = child.wait_with_output().unwrap();
     let took = hurt.elapsed();
+    eprintln!("the run stopped {took:?} after the service got hurt");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
