@@ -102,7 +102,7 @@ fn serve_fires_an_experiment_on_its_schedule_and_records_the_trigger() {
     let exp = dir.path().join("game-day.yaml");
     std::fs::write(&exp, experiment(&tok, "game-day")).unwrap();
     let db = dir.path().join("atropos.db");
-    let (controller, _address) = serve(&db, &exp);
+    let (controller, address) = serve(&db, &exp);
     // Two ticks fired and their runs finished, within a few ticks.
     let fired = wait_for(
         Duration::from_secs(20),
@@ -124,6 +124,26 @@ fn serve_fires_an_experiment_on_its_schedule_and_records_the_trigger() {
     assert!(
         fired.windows(2).all(|w| w[1].0 > w[0].0),
         "each tick decided once: {fired:?}"
+    );
+    // The controller's metrics count them, without pids or trial ids as labels.
+    let metrics = get(&address, "/metrics");
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{metrics}"))
+    };
+    assert!(value("atropos_runs_total{experiment=\"game-day\",state=\"passed\"}") >= 2.0);
+    assert!(value("atropos_trials_total{experiment=\"game-day\",verdict=\"pass\"}") >= 4.0);
+    assert!(value("atropos_injection_latency_seconds_count") >= 2.0);
+    let next = value("atropos_schedule_next_run_timestamp_seconds{experiment=\"game-day\"}");
+    assert!(
+        next > fired.last().unwrap().0,
+        "next fire {next} after the last tick"
+    );
+    assert!(
+        !metrics.contains("pid=") && !metrics.contains("trial="),
+        "{metrics}"
     );
     drop(controller);
     // The controller's SIGTERM interrupts its runs: nothing of them is left.

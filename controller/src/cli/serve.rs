@@ -14,6 +14,7 @@ use crate::dashboard::server::{self, Limits};
 use crate::dashboard::{AppState, app, host};
 use crate::scheduler::control::{self, Control};
 use crate::scheduler::daemon::{self, Launcher, Scheduled};
+use crate::scheduler::metrics::{self, Metrics};
 use crate::store::Store;
 use atropos_injector::CancellationToken;
 
@@ -181,10 +182,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         orders,
         token: token.clone(),
     });
+    let experiments = if args.experiments.is_empty() {
+        Vec::new()
+    } else {
+        scheduled(&args.experiments)?
+    };
+    let metrics = Arc::new(Metrics::new(
+        store.clone(),
+        experiments
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.schedule.clone()?)))
+            .collect(),
+    ));
     let scheduler = if args.experiments.is_empty() {
         None
     } else {
-        let experiments = scheduled(&args.experiments)?;
         // Not on stdout: whoever read the dashboard's address may have closed it.
         tracing::info!(experiments = experiments.len(), "the scheduler starts");
         let launcher = Launcher {
@@ -198,7 +210,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }))
     };
-    let router = app(AppState { store });
+    let router = app(AppState { store }).merge(metrics::router(metrics));
     let router = if scheduler.is_some() {
         router.merge(control::router(control))
     } else {

@@ -15,6 +15,7 @@
 pub mod control;
 pub mod daemon;
 pub mod decide;
+pub mod metrics;
 pub mod probe;
 pub mod schedule;
 
