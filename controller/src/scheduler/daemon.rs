@@ -160,6 +160,20 @@ pub async fn run(
             "scheduled"
         );
     }
+    // Each schedule's next tick after the last one decided: only a schedule whose tick has
+    // come is looked at (a thousand schedules cost nothing between their ticks). After
+    // downtime it is in the past, and the latest missed tick is decided at once.
+    let mut due: HashMap<String, Option<DateTime<Utc>>> = experiments
+        .iter()
+        .filter_map(|e| {
+            let s = e.schedule.as_ref()?;
+            let since = last.get(&e.name).copied().unwrap_or(now);
+            Some((
+                e.name.clone(),
+                (!s.suspend).then(|| s.next_after(since)).flatten(),
+            ))
+        })
+        .collect();
     let mut running: HashMap<String, Vec<Started>> = HashMap::new();
     while !stop.is_cancelled() {
         // Reap what ended.
@@ -171,6 +185,16 @@ pub async fn run(
             .iter()
             .filter_map(|e| Some((e, e.schedule.as_ref()?)))
         {
+            if !due
+                .get(&exp.name)
+                .copied()
+                .flatten()
+                .is_some_and(|at| at <= now)
+            {
+                continue;
+            }
+            // Whatever is decided now, the next look is at the tick after this moment.
+            due.insert(exp.name.clone(), schedule.next_after(now));
             let since = last.get(&exp.name).copied().unwrap_or(now);
             let going = running
                 .get(&exp.name)
@@ -230,12 +254,7 @@ pub async fn run(
         }
         // Until the next tick of any schedule, at most MAX_SLEEP.
         let now = Utc::now();
-        let next = experiments
-            .iter()
-            .filter_map(|e| e.schedule.as_ref())
-            .filter(|s| !s.suspend)
-            .filter_map(|s| s.next_after(now))
-            .min();
+        let next = due.values().flatten().min().copied();
         let sleep = next
             .and_then(|n| (n - now).to_std().ok())
             .map_or(MAX_SLEEP, |d| d.min(MAX_SLEEP));
