@@ -185,11 +185,11 @@ pub async fn run(
             .iter()
             .filter_map(|e| Some((e, e.schedule.as_ref()?)))
         {
-            if !due
+            if due
                 .get(&exp.name)
                 .copied()
                 .flatten()
-                .is_some_and(|at| at <= now)
+                .is_none_or(|at| at > now)
             {
                 continue;
             }
