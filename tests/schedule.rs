@@ -145,6 +145,17 @@ fn serve_fires_an_experiment_on_its_schedule_and_records_the_trigger() {
         !metrics.contains("pid=") && !metrics.contains("trial="),
         "{metrics}"
     );
+    // A completed run's state is its verdict; who asked is kept.
+    let runs = get(&address, "/api/runs");
+    let body = &runs[runs.find('{').unwrap()..=runs.rfind('}').unwrap()];
+    let list: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {runs}"));
+    assert!(
+        list["runs"].as_array().unwrap().iter().any(|r| r["state"] == "passed"
+            && r["trigger"] == "schedule"
+            && r["requested_by"] == "schedule"),
+        "{list:#}"
+    );
     drop(controller);
     // The controller's SIGTERM interrupts its runs: nothing of them is left.
     let deadline = Instant::now() + Duration::from_secs(12);

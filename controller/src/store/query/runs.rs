@@ -29,8 +29,11 @@ pub struct RunBrief {
     pub started_at: f64,
     /// When it ended (for an interrupted run: its last commit).
     pub ended_at: Option<f64>,
-    /// `queued`, `running`, `finished`, `interrupted` or `aborted`.
+    /// `queued`, `running`, `finished`, `interrupted`, `aborted` or `skipped`.
     pub status: String,
+    /// The run's state for a person: its status, but a finished run is `passed`, `failed`
+    /// or `error` by the worst of its trials.
+    pub state: String,
     /// atropos's version.
     pub version: String,
     /// CI provider.
@@ -92,6 +95,12 @@ impl RunRow {
             seed: crate::store::write::u64_from_sql(self.seed),
             started_at: self.started_at,
             ended_at: self.ended_at,
+            state: match self.status.as_str() {
+                "finished" if self.failed > 0 => "failed".to_owned(),
+                "finished" if self.errors > 0 => "error".to_owned(),
+                "finished" => "passed".to_owned(),
+                other => other.to_owned(),
+            },
             status: self.status,
             version: self.version,
             ci_provider: self.ci_provider,
