@@ -151,9 +151,13 @@ fn serve_fires_an_experiment_on_its_schedule_and_records_the_trigger() {
     let list: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {runs}"));
     assert!(
-        list["runs"].as_array().unwrap().iter().any(|r| r["state"] == "passed"
-            && r["trigger"] == "schedule"
-            && r["requested_by"] == "schedule"),
+        list["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "passed"
+                && r["trigger"] == "schedule"
+                && r["requested_by"] == "schedule"),
         "{list:#}"
     );
     drop(controller);
@@ -430,4 +434,75 @@ fn serve_refuses_a_non_loopback_address_without_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("without --token-file"), "{stderr}");
+}
+
+#[test]
+fn a_killed_controller_takes_its_runs_with_it_and_a_restarted_one_keeps_the_schedule() {
+    if Command::new("sqlite3").arg("-version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sqlite3 is missing; .ci/run installs it"
+        );
+        eprintln!("skipped: no sqlite3 to read the store with");
+        return;
+    }
+    let dir = tempdir();
+    let tok = token("schedule-killed");
+    // Every 2 s, a run whose trial waits for a phase that never comes: it is still going
+    // when the controller is killed.
+    let exp = dir.path().join("long.yaml");
+    std::fs::write(
+        &exp,
+        experiment(&tok, "long")
+            .replace("echo ready; sleep 5", "echo ready; sleep 30")
+            .replace("at: { phase: ready }", "at: { phase: never }")
+            .replace(
+                "    - { name: ready, marker: { stdout: \"^ready$\" } }",
+                "    - { name: ready, marker: { stdout: \"^ready$\" } }\n    - { name: never, marker: { stdout: \"^never$\" } }",
+            )
+            .replace("  trials: 1", "  trials: 1\n  timeout: 60s"),
+    )
+    .unwrap();
+    let db = dir.path().join("atropos.db");
+    let (mut first, _) = serve(&db, &exp);
+    wait_for(Duration::from_secs(15), "a scheduled run's target", || {
+        (!processes_with(&tok).is_empty()).then_some(())
+    });
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let killed_at = decisions(&db).last().unwrap().0;
+    // Its run is interrupted as on Ctrl-C: nothing left, and recorded so.
+    wait_for(Duration::from_secs(10), "the orphaned run to end", || {
+        processes_with(&tok).is_empty().then_some(())
+    });
+    let states = wait_for(
+        Duration::from_secs(10),
+        "the run recorded interrupted",
+        || {
+            let states = sql(&db, "SELECT group_concat(status) FROM runs");
+            states
+                .split(',')
+                .all(|s| s == "interrupted")
+                .then_some(states)
+        },
+    );
+    assert!(!states.is_empty());
+    // A new controller on the same store fires the next ticks, never an old one again.
+    let (second, _) = serve(&db, &exp);
+    let later = wait_for(Duration::from_secs(15), "a tick after the restart", || {
+        let all = decisions(&db);
+        all.iter()
+            .any(|d| d.0 > killed_at && d.2 == "fired")
+            .then_some(all)
+    });
+    let mut ticks: Vec<i64> = later.iter().map(|d| (d.0 * 1e3) as i64).collect();
+    let n = ticks.len();
+    ticks.dedup();
+    assert_eq!(ticks.len(), n, "a tick decided twice: {later:?}");
+    drop(second);
+    wait_for(
+        Duration::from_secs(12),
+        "the second controller's runs to end",
+        || processes_with(&tok).is_empty().then_some(()),
+    );
 }

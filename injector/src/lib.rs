@@ -58,6 +58,13 @@ pub use tokio_util::sync::CancellationToken;
 pub use trial::run as run_trial;
 pub use unix::{background_thread, default_sigpipe};
 
+/// Makes the child `command` spawns receive SIGHUP when its spawner is gone (a
+/// controller's runs end, as on Ctrl-C, when the controller is killed; the kernel may send
+/// it once per thread of the dead spawner, so the child must take it as idempotent).
+pub fn hang_up_at_spawner_death(command: &mut std::process::Command) {
+    unix::signal_at_spawner_death(command, libc::SIGHUP);
+}
+
 /// Prepares this process to run trials: becomes a child subreaper (so orphans of targets come
 /// back to it), starts the guardian that kills every target group should atropos die, and
 /// resumes any process a crashed injector left paused. Returns how many were resumed.

@@ -866,12 +866,18 @@ pub fn default_sigpipe() {
 /// also when this whole process is SIGKILLed: for helpers such as `journalctl --follow`,
 /// which would otherwise follow for ever after atropos is gone.
 pub fn die_with_spawner(command: &mut std::process::Command) {
+    signal_at_spawner_death(command, libc::SIGKILL);
+}
+
+/// Sends `signal` to the child `command` will spawn when the thread that spawns it ends,
+/// also when this whole process is SIGKILLed (`PR_SET_PDEATHSIG`).
+pub fn signal_at_spawner_death(command: &mut std::process::Command, signal: libc::c_int) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the child between fork and exec and calls only prctl and
     // getppid, both async-signal-safe; it touches no memory of the parent.
     unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // The spawner may have gone between the fork and the prctl.

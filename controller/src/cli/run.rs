@@ -274,7 +274,9 @@ async fn run(
     });
     let total = plan.trial_count();
     let cancel = CancellationToken::new();
-    let interrupted = watch_signals(cancel.clone(), plan.run_id.clone());
+    // A run a controller started stops when it hangs up (only then: under `nohup` a
+    // terminal's hangup must not stop a run).
+    let interrupted = watch_signals(cancel.clone(), plan.run_id.clone(), trigger.is_some());
 
     // The JSON report is written as trials end; a file that cannot be created is reported
     // now and the run goes on (its exit code says so at the end).
@@ -519,7 +521,11 @@ fn write_reports(
 
 /// On the first SIGINT or SIGTERM: stop starting trials and kill the running targets (the
 /// run then writes what it has). On a second one: kill everything of this run and exit.
-fn watch_signals(cancel: CancellationToken, run_id: String) -> tokio::task::JoinHandle<()> {
+fn watch_signals(
+    cancel: CancellationToken,
+    run_id: String,
+    controlled: bool,
+) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
         let (Ok(mut int), Ok(mut term)) = (
@@ -528,10 +534,34 @@ fn watch_signals(cancel: CancellationToken, run_id: String) -> tokio::task::Join
         ) else {
             return;
         };
-        for round in 0..2 {
+        let mut hup = if controlled {
+            signal(SignalKind::hangup()).ok()
+        } else {
+            None
+        };
+        let hangup = async |hup: &mut Option<tokio::signal::unix::Signal>| match hup {
+            Some(hup) => hup.recv().await,
+            None => std::future::pending().await,
+        };
+        let mut round = 0;
+        while round < 2 {
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
+                // The controller that started this run is gone (`atropos serve` sets
+                // SIGHUP as its runs' parent-death signal; the kernel may send it once
+                // per thread of the dead controller): stop as on the first Ctrl-C, never
+                // "at once".
+                _ = hangup(&mut hup) => {
+                    if !cancel.is_cancelled() {
+                        eprintln!(
+                            "atropos: the controller that started this run is gone; \
+                             killing running targets and writing what was done"
+                        );
+                        cancel.cancel();
+                    }
+                    continue;
+                }
             }
             if round == 0 {
                 eprintln!(
@@ -542,6 +572,7 @@ fn watch_signals(cancel: CancellationToken, run_id: String) -> tokio::task::Join
                 atropos_injector::orphans::kill_run(&run_id);
                 std::process::exit(i32::from(EXIT_HARNESS));
             }
+            round += 1;
         }
     })
 }

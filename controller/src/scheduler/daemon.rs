@@ -102,7 +102,12 @@ impl Launcher {
         seed: u64,
         trigger: Trigger,
     ) -> std::io::Result<Child> {
-        Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        // A controller that dies (even SIGKILLed) takes its runs with it: each gets SIGHUP
+        // and stops as on Ctrl-C (paused processes resumed, targets stopped, the run
+        // recorded as interrupted).
+        atropos_injector::hang_up_at_spawner_death(command.as_std_mut());
+        command
             .arg("run")
             .arg(&exp.file)
             .arg("--filter")
@@ -112,11 +117,32 @@ impl Launcher {
             .args(["--run-uid", uid, "--trigger", trigger.as_str()])
             .arg("--seed")
             .arg(seed.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+            .stdin(std::process::Stdio::null());
+        // What the run prints (its summary, its errors) is kept beside the store.
+        match self.log_file(uid) {
+            Some(log) => {
+                let err = log.try_clone()?;
+                command.stdout(log).stderr(err);
+            }
+            None => {
+                command
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+        }
+        command.kill_on_drop(true).spawn()
+    }
+
+    /// `atropos-runs/ID.log` beside the store, created; `None` if it cannot be.
+    fn log_file(&self, uid: &str) -> Option<std::fs::File> {
+        let dir = self
+            .db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join("atropos-runs");
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::File::create(dir.join(format!("{uid}.log"))).ok()
     }
 }
 
