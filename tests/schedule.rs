@@ -145,6 +145,22 @@ fn serve_fires_an_experiment_on_its_schedule_and_records_the_trigger() {
         !metrics.contains("pid=") && !metrics.contains("trial="),
         "{metrics}"
     );
+    // The schedules page: the line, its time zone, the coming fire times in it, the last
+    // decision and the state of its run.
+    let page = get(&address, "/schedules");
+    for wanted in [
+        "game-day",
+        "*/2 * * * * *",
+        "Europe/Paris",
+        "forbid",
+        " CET<br>",
+        "fired",
+    ] {
+        assert!(
+            page.contains(wanted),
+            "no `{wanted}` on the schedules page:\n{page}"
+        );
+    }
     // A completed run's state is its verdict; who asked is kept.
     let runs = get(&address, "/api/runs");
     let body = &runs[runs.find('{').unwrap()..=runs.rfind('}').unwrap()];

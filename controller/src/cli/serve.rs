@@ -15,6 +15,7 @@ use crate::dashboard::{AppState, app, host};
 use crate::scheduler::control::{self, Control};
 use crate::scheduler::daemon::{self, Launcher, Scheduled};
 use crate::scheduler::metrics::{self, Metrics};
+use crate::scheduler::pages::{self, Held};
 use crate::store::Store;
 use atropos_injector::CancellationToken;
 
@@ -187,6 +188,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         scheduled(&args.experiments)?
     };
+    let held_experiments: Vec<_> = experiments
+        .iter()
+        .map(|e| (e.name.clone(), e.schedule.clone()))
+        .collect();
     let metrics = Arc::new(Metrics::new(
         store.clone(),
         experiments
@@ -210,7 +215,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }))
     };
-    let router = app(AppState { store }).merge(metrics::router(metrics));
+    let held = Arc::new(Held {
+        store: store.clone(),
+        experiments: held_experiments,
+    });
+    let router = app(AppState { store })
+        .merge(metrics::router(metrics))
+        .merge(pages::router(held));
     let router = if scheduler.is_some() {
         router.merge(control::router(control))
     } else {

@@ -16,6 +16,7 @@ pub mod control;
 pub mod daemon;
 pub mod decide;
 pub mod metrics;
+pub mod pages;
 pub mod probe;
 pub mod schedule;
 

@@ -147,6 +147,22 @@ impl Store {
         Ok(())
     }
 
+    /// A run's state for a person (a finished run's is its verdict), if the run exists.
+    pub async fn run_state(&self, run_uid: &str) -> anyhow::Result<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(sqlx::query_scalar(
+            "SELECT CASE WHEN r.status = 'finished' THEN
+                CASE WHEN sum(re.failed) > 0 THEN 'failed' WHEN sum(re.errors) > 0 THEN 'error'
+                ELSE 'passed' END
+             ELSE r.status END
+             FROM runs r LEFT JOIN run_experiments re ON re.run_id = r.id
+             WHERE r.uid = ? GROUP BY r.id",
+        )
+        .bind(run_uid)
+        .fetch_optional(&mut *conn)
+        .await?)
+    }
+
     /// The latest decisions for `experiment`, newest first.
     pub async fn schedule_ticks(
         &self,
