@@ -9,7 +9,9 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{atropos, attach_dry_run as dry_run, attach_experiment as experiment, tempdir, token};
+use common::{
+    OwnCgroup, atropos, attach_dry_run as dry_run, attach_experiment as experiment, tempdir, token,
+};
 
 /// A process of ours that waits for end of file on its stdin; `Drop` closes it and reaps.
 struct Waiting(Child);
@@ -552,52 +554,6 @@ fn an_attached_targets_orphans_are_reported_and_killed_only_under_orphans_kill()
                 nix::sys::signal::Signal::SIGKILL,
             )
             .unwrap();
-        }
-    }
-}
-
-/// A cgroup v2 folder of this test's own, at the hierarchy's root; removed when dropped
-/// (once empty).
-struct OwnCgroup {
-    dir: std::path::PathBuf,
-    path: String,
-}
-
-impl OwnCgroup {
-    fn new(token: &str) -> OwnCgroup {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                (right.split_whitespace().next()? == "cgroup2")
-                    .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
-            })
-            .expect("a cgroup v2 hierarchy is mounted");
-        let path = format!("/{token}");
-        let dir = mount.join(token);
-        std::fs::create_dir(&dir).unwrap();
-        OwnCgroup { dir, path }
-    }
-
-    fn adopt(&self, pid: u32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-
-    fn members(&self) -> Vec<i64> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for OwnCgroup {
-    fn drop(&mut self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::remove_dir(&self.dir).is_err() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }

@@ -1208,3 +1208,89 @@ spec:
     );
     assert!(n1.log().contains("trial started"));
 }
+
+#[test]
+fn a_node_never_takes_a_cgroup_from_the_request_so_orphans_kill_spares_what_it_does_not_allow() {
+    use atropos_injector::{Action, Aim, Finish, Marker, PhasePlan, StepPlan, Target, When};
+    let dir = tempdir();
+    let tok = token("remote-cgroup");
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_micros()
+    );
+    // One process the node may attach to, one it may not; both in a cgroup of the test's.
+    let cgroup = common::OwnCgroup::new(&tok);
+    let mut allowed = Owned(
+        Command::new("sleep")
+            .arg(format!("3000.{tag}"))
+            .spawn()
+            .unwrap(),
+    );
+    let mut other = Owned(
+        Command::new("sleep")
+            .arg(format!("3001.{tag}"))
+            .spawn()
+            .unwrap(),
+    );
+    cgroup.adopt(allowed.0.id());
+    cgroup.adopt(other.0.id());
+    let n1 = Injector::start(
+        dir.path(),
+        "n1",
+        &[],
+        &["--allow-attach", &format!("sleep 3000\\.{tag}")],
+    );
+    let starttime = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = stat.rsplit(')').next().unwrap();
+        rest.split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let mut req: atropos_injector::wire::TrialRequest =
+        serde_json::from_str(&request("n1", "t-cgroup", "unused", "-", Duration::ZERO)).unwrap();
+    // The request names the whole cgroup as the service and asks for orphans killed: the
+    // other process would be a member of the target's cgroup, and killed.
+    req.trial.target = Target::Attach(atropos_injector::AttachTarget {
+        processes: vec![atropos_injector::Identity {
+            pid: i32::try_from(allowed.0.id()).unwrap(),
+            starttime: starttime(allowed.0.id()),
+        }],
+        boot_id: atropos_injector::journal::boot_id().to_owned(),
+        cwd: "/".into(),
+        cgroup: Some(cgroup.path.clone()),
+        spare: Vec::new(),
+    });
+    req.trial.phases = vec![PhasePlan {
+        name: "up".into(),
+        marker: Marker::Delay(Duration::from_millis(10)),
+        within: None,
+    }];
+    req.trial.steps = vec![StepPlan {
+        action: Action::Signal(atropos_injector::Signal::KILL),
+        aim: Aim::Main,
+        when: When::Phase {
+            index: 0,
+            offset: Duration::ZERO,
+        },
+    }];
+    req.trial.finish = Finish::Observe;
+    req.trial.kill_orphans = true;
+    let body = serde_json::to_string(&req).unwrap();
+    let (status, answer) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"done\""), "{answer}");
+    allowed.0.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        other.0.try_wait().unwrap().is_none(),
+        "the node killed a process --allow-attach does not name: {answer}"
+    );
+    drop(other);
+}

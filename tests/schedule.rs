@@ -442,9 +442,13 @@ fn get(address: &str, path: &str) -> String {
 #[test]
 fn serve_refuses_a_non_loopback_address_without_a_token() {
     let dir = tempdir();
+    let exp = dir.path().join("x.yaml");
+    std::fs::write(&exp, experiment("atropos-e2e-unused", "x")).unwrap();
     let out = atropos()
         .args(["serve", "--listen", "0.0.0.0:0", "--db"])
         .arg(dir.path().join("atropos.db"))
+        .arg("--experiments")
+        .arg(&exp)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

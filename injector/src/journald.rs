@@ -110,7 +110,7 @@ impl JournalFollower {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         crate::unix::die_with_spawner(&mut command);
-        let mut child = command.spawn()?;
+        let mut child = crate::process::spawn_helper(&mut command)?;
         let out = child
             .stdout
             .take()
@@ -161,9 +161,11 @@ impl JournalFollower {
 
 impl Drop for JournalFollower {
     fn drop(&mut self) {
-        // Our own unreaped child: its pid cannot name anyone else until this wait.
+        // Our own child, registered so that no sweep reaps it: its pid cannot name anyone
+        // else until this wait.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        crate::process::forget_helper(self.child.id());
     }
 }
 

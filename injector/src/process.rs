@@ -36,6 +36,21 @@ pub(crate) fn with_registry<T>(f: impl FnOnce(&HashSet<i32>) -> T) -> T {
     f(&registry())
 }
 
+/// Spawns a helper of atropos's own (`journalctl` for a marker) registered while it
+/// lives, so that no sweep reaps it behind its owner's back (the owner then signals and
+/// waits for a pid that is still its child); [`forget_helper`] once reaped.
+pub(crate) fn spawn_helper(command: &mut std::process::Command) -> io::Result<std::process::Child> {
+    let mut registered = registry();
+    let child = command.spawn()?;
+    registered.insert(i32::try_from(child.id()).unwrap_or(-1));
+    Ok(child)
+}
+
+/// Forgets a helper of [`spawn_helper`] once its owner reaped it.
+pub(crate) fn forget_helper(pid: u32) {
+    registry().remove(&i32::try_from(pid).unwrap_or(-1));
+}
+
 fn guardian() -> Option<&'static unix::GuardTable> {
     static GUARDIAN: OnceLock<Option<unix::GuardTable>> = OnceLock::new();
     GUARDIAN

@@ -130,7 +130,9 @@ impl Launcher {
                     .stderr(std::process::Stdio::null());
             }
         }
-        command.kill_on_drop(true).spawn()
+        // Its own process group: a Ctrl-C in the controller's terminal reaches the
+        // controller, which stops its runs itself.
+        command.process_group(0).kill_on_drop(true).spawn()
     }
 
     /// `atropos-runs/ID.log` beside the store, created; `None` if it cannot be.
@@ -146,20 +148,48 @@ impl Launcher {
     }
 }
 
-/// Interrupts a run this controller started (SIGINT, as a user's Ctrl-C) and waits for it;
-/// kills it after [`STOP_GRACE`].
-async fn interrupt(run: &mut Started) {
+/// Tells a run this controller started to stop: SIGHUP, which a controlled run takes as
+/// one Ctrl-C however often it comes (a SIGINT or SIGTERM that also reached it from a
+/// terminal or from systemd must not make a second one, which quits at once without
+/// resuming paused processes).
+fn hang_up(run: &Started) {
     if let Some(pid) = run.child.id() {
         // Our own child, not reaped yet: the pid is still its.
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
     }
+}
+
+/// Waits for a run told to stop; kills it after [`STOP_GRACE`].
+async fn wait_stopped(run: &mut Started) {
     if tokio::time::timeout(STOP_GRACE, run.child.wait())
         .await
         .is_err()
     {
         let _ = run.child.kill().await;
     }
+}
+
+/// Stops a run this controller started and waits for it.
+async fn interrupt(run: &mut Started) {
+    hang_up(run);
+    wait_stopped(run).await;
+}
+
+/// Stops every run, all told at once, then waits for them all.
+async fn interrupt_all(running: &mut HashMap<String, Vec<Started>>) {
+    for run in running.values().flatten() {
+        hang_up(run);
+    }
+    for run in running.values_mut().flatten() {
+        wait_stopped(run).await;
+    }
+    running.clear();
+}
+
+/// A fresh run id (48 random bits: no clash in a store's lifetime).
+fn new_uid() -> String {
+    format!("r{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
 /// Runs the schedules of `experiments` until `stop`: fires their ticks into `store`.
@@ -231,19 +261,34 @@ pub async fn run(
                 Decision::Wait => continue,
                 Decision::Skip { tick, why } => (tick, TickOutcome::Skip(why.to_string()), None),
                 Decision::Fire { tick, replace } => {
-                    let uid = format!("r{:08x}", rand::random::<u32>());
+                    let uid = new_uid();
                     let seed = rand::random::<u64>();
                     (tick, TickOutcome::Fire { run_uid: uid, seed }, replace)
                 }
             };
-            last.insert(exp.name.clone(), tick);
-            if !store
+            match store
                 .decide_tick(&exp.name, seconds(tick), seconds(now), &outcome)
-                .await?
+                .await
             {
-                // Another controller on this file decided it.
-                tracing::info!(experiment = %exp.name, %tick, "tick decided elsewhere");
-                continue;
+                Ok(true) => {
+                    last.insert(exp.name.clone(), tick);
+                }
+                Ok(false) => {
+                    // Another controller on this file decided it.
+                    last.insert(exp.name.clone(), tick);
+                    tracing::info!(experiment = %exp.name, %tick, "tick decided elsewhere");
+                    continue;
+                }
+                Err(err) => {
+                    // The store failed (busy past its timeout, disk full): this tick is
+                    // tried again in a moment; the scheduler and its runs go on.
+                    tracing::error!(
+                        experiment = %exp.name, %tick, error = format!("{err:#}"),
+                        "cannot record the tick's decision; trying again"
+                    );
+                    due.insert(exp.name.clone(), Some(now + chrono::Duration::seconds(1)));
+                    continue;
+                }
             }
             match outcome {
                 TickOutcome::Skip(why) => {
@@ -292,11 +337,7 @@ pub async fn run(
             }
         }
     }
-    for runs in running.values_mut() {
-        for run in runs.iter_mut() {
-            interrupt(run).await;
-        }
-    }
+    interrupt_all(&mut running).await;
     Ok(())
 }
 
@@ -318,7 +359,7 @@ async fn obey(
                 let _ = reply.send(Err(Refused::NoExperiment(experiment)));
                 return;
             };
-            let uid = format!("r{:08x}", rand::random::<u32>());
+            let uid = new_uid();
             let seed = rand::random::<u64>();
             let started = async {
                 store

@@ -299,15 +299,25 @@ impl Probe {
                     ))
                     .send()
                     .await;
-                let value = match asked {
-                    Ok(r) => r.text().await.ok().and_then(|t: String| instant_value(&t)),
+                let values = match asked {
+                    Ok(r) => r.text().await.ok().and_then(|t: String| instant_values(&t)),
                     Err(e) => return (false, format!("query {url}: {e}")),
                 };
-                let Some(value) = value else {
-                    return (false, "no value in the answer".into());
+                let Some(values) = values else {
+                    return (false, "not an instant-query answer".into());
                 };
-                let ok = below.is_none_or(|b| value < b) && above.is_none_or(|a| value > a);
-                (ok, format!("value {value}"))
+                // Every series must be on the healthy side. No series at all: nothing is
+                // above a `below` limit (no errors yet), and nothing is above an `above` one.
+                if values.is_empty() {
+                    return (below.is_some(), "no series".into());
+                }
+                let bad = values
+                    .iter()
+                    .find(|v| !(below.is_none_or(|b| **v < b) && above.is_none_or(|a| **v > a)));
+                match bad {
+                    Some(v) => (false, format!("value {v} ({} series)", values.len())),
+                    None => (true, format!("values {values:?}")),
+                }
             }
         }
     }
@@ -326,16 +336,20 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-/// The first sample's value of a Prometheus instant-query answer.
-fn instant_value(body: &str) -> Option<f64> {
+/// Every sample's value of a Prometheus instant-query answer (`None`: not one).
+fn instant_values(body: &str) -> Option<Vec<f64>> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let data = &v["data"];
-    let value = match data["resultType"].as_str()? {
-        "vector" => &data["result"][0]["value"][1],
-        "scalar" => &data["result"][1],
-        _ => return None,
-    };
-    value.as_str()?.parse().ok()
+    let number = |v: &serde_json::Value| v.as_str()?.parse::<f64>().ok();
+    match data["resultType"].as_str()? {
+        "vector" => data["result"]
+            .as_array()?
+            .iter()
+            .map(|s| number(&s["value"][1]))
+            .collect(),
+        "scalar" => Some(vec![number(&data["result"][1])?]),
+        _ => None,
+    }
 }
 
 /// The answers of a run's probes, shared between the watch and the run's end.
@@ -459,14 +473,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_prometheus_answer_gives_its_first_value() {
-        let vector = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"12.5"]}]}}"#;
-        assert_eq!(instant_value(vector), Some(12.5));
+    fn a_prometheus_answer_gives_every_series_value() {
+        let vector = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"i":"a"},"value":[1700000000.1,"12.5"]},{"metric":{"i":"b"},"value":[1700000000.1,"0.5"]}]}}"#;
+        assert_eq!(instant_values(vector), Some(vec![12.5, 0.5]));
         let scalar =
             r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.1,"3"]}}"#;
-        assert_eq!(instant_value(scalar), Some(3.0));
+        assert_eq!(instant_values(scalar), Some(vec![3.0]));
         let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert_eq!(instant_value(empty), None);
+        assert_eq!(instant_values(empty), Some(Vec::new()));
+        assert_eq!(instant_values("<html>"), None);
     }
 
     #[test]

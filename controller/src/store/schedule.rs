@@ -136,8 +136,9 @@ impl Store {
     pub async fn mark_aborted(&self, run_uid: &str, why: &str, at: f64) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query(
-            "UPDATE runs SET status = 'aborted', abort_reason = ?,
-                ended_at = COALESCE(ended_at, ?) WHERE uid = ?",
+            "UPDATE runs SET status = 'aborted', abort_reason = coalesce(abort_reason, ?),
+                ended_at = COALESCE(ended_at, ?)
+             WHERE uid = ? AND status IN ('running', 'queued', 'interrupted')",
         )
         .bind(why)
         .bind(at)

@@ -593,6 +593,14 @@ async fn start_trial(State(agent): State<Arc<Agent>>, request: Request) -> Respo
             Err(_) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the selection failed"),
         }
     }
+    // A service's cgroup is this node's to find (from a selection it made): one named by
+    // the request could make every member of any cgroup the trial's, and under
+    // `orphans: kill` the node would kill what --allow-attach never named.
+    if req.select.is_none()
+        && let Target::Attach(attach) = &mut req.trial.target
+    {
+        attach.cgroup = None;
+    }
     if let Err((status, message)) = attach_admissible(&agent, &req) {
         tracing::warn!(trial = %req.trial.id, run = %req.run, %message, "refused a trial");
         return refuse(status, message);

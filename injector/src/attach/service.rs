@@ -22,8 +22,13 @@ use crate::logfollow::LogMark;
 use crate::plan::{AttachTarget, Finish, Identity, Marker, PLAN_FORMAT, PhasePlan, Target};
 use crate::record::{Observation, StopReason};
 
-/// How often the selector is resolved again while waiting for a replacement.
+/// The least time between two resolutions of the selector while waiting for a replacement
+/// (on a host with thousands of processes a resolution takes tens of milliseconds, and the
+/// wait is at least as long: half a core at most).
 const RETRY: Duration = Duration::from_millis(5);
+
+/// The longest a recovery is watched, whatever a plan asks (a node takes plans from afar).
+pub const MAX_WITHIN: Duration = Duration::from_secs(3600);
 
 /// The identity a selected process is pinned by.
 pub fn identity(p: &Process) -> Identity {
@@ -206,7 +211,10 @@ pub fn recover(
         Some(exit - sent)
     });
     let from = exit_at.unwrap_or_else(now_ns);
-    let deadline = from.saturating_add(plan.within_ns);
+    let within = plan
+        .within_ns
+        .min(u64::try_from(MAX_WITHIN.as_nanos()).unwrap_or(u64::MAX));
+    let deadline = from.saturating_add(within);
     // A replacement's log lines count from where each log ended before the fault; a process
     // that stayed up may simply still be in the phase, so its earlier lines count too.
     let mut phases = phases.to_vec();
@@ -315,6 +323,7 @@ fn select_other(
 ) -> Option<Process> {
     let deadline = Instant::now() + Duration::from_nanos(limit_ns);
     loop {
+        let scan = Instant::now();
         if let Ok(selection) = plan.selector.resolve(&plan.guard) {
             let fresh: Vec<Process> = selection
                 .allowed
@@ -329,7 +338,7 @@ fn select_other(
         if Instant::now() >= deadline || cancel.is_cancelled() {
             return None;
         }
-        std::thread::sleep(RETRY);
+        std::thread::sleep(RETRY.max(scan.elapsed()));
     }
 }
 
