@@ -318,6 +318,9 @@ pub async fn run(
                         }
                         Err(err) => {
                             tracing::error!(experiment = %exp.name, %err, "cannot start the run");
+                            // Not left queued: the record says why nothing ran.
+                            let why = format!("the run could not start: {err}");
+                            let _ = store.mark_aborted(&run_uid, &why, unix_now()).await;
                         }
                     }
                 }
@@ -381,6 +384,8 @@ async fn obey(
                 }
                 Err(why) => {
                     tracing::error!(experiment = %exp.name, %why, "trigger failed");
+                    // A run queued but not started is not left queued.
+                    let _ = store.mark_aborted(&uid, &why, unix_now()).await;
                     let _ = reply.send(Err(Refused::Failed(why)));
                 }
             }

@@ -28,6 +28,9 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default time one check may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The most of an HTTP probe's body that is read (and matched).
+const MAX_BODY: usize = 64 * 1024;
+
 /// What is checked.
 #[derive(Debug, Clone)]
 enum Kind {
@@ -249,14 +252,23 @@ impl Probe {
                 statuses,
                 body,
             } => {
-                let response = match client.get(url).send().await {
+                let mut response = match client.get(url).send().await {
                     Ok(r) => r,
                     Err(e) => return (false, format!("GET {url}: {e}")),
                 };
                 let status = response.status();
                 let code = status.as_u16();
                 let in_set = statuses.iter().any(|(a, b)| (*a..=*b).contains(&code));
-                let text = response.text().await.unwrap_or_default();
+                // At most MAX_BODY of the body is read: a health answer is short.
+                let mut body_read = Vec::new();
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    body_read.extend_from_slice(&chunk);
+                    if body_read.len() >= MAX_BODY {
+                        body_read.truncate(MAX_BODY);
+                        break;
+                    }
+                }
+                let text = String::from_utf8_lossy(&body_read);
                 let body_ok = body.as_ref().is_none_or(|re| re.is_match(&text));
                 let said = if body_ok || !in_set {
                     format!("{status}")
