@@ -794,14 +794,7 @@ fn a_journald_marker_sees_a_units_entries_and_times_its_recovery() {
     let tok = token("journald");
     let unit = format!("{tok}.service");
     // The service's argv tells it apart: a number no other `sleep` has.
-    let tag = format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_micros()
-    );
+    let tag = common::numeric_tag();
     // A supervisor of this test's own; each process of the service logs `ready` to the
     // unit's journal (as the process the sleep then becomes), then sleeps.
     let script = format!(

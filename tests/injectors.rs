@@ -1000,14 +1000,7 @@ fn sigint_mid_run_cancels_the_remote_trials_and_records_them_interrupted() {
 fn an_attach_target_on_every_cache_node_is_selected_and_hit_by_each_node() {
     let dir = tempdir();
     // Two services of this test's own, told apart from everything else by a unique number.
-    let tag = format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_micros()
-    );
+    let tag = common::numeric_tag();
     let arg = format!("3000.{tag}");
     let mut services: Vec<Owned> = (0..2)
         .map(|_| Owned(Command::new("sleep").arg(&arg).spawn().unwrap()))
@@ -1130,14 +1123,7 @@ fn a_selection_that_waits_does_not_keep_the_agent_from_stopping() {
 #[test]
 fn a_service_on_a_node_is_recovered_by_its_supervisor_and_measured_there() {
     let dir = tempdir();
-    let tag = format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_micros()
-    );
+    let tag = common::numeric_tag();
     // A supervisor of this test's own: it starts the service again whenever it ends; each
     // service process logs `PID ready` (written by the process the sleep then becomes).
     let log = dir.path().join("service.log");
@@ -1214,14 +1200,7 @@ fn a_node_never_takes_a_cgroup_from_the_request_so_orphans_kill_spares_what_it_d
     use atropos_injector::{Action, Aim, Finish, Marker, PhasePlan, StepPlan, Target, When};
     let dir = tempdir();
     let tok = token("remote-cgroup");
-    let tag = format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_micros()
-    );
+    let tag = common::numeric_tag();
     // One process the node may attach to, one it may not; both in a cgroup of the test's.
     let cgroup = common::OwnCgroup::new(&tok);
     let mut allowed = Owned(

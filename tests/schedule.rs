@@ -76,6 +76,20 @@ fn decisions(db: &std::path::Path) -> Vec<Decision> {
         .collect()
 }
 
+/// Whether the sqlite3 shell is there to read the store (in CI it must be: `.ci/run`
+/// installs it).
+fn have_sqlite3() -> bool {
+    if Command::new("sqlite3").arg("-version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "sqlite3 is missing; .ci/run installs it"
+    );
+    eprintln!("skipped: no sqlite3 to read the store with");
+    false
+}
+
 fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
@@ -89,12 +103,7 @@ fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
 
 #[test]
 fn serve_fires_an_experiment_on_its_schedule_and_records_the_trigger() {
-    if Command::new("sqlite3").arg("-version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "sqlite3 is missing; .ci/run installs it"
-        );
-        eprintln!("skipped: no sqlite3 to read the store with");
+    if !have_sqlite3() {
         return;
     }
     let dir = tempdir();
@@ -191,12 +200,7 @@ fn serve_fires_an_experiment_on_its_schedule_and_records_the_trigger() {
 
 #[test]
 fn two_controllers_on_one_store_fire_each_tick_once() {
-    if Command::new("sqlite3").arg("-version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "sqlite3 is missing; .ci/run installs it"
-        );
-        eprintln!("skipped: no sqlite3 to read the store with");
+    if !have_sqlite3() {
         return;
     }
     let dir = tempdir();
@@ -315,12 +319,7 @@ fn sql(db: &std::path::Path, query: &str) -> String {
 
 #[test]
 fn trigger_and_abort_need_the_token_and_an_aborted_run_leaves_nothing() {
-    if Command::new("sqlite3").arg("-version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "sqlite3 is missing; .ci/run installs it"
-        );
-        eprintln!("skipped: no sqlite3 to read the store with");
+    if !have_sqlite3() {
         return;
     }
     let dir = tempdir();
@@ -458,12 +457,7 @@ fn serve_refuses_a_non_loopback_address_without_a_token() {
 
 #[test]
 fn a_killed_controller_takes_its_runs_with_it_and_a_restarted_one_keeps_the_schedule() {
-    if Command::new("sqlite3").arg("-version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "sqlite3 is missing; .ci/run installs it"
-        );
-        eprintln!("skipped: no sqlite3 to read the store with");
+    if !have_sqlite3() {
         return;
     }
     let dir = tempdir();

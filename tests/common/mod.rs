@@ -146,6 +146,19 @@ impl Drop for Group {
     }
 }
 
+/// A number unique to this test process and moment, for argv that must stay a valid
+/// number (`sleep 3000.TAG`): no other `sleep` on the machine has it.
+pub fn numeric_tag() -> String {
+    format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_micros()
+    )
+}
+
 /// A child this test spawned, ended with SIGTERM (SIGKILL after 5 s) when dropped.
 pub struct Owned(pub Child);
 

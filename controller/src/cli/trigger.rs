@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{EXIT_HARNESS, EXIT_INVALID, EXIT_OK};
+use crate::scheduler::percent_encode;
 
 /// Where a controller is and how to be let in.
 #[derive(Debug, clap::Args)]
@@ -44,27 +45,13 @@ pub struct AbortArgs {
 }
 
 pub(super) fn trigger(args: TriggerArgs) -> u8 {
-    let path = format!("/api/experiments/{}/runs", encode(&args.experiment));
+    let path = format!("/api/experiments/{}/runs", percent_encode(&args.experiment));
     order(&args.to, &path, "triggered")
 }
 
 pub(super) fn abort(args: AbortArgs) -> u8 {
-    let path = format!("/api/runs/{}/abort", encode(&args.run));
+    let path = format!("/api/runs/{}/abort", percent_encode(&args.run));
     order(&args.to, &path, "aborted")
-}
-
-/// A path segment with everything but unreserved characters percent-encoded.
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn order(to: &ControllerArgs, path: &str, done: &str) -> u8 {

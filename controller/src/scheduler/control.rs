@@ -162,6 +162,20 @@ async fn send<T>(
     }
 }
 
+/// Checks the token and the body, then sends the order `make` builds from who asked and
+/// the reply channel, and waits for its answer.
+async fn obey<T>(
+    control: &Control,
+    headers: &HeaderMap,
+    body: &[u8],
+    make: impl FnOnce(String, oneshot::Sender<Result<T, Refused>>) -> Order,
+) -> Result<T, Denied> {
+    authorised(control, headers)?;
+    let by = asked(body)?;
+    let (reply, answer) = oneshot::channel();
+    send(control, make(by, reply), answer).await
+}
+
 /// `POST /api/experiments/{name}/runs`: starts a run of the experiment now.
 async fn trigger(
     State(control): State<Arc<Control>>,
@@ -169,20 +183,12 @@ async fn trigger(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = authorised(&control, &headers) {
-        return refused.into_response();
-    }
-    let by = match asked(&body) {
-        Ok(by) => by,
-        Err(refused) => return refused.into_response(),
-    };
-    let (reply, answer) = oneshot::channel();
-    let order = Order::Trigger {
+    let started = obey(&control, &headers, &body, |by, reply| Order::Trigger {
         experiment: name,
         by,
         reply,
-    };
-    match send(&control, order, answer).await {
+    });
+    match started.await {
         Ok(run) => (StatusCode::CREATED, Json(RunRef { run })).into_response(),
         Err(refused) => refused.into_response(),
     }
@@ -195,20 +201,13 @@ async fn abort(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = authorised(&control, &headers) {
-        return refused.into_response();
-    }
-    let by = match asked(&body) {
-        Ok(by) => by,
-        Err(refused) => return refused.into_response(),
-    };
-    let (reply, answer) = oneshot::channel();
-    let order = Order::Abort {
-        run: uid.clone(),
+    let run = uid.clone();
+    let aborted = obey(&control, &headers, &body, |by, reply| Order::Abort {
+        run,
         by,
         reply,
-    };
-    match send(&control, order, answer).await {
+    });
+    match aborted.await {
         Ok(()) => Json(RunRef { run: uid }).into_response(),
         Err(refused) => refused.into_response(),
     }

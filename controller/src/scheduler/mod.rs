@@ -21,3 +21,17 @@ pub mod probe;
 pub mod schedule;
 
 pub use schedule::Schedule;
+
+/// `text` with everything but unreserved characters percent-encoded (a URL path segment
+/// or query value).
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -307,7 +307,7 @@ impl Probe {
                 let asked = client
                     .get(format!(
                         "{url}/api/v1/query?query={}",
-                        percent_encode(query)
+                        super::percent_encode(query)
                     ))
                     .send()
                     .await;
@@ -333,19 +333,6 @@ impl Probe {
             }
         }
     }
-}
-
-/// `text` with everything but unreserved characters percent-encoded (a query parameter).
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Every sample's value of a Prometheus instant-query answer (`None`: not one).
