@@ -162,7 +162,64 @@ impl Driver<'_> {
         }
     }
 
+    /// Reads whatever output is waiting (the pipes are non-blocking): a line the target
+    /// wrote is stamped before a polled marker looked at after it.
+    fn drain_output(&mut self) {
+        for w in 0..2 {
+            if self.streams[w].fd().is_some() {
+                let hits = self.streams[w].read_available(&mut self.buf);
+                self.on_hits(hits);
+            }
+        }
+    }
+
     pub(super) fn check_polled(&mut self) {
+        let pending = self
+            .polled
+            .iter()
+            .any(|(index, _)| self.entered[*index].is_none());
+        if !pending {
+            return;
+        }
+        // Output first: a target that prints `main: entered` and then listens must not be
+        // seen listening before the line that came first is read.
+        self.drain_output();
+        let before: Vec<bool> = self.entered.iter().map(Option::is_some).collect();
+        self.look_at_polled();
+        if self
+            .entered
+            .iter()
+            .zip(&before)
+            .all(|(e, b)| e.is_some() == *b)
+        {
+            return;
+        }
+        // A polled marker was seen at T. A line of an earlier phase that the target wrote
+        // before (its program order) may have reached the pipe between the drain and T:
+        // read it now, and the polled phase is entered no earlier than it.
+        self.drain_output();
+        for (index, _) in &self.polled {
+            let Some((at, _)) = self.entered[*index] else {
+                continue;
+            };
+            if before[*index] {
+                continue;
+            }
+            let latest_earlier = self.entered[..*index]
+                .iter()
+                .filter_map(|e| e.as_ref().map(|(t, _)| *t))
+                .max();
+            if let Some(t) = latest_earlier
+                && t > at
+                && let Some(entry) = self.entered[*index].as_mut()
+            {
+                entry.0 = t;
+            }
+        }
+    }
+
+    /// Looks at every polled marker not seen yet.
+    fn look_at_polled(&mut self) {
         // The trial's processes: the main one and everything in its lane cgroup (or, without
         // one, its descendants and the orphans carrying its token).
         // Borrowed field by field, so that this costs nothing on a wake-up without a marker
