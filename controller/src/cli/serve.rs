@@ -62,25 +62,6 @@ pub struct ServeArgs {
     token_file: Option<PathBuf>,
 }
 
-/// The shortest token taken.
-const MIN_TOKEN: usize = 16;
-
-/// The token in `path`, trimmed; refused when shorter than [`MIN_TOKEN`].
-pub(crate) fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the token file {}", path.display()))?;
-    let token = text.trim().to_owned();
-    if token.len() < MIN_TOKEN {
-        anyhow::bail!(
-            "the token in {} has {} characters; expected at least {MIN_TOKEN}\nhelp: head -c 32 /dev/urandom | base64 > {}",
-            path.display(),
-            token.len(),
-            path.display()
-        );
-    }
-    Ok(token)
-}
-
 /// The experiments of `paths`, each file loaded on its own (an invalid file is reported on
 /// stderr and never keeps the others from running).
 fn scheduled(paths: &[PathBuf]) -> anyhow::Result<Vec<Scheduled>> {
@@ -132,7 +113,12 @@ pub(super) fn main(args: ServeArgs) -> u8 {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    let token = args
+        .token_file
+        .as_deref()
+        .map(atropos_injector::agent::read_token)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
     // The dashboard alone only reads (and answers its allowed host names); a controller
     // that starts runs needs a token off loopback.
     if token.is_none() && !args.experiments.is_empty() && !args.listen.ip().is_loopback() {

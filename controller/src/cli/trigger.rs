@@ -56,10 +56,10 @@ pub(super) fn abort(args: AbortArgs) -> u8 {
 
 fn order(to: &ControllerArgs, path: &str, done: &str) -> u8 {
     let token = match &to.token_file {
-        Some(file) => match super::serve::read_token(file) {
+        Some(file) => match atropos_injector::agent::read_token(file) {
             Ok(token) => token,
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {err}");
                 return EXIT_INVALID;
             }
         },

@@ -81,22 +81,13 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Denied {
 
 /// `Ok` when the request carries the controller's token.
 fn authorised(control: &Control, headers: &HeaderMap) -> Result<(), Denied> {
-    use subtle::ConstantTimeEq;
     let Some(token) = &control.token else {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             "this controller takes no orders: start it with --token-file",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Equal lengths compare in constant time; another length is refused at once (it tells
-    // only the length).
-    let ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
-    if ok {
+    if atropos_injector::agent::bearer_matches(headers, token) {
         Ok(())
     } else {
         Err(refuse(

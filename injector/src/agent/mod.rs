@@ -156,22 +156,51 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn authenticate(
-    State(agent): State<Arc<Agent>>,
-    headers: HeaderMap,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
+/// The shortest bearer token taken (the agent's and the controller's).
+pub const MIN_TOKEN: usize = 16;
+
+/// The token in `path`, trimmed: at least [`MIN_TOKEN`] characters; a file others may read
+/// is worth a warning.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+    let token = text.trim().to_owned();
+    if token.len() < MIN_TOKEN {
+        return Err(format!(
+            "--token-file {}: the token must be at least {MIN_TOKEN} characters\n\
+             help: head -c 32 /dev/urandom | base64 > {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(file = %path.display(), "the token file is readable by others; chmod 600 it");
+    }
+    Ok(token)
+}
+
+/// Whether `headers` carry `Authorization: Bearer TOKEN`. Equal lengths compare in
+/// constant time; a different length is refused at once (it tells only the length).
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     use subtle::ConstantTimeEq;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Equal lengths compare in constant time; a different length is refused at once (it
-    // tells only the token's length).
-    let ok: bool = given.as_bytes().ct_eq(agent.config.token.as_bytes()).into();
-    if !ok {
+    given.as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+async fn authenticate(
+    State(agent): State<Arc<Agent>>,
+    headers: HeaderMap,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !bearer_matches(&headers, &agent.config.token) {
         tracing::warn!(path = %request.uri().path(), "refused a request without the right token");
         let mut response = refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         response

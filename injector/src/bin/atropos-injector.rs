@@ -114,27 +114,8 @@ enum Fail {
     Runtime(String),
 }
 
-fn read_token(path: &PathBuf) -> Result<String, Fail> {
-    use std::os::unix::fs::PermissionsExt;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Fail::Usage(format!("--token-file {}: {e}", path.display())))?;
-    let token = text.trim().to_owned();
-    if token.len() < 16 {
-        return Err(Fail::Usage(format!(
-            "--token-file {}: the token must be at least 16 characters",
-            path.display()
-        )));
-    }
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(file = %path.display(), "the token file is readable by others; chmod 600 it");
-    }
-    Ok(token)
-}
-
 fn run(args: Args) -> Result<(), Fail> {
-    let token = read_token(&args.token_file)?;
+    let token = agent::read_token(&args.token_file).map_err(Fail::Usage)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             agent::server::tls_config(&TlsFiles {
