@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::Schedule;
 use crate::store::Store;
+use crate::store::query::run_state;
 
 /// Trials read into the histograms per query.
 const BATCH: i64 = 50_000;
@@ -76,20 +77,16 @@ impl Metrics {
         let mut conn = self.store.pool().acquire().await?;
         let mut registry = Registry::with_prefix("atropos");
         // A run's state per experiment: its status, and for a completed run its verdict.
-        let runs: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT e.name,
-                CASE WHEN r.status = 'finished' THEN
-                    CASE WHEN re.failed > 0 THEN 'failed' WHEN re.errors > 0 THEN 'error'
-                    ELSE 'passed' END
-                ELSE r.status END,
-                count(*)
+        let runs: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT e.name, r.status, re.failed > 0, re.errors > 0, count(*)
              FROM run_experiments re JOIN runs r ON r.id = re.run_id
-             JOIN experiments e ON e.id = re.experiment_id GROUP BY 1, 2",
+             JOIN experiments e ON e.id = re.experiment_id GROUP BY 1, 2, 3, 4",
         )
         .fetch_all(&mut *conn)
         .await?;
         let runs_total = Family::<RunLabels, Counter>::default();
-        for (experiment, state, n) in runs {
+        for (experiment, status, failed, errors, n) in runs {
+            let state = run_state(&status, failed, errors);
             runs_total
                 .get_or_create(&RunLabels { experiment, state })
                 .inc_by(u64::try_from(n).unwrap_or(0));

@@ -78,6 +78,7 @@ pub fn router(held: Arc<Held>) -> Router {
 
 async fn load(held: &Held) -> anyhow::Result<SchedulesPage> {
     let now = Utc::now();
+    let mut decided = held.store.last_decisions().await?;
     let mut rows = Vec::with_capacity(held.experiments.len());
     for (name, schedule) in &held.experiments {
         let mut row = ScheduleRow {
@@ -111,14 +112,12 @@ async fn load(held: &Held) -> anyhow::Result<SchedulesPage> {
                     t = next;
                 }
             }
-            if let Some(last) = held.store.schedule_ticks(name, 1).await?.into_iter().next() {
+            if let Some((last, state)) = decided.remove(name) {
                 row.last_tick = Some(local(super::daemon::from_seconds(last.tick_at)));
                 row.last_outcome = Some(last.outcome);
                 row.last_reason = last.reason;
-                if let Some(uid) = &last.run_uid {
-                    row.last_state = held.store.run_state(uid).await?;
-                }
                 row.last_run = last.run_uid;
+                row.last_state = state;
             }
         }
         rows.push(row);

@@ -148,20 +148,50 @@ impl Store {
         Ok(())
     }
 
-    /// A run's state for a person (a finished run's is its verdict), if the run exists.
-    pub async fn run_state(&self, run_uid: &str) -> anyhow::Result<Option<String>> {
+    /// Each experiment's last decision, with the state of the run it started (if any).
+    pub async fn last_decisions(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<String, (TickRow, Option<String>)>> {
         let mut conn = self.pool.acquire().await?;
-        Ok(sqlx::query_scalar(
-            "SELECT CASE WHEN r.status = 'finished' THEN
-                CASE WHEN sum(re.failed) > 0 THEN 'failed' WHEN sum(re.errors) > 0 THEN 'error'
-                ELSE 'passed' END
-             ELSE r.status END
-             FROM runs r LEFT JOIN run_experiments re ON re.run_id = r.id
-             WHERE r.uid = ? GROUP BY r.id",
+        #[expect(clippy::type_complexity, reason = "one row of a query")]
+        let rows: Vec<(
+            String,
+            f64,
+            f64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+            i64,
+        )> = sqlx::query_as(
+            "SELECT t.experiment, t.tick_at, t.decided_at, t.outcome, t.reason, t.run_uid,
+                    r.status,
+                    (SELECT coalesce(sum(failed), 0) FROM run_experiments WHERE run_id = r.id),
+                    (SELECT coalesce(sum(errors), 0) FROM run_experiments WHERE run_id = r.id)
+                 FROM schedule_ticks t LEFT JOIN runs r ON r.uid = t.run_uid
+                 WHERE t.tick_at = (SELECT max(s.tick_at) FROM schedule_ticks s
+                                    WHERE s.experiment = t.experiment)",
         )
-        .bind(run_uid)
-        .fetch_optional(&mut *conn)
-        .await?)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(experiment, tick_at, decided_at, outcome, reason, run_uid, status, f, e)| {
+                    let state = status.map(|s| crate::store::query::run_state(&s, f, e));
+                    let row = TickRow {
+                        experiment: experiment.clone(),
+                        tick_at,
+                        decided_at,
+                        outcome,
+                        reason,
+                        run_uid,
+                    };
+                    (experiment, (row, state))
+                },
+            )
+            .collect())
     }
 
     /// The latest decisions for `experiment`, newest first.

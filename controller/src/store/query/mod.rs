@@ -18,7 +18,7 @@ pub use latency::{Latency, LatencyBucket, latency};
 pub use matrix::{Matrix, NotInjected};
 pub use overview::{ExperimentSummary, Overview, TrendPoint, overview};
 pub use run::{RunExperiment, RunFilter, RunPage, run};
-pub use runs::{RunBrief, RunList, runs};
+pub use runs::{RunBrief, RunList, run_state, runs};
 pub use trial::{TrialView, trial};
 
 /// The fault name of the trial without faults.

@@ -52,6 +52,19 @@ pub struct RunBrief {
     pub experiments: Vec<String>,
 }
 
+/// A run's state for a person: its status, but a finished run is `passed`, `failed` or
+/// `error` by the worst of its trials (`failed` and `errors` count them). Every page, the
+/// JSON API and the metrics say it this way.
+pub fn run_state(status: &str, failed: i64, errors: i64) -> String {
+    match status {
+        "finished" if failed > 0 => "failed",
+        "finished" if errors > 0 => "error",
+        "finished" => "passed",
+        other => other,
+    }
+    .to_owned()
+}
+
 /// The columns of `runs r` that make a [`RunBrief`].
 pub(crate) const RUN_COLUMNS: &str =
     "r.id, r.uid, r.trigger, r.requested_by, r.abort_reason, r.seed, r.started_at, r.ended_at,
@@ -95,12 +108,7 @@ impl RunRow {
             seed: crate::store::write::u64_from_sql(self.seed),
             started_at: self.started_at,
             ended_at: self.ended_at,
-            state: match self.status.as_str() {
-                "finished" if self.failed > 0 => "failed".to_owned(),
-                "finished" if self.errors > 0 => "error".to_owned(),
-                "finished" => "passed".to_owned(),
-                other => other.to_owned(),
-            },
+            state: run_state(&self.status, self.failed, self.errors),
             status: self.status,
             version: self.version,
             ci_provider: self.ci_provider,
