@@ -1273,3 +1273,27 @@ fn a_node_never_takes_a_cgroup_from_the_request_so_orphans_kill_spares_what_it_d
     );
     drop(other);
 }
+
+#[test]
+fn a_service_recovery_waiting_for_a_phase_the_trial_lacks_is_refused_and_nothing_runs() {
+    let dir = tempdir();
+    let n1 = Injector::start(dir.path(), "n1", &[], &[]);
+    let mut req: atropos_injector::wire::TrialRequest =
+        serde_json::from_str(&request("n1", "t-phase", "echo ready", "-", Duration::ZERO)).unwrap();
+    req.after.service = Some(atropos_injector::attach::service::ServiceRecoveryPlan {
+        phase: "ready".into(),
+        index: 5,
+        within_ns: 1_000_000_000,
+        selector: atropos_injector::attach::Selector {
+            name: Some("x".into()),
+            ..Default::default()
+        },
+        guard: Default::default(),
+        seed: 1,
+    });
+    let body = serde_json::to_string(&req).unwrap();
+    let (status, answer) = http(&n1.address(), "POST", "/v1/trials", Some(&n1.token), &body);
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.contains("phase 5 of a trial with 1"), "{answer}");
+    assert!(!n1.log().contains("trial started"));
+}

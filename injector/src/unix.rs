@@ -873,6 +873,9 @@ pub fn die_with_spawner(command: &mut std::process::Command) {
 /// also when this whole process is SIGKILLed (`PR_SET_PDEATHSIG`).
 pub fn signal_at_spawner_death(command: &mut std::process::Command, signal: libc::c_int) {
     use std::os::unix::process::CommandExt;
+    // The spawner, as the child will see it: if it is gone by the time of the prctl, the
+    // child was adopted (by init or by a subreaper) and the signal would never come.
+    let spawner = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
     // SAFETY: the closure runs in the child between fork and exec and calls only prctl and
     // getppid, both async-signal-safe; it touches no memory of the parent.
     unsafe {
@@ -880,8 +883,7 @@ pub fn signal_at_spawner_death(command: &mut std::process::Command, signal: libc
             if libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // The spawner may have gone between the fork and the prctl.
-            if libc::getppid() == 1 {
+            if libc::getppid() != spawner {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())

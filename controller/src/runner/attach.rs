@@ -149,7 +149,11 @@ pub(super) fn run_trial(
         plan::injector_plan(exp, trial, &env, &Default::default(), Some(hit.clone()));
     // Where each log ends before the fault: the recovery reads what was written since, so a
     // replacement's "ready" line written before it is selected still counts.
-    let marks = service::marks(&iplan.phases);
+    let marks = if trial.expect.recover.is_some() {
+        service::marks(&iplan.phases)
+    } else {
+        Vec::new()
+    };
     let obs = inj::trial::run_blocking(&iplan, &shared.cancel);
     let signals = signals_sent(&obs);
     shared.sent[experiment].fetch_add(signals, Ordering::Relaxed);

@@ -375,6 +375,15 @@ fn admissible(agent: &Agent, req: &TrialRequest) -> Result<(), (StatusCode, Stri
     {
         return malformed("the target's command is empty".into());
     }
+    if let Some(service) = &req.after.service
+        && service.index >= req.trial.phases.len()
+    {
+        return malformed(format!(
+            "the service's recovery waits for phase {} of a trial with {}",
+            service.index,
+            req.trial.phases.len()
+        ));
+    }
     if !req.compatible() {
         return Err((
             StatusCode::CONFLICT,
@@ -747,8 +756,12 @@ fn run_here(
         let _ = tx.send(p.into());
     };
     // Where each log ends before the fault: a service's replacement may write its line
-    // before it is found.
-    let marks = crate::attach::service::marks(&req.trial.phases);
+    // before it is found (only a service's recovery reads them).
+    let marks = if req.after.service.is_some() {
+        crate::attach::service::marks(&req.trial.phases)
+    } else {
+        Vec::new()
+    };
     let observation = crate::trial::run_followed(&req.trial, cancel, &follower);
     let ran = observation.error.is_none() && observation.stop != crate::StopReason::Interrupted;
     let after = if ran && !req.after.is_empty() {

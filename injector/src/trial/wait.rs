@@ -184,42 +184,31 @@ impl Driver<'_> {
         // Output first: a target that prints `main: entered` and then listens must not be
         // seen listening before the line that came first is read.
         self.drain_output();
-        let before: Vec<bool> = self.entered.iter().map(Option::is_some).collect();
-        self.look_at_polled();
-        if self
-            .entered
-            .iter()
-            .zip(&before)
-            .all(|(e, b)| e.is_some() == *b)
-        {
+        let seen = self.look_at_polled();
+        if seen.is_empty() {
             return;
         }
         // A polled marker was seen at T. A line of an earlier phase that the target wrote
         // before (its program order) may have reached the pipe between the drain and T:
         // read it now, and the polled phase is entered no earlier than it.
         self.drain_output();
-        for (index, _) in &self.polled {
-            let Some((at, _)) = self.entered[*index] else {
-                continue;
-            };
-            if before[*index] {
-                continue;
-            }
-            let latest_earlier = self.entered[..*index]
+        for index in seen {
+            let latest_earlier = self.entered[..index]
                 .iter()
                 .filter_map(|e| e.as_ref().map(|(t, _)| *t))
                 .max();
             if let Some(t) = latest_earlier
-                && t > at
-                && let Some(entry) = self.entered[*index].as_mut()
+                && let Some(entry) = self.entered[index].as_mut()
+                && t > entry.0
             {
                 entry.0 = t;
             }
         }
     }
 
-    /// Looks at every polled marker not seen yet.
-    fn look_at_polled(&mut self) {
+    /// Looks at every polled marker not seen yet; the phases seen now (no allocation when
+    /// none is, as on most ticks).
+    fn look_at_polled(&mut self) -> Vec<usize> {
         // The trial's processes: the main one and everything in its lane cgroup (or, without
         // one, its descendants and the orphans carrying its token).
         // Borrowed field by field, so that this costs nothing on a wake-up without a marker
@@ -248,13 +237,16 @@ impl Driver<'_> {
             pids.dedup();
             pids
         };
+        let mut seen_now = Vec::new();
         for (index, polled) in &mut self.polled {
             if self.entered[*index].is_none()
                 && let Some(seen) = polled.check(&owners)
             {
                 self.entered[*index] = Some(seen);
+                seen_now.push(*index);
             }
         }
+        seen_now
     }
 
     /// An attached service may be past some of its phases when the trial begins (it is up):
